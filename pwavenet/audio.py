@@ -34,17 +34,48 @@ Uniform quantization (``num_bins`` levels, 65536 for 16-bit audio)
 Bin k in {0, ..., num_bins - 1} has centre ``-1 + 2 k / (num_bins - 1)``; the bin
 width is ``2 / (num_bins - 1)``, so the centres include -1 and 1 exactly and the
 two edge bins stick out half a bin past [-1, 1].
+
+16-bit PCM storage
+------------------
+Data sets store int16 samples ``s``; the model sees ``x = (2 s + 1) / 65535``, the centre of
+16-bit bin ``k = s + 32768`` above, so ``quantize_16bit(pcm16_to_float(s)) == s + 32768``
+exactly and every training sample sits on a bin centre of the 16-bit likelihoods. The price
+is a DC offset of half a level (1.5e-5, -96 dBFS): digital silence maps to 1/65535, not 0,
+which shows in its log-mel in the lowest band only (about -5.6 instead of the floor's -11.5
+with the default features; real recordings' noise floor hides it).
+:func:`float_to_pcm16` is the inverse (round to the nearest centre).
+
+Log-mel features (the one definition; training, evaluation and synthesis call it)
+--------------------------------------------------------------------------------
+:func:`log_mel_spectrogram` runs TensorFlow's signal ops, so it works both inside
+``tf.data`` (on tf tensors it returns tf tensors) and eagerly on numpy or jax arrays (it
+returns numpy). It is the one function of this module that is not jax and not jit-able.
+
+    frames   T // hop; frame i describes samples [i hop, (i + 1) hop) ("hop block" i)
+    padding  reflect, (n_fft - hop) // 2 on the left and n_fft - hop - that on the right,
+             so frame i (n_fft samples of padded audio starting at i hop) is centred on the
+             middle of hop block i; up to T % hop trailing samples serve as context only
+    window   periodic Hann of win_length, centred in the n_fft frame (zeros around it)
+    value    log(max(|STFT| @ W, log_floor)), W = tf.signal.linear_to_mel_weight_matrix(
+             n_mels, n_fft // 2 + 1, sample_rate, fmin, fmax) (HTK mel scale, no area
+             normalisation): magnitudes, not powers; natural log
+
+So a crop of audio [j hop, (j + c) hop) goes with mel frames [j, j + c) of the same
+utterance, and the conditioning upsampler maps frame i to the hop samples of block i.
+Reflect padding needs T > n_fft - hop - (n_fft - hop) // 2 samples.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
+import numpy as np
 
 __all__ = [
     "MULAW_MU",
@@ -53,10 +84,15 @@ __all__ = [
     "bin_index",
     "bin_width",
     "dequantize_16bit",
+    "float_to_pcm16",
+    "import_tensorflow",
+    "log_mel_spectrogram",
+    "mel_padding",
     "mulaw_compress",
     "mulaw_decode",
     "mulaw_encode",
     "mulaw_expand",
+    "pcm16_to_float",
     "quantize",
     "quantize_16bit",
 ]
@@ -205,3 +241,125 @@ def quantize_16bit(x: ArrayLike) -> Array:
 def dequantize_16bit(levels: ArrayLike) -> Array:
     """Waveform value ``-1 + 2 k / 65535`` of each 16-bit level (float, same shape)."""
     return bin_center(levels, NUM_16BIT_BINS)
+
+
+# ------------------------------------------------------------------- 16-bit PCM
+
+
+def pcm16_to_float(samples: Any) -> Any:
+    """int16 samples ``s`` -> float32 ``(2 s + 1) / 65535`` in [-1, 1] (16-bit bin centres).
+
+    Accepts numpy (returns numpy) or tf tensors (returns a tf tensor, usable in tf.data).
+    """
+    if _is_tf_tensor(samples):
+        tf = import_tensorflow()
+        return (tf.cast(samples, tf.float32) * 2.0 + 1.0) / 65535.0
+    return ((np.asarray(samples, np.float64) * 2.0 + 1.0) / 65535.0).astype(np.float32)
+
+
+def float_to_pcm16(x: Any) -> np.ndarray:
+    """Waveform in [-1, 1] (clipped) -> int16 (numpy): the nearest 16-bit bin centre.
+
+    The inverse of :func:`pcm16_to_float`; the level is ``quantize_16bit(x) - 32768`` up to
+    ties, which this rounds in float64 and quantize_16bit in float32.
+    """
+    x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+    return np.clip(np.round(x * 32767.5 - 0.5), -32768, 32767).astype(np.int16)
+
+
+# ------------------------------------------------------------------- log-mel
+
+
+def import_tensorflow():
+    """Imports TensorFlow (used only for data) with accelerators hidden from it."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # devices already initialised: too late, and already decided
+        pass
+    return tf
+
+
+def _is_tf_tensor(x: Any) -> bool:
+    """True for TensorFlow tensors (eager or symbolic) without importing TensorFlow."""
+    return type(x).__module__.startswith("tensorflow")
+
+
+def _mel_fields(mel_config: Any) -> tuple[int, int, int, int, int, float, float, float]:
+    """Validated (sample_rate, n_fft, win_length, hop, n_mels, fmin, fmax, log_floor)."""
+    sr, n_fft, win, hop, n_mels = (int(mel_config.sample_rate), int(mel_config.n_fft),
+                                   int(mel_config.win_length), int(mel_config.hop_length),
+                                   int(mel_config.n_mels))
+    fmin, fmax, floor = float(mel_config.fmin), float(mel_config.fmax), float(mel_config.log_floor)
+    if not 0 < hop <= n_fft:
+        raise ValueError(f"mel.hop_length={hop} must be in (0, mel.n_fft={n_fft}].")
+    if not 0 < win <= n_fft:
+        raise ValueError(f"mel.win_length={win} must be in (0, mel.n_fft={n_fft}].")
+    if not 0.0 <= fmin < fmax <= sr / 2:
+        raise ValueError(f"Need 0 <= mel.fmin={fmin} < mel.fmax={fmax} <= mel.sample_rate / 2 "
+                         f"= {sr / 2}.")
+    if n_mels < 1 or floor <= 0:
+        raise ValueError(f"Need mel.n_mels={n_mels} >= 1 and mel.log_floor={floor} > 0.")
+    return sr, n_fft, win, hop, n_mels, fmin, fmax, floor
+
+
+def mel_padding(mel_config: Any) -> tuple[int, int]:
+    """(left, right) reflect padding that centres frame i on hop block i."""
+    _, n_fft, _, hop, *_ = _mel_fields(mel_config)
+    left = (n_fft - hop) // 2
+    return left, n_fft - hop - left
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_matrix_and_window(sr: int, n_fft: int, win: int, n_mels: int, fmin: float,
+                           fmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n_fft // 2 + 1, n_mels) filterbank and the centred, zero-padded Hann window."""
+    tf = import_tensorflow()
+    with tf.init_scope():  # eager even when first called while tf.data traces a map
+        matrix = tf.signal.linear_to_mel_weight_matrix(
+            num_mel_bins=n_mels, num_spectrogram_bins=n_fft // 2 + 1, sample_rate=sr,
+            lower_edge_hertz=fmin, upper_edge_hertz=fmax, dtype=tf.float32).numpy()
+        hann = tf.signal.hann_window(win, periodic=True, dtype=tf.float32).numpy()
+    window = np.zeros(n_fft, np.float32)
+    start = (n_fft - win) // 2
+    window[start:start + win] = hann
+    return matrix, window
+
+
+def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:
+    """Log-mel features of waveforms: (..., T) in [-1, 1] -> (..., T // hop, n_mels) float32.
+
+    See the module docstring for the exact definition and the frame/sample alignment.
+
+    Args:
+      audio: float waveform(s), last axis time; numpy, jax or tf (eager or inside tf.data).
+      mel_config: the config's ``mel`` section (sample_rate, n_fft, win_length, hop_length,
+        n_mels, fmin, fmax, log_floor).
+
+    Returns:
+      A tf tensor for tf input, a numpy array otherwise.
+    """
+    sr, n_fft, win, hop, n_mels, fmin, fmax, floor = _mel_fields(mel_config)
+    left, right = mel_padding(mel_config)
+    tf = import_tensorflow()
+    as_numpy = not _is_tf_tensor(audio)
+    if as_numpy:
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim == 0:
+            raise ValueError("log_mel_spectrogram needs audio with a time axis, got a scalar.")
+        if audio.shape[-1] <= right:
+            raise ValueError(f"log_mel_spectrogram needs more than {right} samples for its "
+                             f"reflect padding; got {audio.shape[-1]}.")
+    x = tf.cast(tf.convert_to_tensor(audio), tf.float32)
+    rank = x.shape.rank
+    if rank is None or rank == 0:
+        raise ValueError("log_mel_spectrogram needs audio of known rank >= 1.")
+    matrix, window = _mel_matrix_and_window(sr, n_fft, win, n_mels, fmin, fmax)
+    x = tf.pad(x, [[0, 0]] * (rank - 1) + [[left, right]], mode="REFLECT")
+    stft = tf.signal.stft(x, frame_length=n_fft, frame_step=hop, fft_length=n_fft,
+                          window_fn=lambda length, dtype: tf.constant(window, dtype),
+                          pad_end=False)
+    mel = tf.tensordot(tf.abs(stft), tf.constant(matrix), axes=1)
+    log_mel = tf.math.log(tf.maximum(mel, floor))
+    return log_mel.numpy() if as_numpy else log_mel

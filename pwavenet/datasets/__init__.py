@@ -1,0 +1,18 @@
+"""tfds builders of this project; importing the package registers them with tfds.
+
+  espeak_corpus  the embedded corpus: espeak-ng voices reading generated sentences (built
+                 locally, nothing downloaded)
+  wav_folder     a folder of .wav files (the manual dir), optional speaker subfolders
+
+Both yield {'audio': int16 (T,), 'speaker': int64, 'id': string}. TensorFlow is imported
+here with accelerators hidden from it: it only feeds data.
+"""
+
+from pwavenet.audio import import_tensorflow
+
+import_tensorflow()
+
+from pwavenet.datasets import espeak_corpus  # noqa: E402  registers 'espeak_corpus'
+from pwavenet.datasets import wav_folder  # noqa: E402  registers 'wav_folder'
+
+__all__ = ["espeak_corpus", "wav_folder"]

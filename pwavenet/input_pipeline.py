@@ -1,0 +1,538 @@
+"""tf.data pipelines: utterances -> (audio, mel, speaker) batches, per host, onto devices.
+
+Data sets (config.data.name; 'name/config' picks a tfds builder config, e.g.
+'espeak_corpus/small'):
+
+    espeak_corpus  built locally on first use (pwavenet.datasets.espeak_corpus)
+    wav_folder     config.data.manual_dir, stored at config.mel.sample_rate (resampled)
+    ljspeech       tfds 'ljspeech', 22050 Hz, one speaker, feature 'speech'
+    vctk           tfds 'vctk', 48 kHz, 110 speakers, features 'speech' and 'speaker'
+
+Every source is mapped onto {'audio': int16 (T,), 'speaker', 'id'}. ljspeech and vctk have
+only a 'train' split: for them the split names 'train', 'validation' and 'test' mean
+'train[:98%]', 'train[98%:99%]' and 'train[99%:]' (tfds slices, deterministic); any other
+split string is passed to tfds unchanged. The audio's sample rate must equal
+config.mel.sample_rate: a mismatch (vctk at 48 kHz with the 22050 Hz defaults) is an error
+that says what to change; nothing is resampled in TensorFlow (wav_folder resamples at build
+time).
+
+Batches (dicts of numpy arrays; B is the per-process batch, config.train.batch_size divided
+by the process count):
+
+    audio    float32 (B, crop)                 (2 s + 1) / 65535 for int16 s (audio.pcm16_to_float):
+                                               the 16-bit bin centres, in [-1, 1]
+    mel      float32 (B, crop // hop, n_mels)  log-mel of the FULL utterance, the crop's frames
+    speaker  int32 (B,)                        0 for single-speaker data
+
+crop = config.data.crop_samples (a multiple of config.mel.hop_length). Training crops start at
+a uniformly random frame j (sample j * hop) and take mel frames [j, j + crop // hop): exactly
+the features evaluation and synthesis compute with `audio.log_mel_spectrogram` on the whole
+utterance. Validation crops are the centred crop (frame (frames - crop // hop) // 2) of each
+utterance, in file order, no shuffling: the same batches on every call.
+
+Utterances shorter than a crop are never padded: under config.data.bad_audio='skip' they are
+dropped, each logged once and recorded in `Datasets.dropped`; under 'fail' the first one
+raises ValueError naming it.
+
+Training: per-process slice of the split (tfds.split_for_jax_process), shuffled files and
+examples (seeded by config.seed and the process index), repeated forever, random crops drawn
+from stateless seeds (seed, example counter): the stream is a deterministic function of the
+config and the process index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+from absl import logging
+import jax
+import numpy as np
+
+from pwavenet import audio
+from pwavenet import datasets as pw_datasets
+
+tf = audio.import_tensorflow()
+import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow is told to stay off GPUs)
+
+Batch = dict[str, np.ndarray]
+
+_HOLDOUT_SPLITS = {"train": "train[:98%]", "validation": "train[98%:99%]",
+                   "test": "train[99%:]"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """How a tfds data set maps onto {'audio', 'speaker', 'id'}."""
+
+    audio_key: str = "audio"
+    speaker_key: str | None = "speaker"
+    split_aliases: tuple[tuple[str, str], ...] = ()
+    built_locally: bool = False
+
+
+SOURCES: dict[str, Source] = {
+    "espeak_corpus": Source(built_locally=True),
+    "wav_folder": Source(built_locally=True),
+    "ljspeech": Source(audio_key="speech", speaker_key=None,
+                       split_aliases=tuple(_HOLDOUT_SPLITS.items())),
+    "vctk": Source(audio_key="speech", speaker_key="speaker",
+                   split_aliases=tuple(_HOLDOUT_SPLITS.items())),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about the data set."""
+
+    name: str
+    sample_rate: int
+    num_speakers: int
+
+
+# ------------------------------------------------------------------------ config checks
+
+
+def _source(name: str) -> tuple[str, Source]:
+    base = name.split("/")[0].split(":")[0]
+    if base not in SOURCES:
+        raise ValueError(f"config.data.name={name!r} is not one of {sorted(SOURCES)}.")
+    return base, SOURCES[base]
+
+
+def check_config(config: Any) -> None:
+    """Raises ValueError for data/mel settings the pipeline cannot honour."""
+    hop, crop = config.mel.hop_length, config.data.crop_samples
+    if crop <= 0 or crop % hop:
+        raise ValueError(f"config.data.crop_samples={crop} must be a positive multiple of "
+                         f"config.mel.hop_length={hop} (e.g. {max(1, round(crop / hop)) * hop}).")
+    if config.data.bad_audio not in ("skip", "fail"):
+        raise ValueError(f"config.data.bad_audio={config.data.bad_audio!r} must be 'skip' or "
+                         "'fail'.")
+    _source(config.data.name)
+
+
+def local_batch_size(global_batch: int, process_count: int, local_devices: int) -> int:
+    """Per-process batch; the global batch must split evenly over every device of every host."""
+    devices = process_count * local_devices
+    if global_batch <= 0 or global_batch % devices:
+        raise ValueError(
+            f"config.train.batch_size={global_batch} must be a positive multiple of the number "
+            f"of devices, {devices} ({process_count} processes x {local_devices} local devices); "
+            f"use e.g. {devices * max(1, round(global_batch / devices))}.")
+    return global_batch // process_count
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilder:
+    """The tfds builder of config.data, its rate checked, prepared (built or downloaded).
+
+    espeak_corpus and wav_folder are built locally on first use, under a file lock in the
+    data_dir so that processes sharing it build once; ljspeech and vctk are downloaded by
+    tfds like `tfds.load` does (after the sample-rate check, so a mismatch costs no
+    download).
+    """
+    check_config(config)
+    base, source = _source(config.data.name)
+    kwargs: dict[str, Any] = {}
+    download_config = None
+    if base == "wav_folder":
+        if "/" not in config.data.name:
+            kwargs["config"] = pw_datasets.wav_folder.config_for(config.mel.sample_rate)
+        kwargs["bad_audio"] = config.data.bad_audio
+        if config.data.manual_dir:
+            download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
+
+    def make_builder():
+        return tfds.builder(config.data.name, data_dir=config.data.data_dir or None, **kwargs)
+
+    builder = make_builder()
+    feature = builder.info.features[source.audio_key]
+    rate = getattr(feature, "sample_rate", None)
+    if rate != config.mel.sample_rate:
+        raise ValueError(_rate_message(config.data.name, rate, config.mel.sample_rate))
+    if feature.np_dtype != np.int16:
+        raise ValueError(f"{config.data.name}: feature {source.audio_key!r} is "
+                         f"{feature.np_dtype}; the pipeline reads int16 audio.")
+    if prepare and source.built_locally:
+        # Processes sharing a data_dir (several on one host) take turns; the first builds.
+        with _file_lock(os.path.join(os.fspath(builder.data_dir_root),
+                                     f".{builder.name}.build.lock")):
+            builder = make_builder()  # sees what another process may have just built
+            builder.download_and_prepare(download_config=download_config)
+    elif prepare:
+        builder.download_and_prepare(download_config=download_config)
+    return builder
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+    """An exclusive advisory lock on `path` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _rate_message(name: str, rate: int | None, mel_rate: int) -> str:
+    suggestion = ""
+    if rate:
+        factor = rate / mel_rate
+        hop = 2 ** max(0, round(np.log2(256 * factor)))
+        n_fft = 4 * hop
+        suggestion = (
+            f" Either set --config.mel.sample_rate={rate} with features scaled to it, e.g. "
+            f"--config.mel.n_fft={n_fft} --config.mel.win_length={n_fft} "
+            f"--config.mel.hop_length={hop} (and config.model.upsample_strides multiplying to "
+            f"{hop}), or resample the audio to {mel_rate} Hz: convert the wav files (sox in.wav "
+            f"-r {mel_rate} out.wav) or use --config.data.name=wav_folder "
+            "--config.data.manual_dir=<folder of the wavs>, which resamples to "
+            "config.mel.sample_rate when it builds.")
+    return (f"{name} audio is sampled at {rate} Hz but config.mel.sample_rate={mel_rate}; the "
+            f"input pipeline does not resample.{suggestion}")
+
+
+def data_info(config: Any, builder: tfds.core.DatasetBuilder | None = None) -> DataInfo:
+    """Name, sample rate and speaker count of config.data."""
+    builder = builder or get_builder(config)
+    _, source = _source(config.data.name)
+    num_speakers = 1
+    if source.speaker_key:
+        feature = builder.info.features[source.speaker_key]
+        if isinstance(feature, tfds.features.ClassLabel):
+            num_speakers = feature.num_classes
+        else:
+            names = (builder.info.metadata or {}).get("speakers") or [None]
+            num_speakers = len(names)
+    return DataInfo(config.data.name, int(config.mel.sample_rate), num_speakers)
+
+
+def resolve_split(config: Any, split: str) -> str:
+    """The tfds split string for a split name (ljspeech/vctk carve splits out of 'train')."""
+    return dict(_source(config.data.name)[1].split_aliases).get(split, split)
+
+
+# ------------------------------------------------------------------ too-short utterances
+
+
+class DroppedUtterances:
+    """Utterances shorter than `min_samples`, by id; applies config.data.bad_audio.
+
+    'skip': each is logged once (however many epochs meet it) and kept in `ids`;
+    'fail': the first one raises ValueError (re-raised from the batch iterator).
+    """
+
+    def __init__(self, policy: str, min_samples: int, what: str = "a crop"):
+        self.policy, self.min_samples, self.what = policy, min_samples, what
+        self.ids: dict[str, int] = {}
+        self.error: ValueError | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _record(self, utterance_id: Any, num_samples: Any) -> bool:
+        uid = utterance_id.numpy().decode("utf-8", "replace")
+        n = int(num_samples.numpy())
+        if self.policy == "fail":
+            self.error = ValueError(
+                f"Utterance {uid!r} has {n} samples, fewer than {self.what} "
+                f"({self.min_samples} samples), and config.data.bad_audio='fail'. Lower "
+                "config.data.crop_samples, remove the utterance, or use "
+                "--config.data.bad_audio=skip to drop such utterances.")
+            raise self.error
+        if uid not in self.ids:
+            self.ids[uid] = n
+            logging.warning("input pipeline: dropping utterance %r: %d samples < %s (%d); "
+                            "%d dropped so far", uid, n, self.what, self.min_samples,
+                            len(self.ids))
+        return False
+
+    def keep(self, example: dict[str, Any]) -> Any:
+        """tf predicate: True when the utterance is long enough (records it otherwise)."""
+        n = tf.shape(example["audio"])[0]
+        return tf.cond(n >= self.min_samples, lambda: tf.constant(True),
+                       lambda: tf.py_function(self._record, [example["id"], n], tf.bool))
+
+
+def _numpy_batches(ds: tf.data.Dataset, dropped: DroppedUtterances, *,
+                   endless: Callable[[], str] | None = None,
+                   op_error: type = tf.errors.OpError) -> Iterator[Batch]:
+    """Numpy batches of `ds`; re-raises the bad-audio policy's ValueError as itself.
+
+    endless: for a stream that should never end, gives the message for when it does anyway
+    (a repeated split that yields nothing: every utterance was dropped).
+    """
+    try:
+        yield from ds.as_numpy_iterator()
+    except op_error:
+        if dropped.error is not None:
+            raise dropped.error from None
+        raise
+    if endless:
+        raise ValueError(endless())
+
+
+# ------------------------------------------------------------------------ the tf stages
+
+
+def _utterances(builder, config: Any, split: str, *, shuffle_seed: int | None) -> tf.data.Dataset:
+    """{'audio': int16 (T,), 'speaker': int32, 'id': string} in file order (or shuffled)."""
+    _, source = _source(config.data.name)
+    # No tfds auto-cache: partial reads (validation_utterances) would make it warn.
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                            read_config=read_config)
+
+    def standardize(example):
+        speaker = (tf.cast(example[source.speaker_key], tf.int32) if source.speaker_key
+                   else tf.constant(0, tf.int32))
+        uid = example["id"] if "id" in example else tf.constant("")
+        return {"audio": example[source.audio_key], "speaker": speaker, "id": uid}
+
+    return ds.map(standardize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _features(mel_config: Any) -> Callable:
+    def compute(example):
+        x = audio.pcm16_to_float(example["audio"])
+        return {"audio": x, "mel": audio.log_mel_spectrogram(x, mel_config),
+                "speaker": example["speaker"]}
+
+    return compute
+
+
+def _crop(example, start_frame, crop_frames: int, mel_config: Any):
+    """Samples [j hop, (j + c) hop) with mel frames [j, j + c), j = start_frame, c = crop_frames."""
+    hop = mel_config.hop_length
+    audio_crop = example["audio"][start_frame * hop:(start_frame + crop_frames) * hop]
+    mel_crop = example["mel"][start_frame:start_frame + crop_frames]
+    return {"audio": tf.ensure_shape(audio_crop, [crop_frames * hop]),
+            "mel": tf.ensure_shape(mel_crop, [crop_frames, mel_config.n_mels]),
+            "speaker": example["speaker"]}
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    return options
+
+
+def train_dataset(config: Any, builder, *, process_index: int, process_count: int,
+                  batch_size: int, dropped: DroppedUtterances) -> tf.data.Dataset:
+    """Infinite stream of training batches for one process (see the module docstring)."""
+    crop_frames = config.data.crop_samples // config.mel.hop_length
+    split = tfds.split_for_jax_process(resolve_split(config, config.data.train_split),
+                                       process_index=process_index, process_count=process_count)
+    seed = int(config.seed) * 1_000_003 + process_index
+    ds = _utterances(builder, config, split, shuffle_seed=seed)
+    ds = ds.filter(dropped.keep).repeat()
+    ds = ds.shuffle(config.data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def random_crop(index, example):
+        frames = tf.shape(example["mel"])[0]
+        start = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.constant(seed, tf.int64), index]), minval=0,
+            maxval=frames - crop_frames + 1, dtype=tf.int32)
+        return _crop(example, start, crop_frames, config.mel)
+
+    ds = ds.enumerate().map(random_crop, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def eval_dataset(config: Any, builder, *, process_index: int, process_count: int,
+                 batch_size: int, dropped: DroppedUtterances) -> tf.data.Dataset:
+    """One deterministic pass of centred validation crops for one process (finite)."""
+    crop_frames = config.data.crop_samples // config.mel.hop_length
+    split = tfds.split_for_jax_process(resolve_split(config, config.data.eval_split),
+                                       process_index=process_index, process_count=process_count,
+                                       drop_remainder=True)
+    ds = _utterances(builder, config, split, shuffle_seed=None).filter(dropped.keep)
+    ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def centre_crop(example):
+        frames = tf.shape(example["mel"])[0]
+        return _crop(example, (frames - crop_frames) // 2, crop_frames, config.mel)
+
+    ds = ds.map(centre_crop, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).with_options(_options())
+
+
+# ---------------------------------------------------------------------- the public entry
+
+
+@dataclasses.dataclass
+class Datasets:
+    """What `create_datasets` returns.
+
+    train: iterator of per-process training batches (None when built with train=False).
+    eval(num_batches=None): a fresh iterator of validation batches, identical on every call;
+      with num_batches it yields exactly that many (cycling the split when it is smaller),
+      so that every process runs the same number of collective eval steps.
+    dropped: the too-short utterances seen so far ({id: samples}); info: DataInfo.
+    """
+
+    train: Iterator[Batch] | None
+    eval: Callable[..., Iterator[Batch]]
+    info: DataInfo
+    dropped: DroppedUtterances
+    batch_size: int
+
+
+def create_datasets(config: Any, *, train: bool = True, process_index: int | None = None,
+                    process_count: int | None = None,
+                    local_device_count: int | None = None) -> Datasets:
+    """Training and validation pipelines for this process from a full teacher/student config.
+
+    Args:
+      config: ConfigDict with sections data, mel, train (and seed; model.num_speakers is
+        checked against the data set's speakers when present).
+      train: also build the training stream.
+      process_index, process_count, local_device_count: default to jax's.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    local_device_count = (jax.local_device_count() if local_device_count is None
+                          else local_device_count)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
+    batch_size = local_batch_size(config.train.batch_size, process_count, local_device_count)
+    builder = get_builder(config)
+    info = data_info(config, builder)
+    model_speakers = config.get("model", {}).get("num_speakers", 0)
+    if model_speakers and info.num_speakers > model_speakers:
+        raise ValueError(f"{config.data.name} has {info.num_speakers} speakers but "
+                         f"config.model.num_speakers={model_speakers}; set it to at least "
+                         f"{info.num_speakers}.")
+    # The log-mel's reflect padding also needs a few samples; crops are nearly always longer.
+    min_samples = max(config.data.crop_samples, audio.mel_padding(config.mel)[1] + 1)
+    dropped = DroppedUtterances(
+        config.data.bad_audio, min_samples, "config.data.crop_samples"
+        if min_samples == config.data.crop_samples else "the log-mel's reflect padding")
+    kwargs = dict(process_index=process_index, process_count=process_count,
+                  batch_size=batch_size, dropped=dropped)
+    train_iter = None
+    if train:
+        train_iter = _numpy_batches(
+            train_dataset(config, builder, **kwargs), dropped, endless=lambda: (
+                f"The training split {config.data.train_split!r} of {config.data.name} gave "
+                f"no batch of {batch_size} on process {process_index}: too few utterances of "
+                f"at least config.data.crop_samples={config.data.crop_samples} samples "
+                f"({len(dropped)} dropped as shorter)."))
+    eval_ds = eval_dataset(config, builder, **kwargs)
+
+    def eval_batches(num_batches: int | None = None) -> Iterator[Batch]:
+        if num_batches is None:
+            return _numpy_batches(eval_ds, dropped)
+        return _exactly(eval_ds, num_batches, dropped, config, process_index)
+
+    logging.info("Data %s: %d speakers at %d Hz; process %d of %d reads batches of %d "
+                 "(global %d).", info.name, info.num_speakers, info.sample_rate, process_index,
+                 process_count, batch_size, config.train.batch_size)
+    return Datasets(train=train_iter, eval=eval_batches, info=info, dropped=dropped,
+                    batch_size=batch_size)
+
+
+def _exactly(ds: tf.data.Dataset, num_batches: int, dropped: DroppedUtterances, config: Any,
+             process_index: int) -> Iterator[Batch]:
+    count = 0
+    for batch in _numpy_batches(ds.repeat().take(num_batches), dropped):
+        count += 1
+        yield batch
+    if count < num_batches:
+        raise ValueError(
+            f"The validation split {config.data.eval_split!r} of {config.data.name} gave no "
+            f"full batch on process {process_index}: it has fewer usable utterances (at least "
+            f"config.data.crop_samples={config.data.crop_samples} samples) than the "
+            "per-process batch; lower config.train.batch_size or crop_samples.")
+
+
+# ------------------------------------------------------------- whole utterances (eval)
+
+
+def validation_utterances(config: Any, *, num_utterances: int, max_seconds: float | None = None,
+                          max_samples: int | None = None,
+                          split: str | None = None) -> dict[str, np.ndarray]:
+    """The first validation utterances, whole up to a length, for generation and listening.
+
+    Every process gets the same ones. Picks, in file order, the first `num_utterances` at
+    least `max_samples` long (max_seconds * sample_rate rounded down to a multiple of the
+    hop); if the split has too few, the longest of the others fill in. All are cut to a
+    common length T = min(max_samples, shortest chosen) rounded down to a multiple of the hop.
+    The mel is computed on the FULL utterance (as in training) and cut to frames [0, T // hop).
+
+    Returns:
+      {'audio': float32 (N, T), 'mel': float32 (N, T // hop, n_mels), 'speaker': int32 (N,),
+       'id': str (N,)} (numpy; 'id' is for file names, not for devices).
+    """
+    hop, rate = config.mel.hop_length, config.mel.sample_rate
+    if max_samples is None:
+        if max_seconds is None:
+            raise ValueError("Give max_seconds or max_samples.")
+        max_samples = int(max_seconds * rate)
+    max_samples = (max_samples // hop) * hop
+    if max_samples < hop or num_utterances < 1:
+        raise ValueError(f"Need num_utterances >= 1 and at least one hop ({hop} samples) of "
+                         f"audio; got {num_utterances} and {max_samples} samples.")
+    builder = get_builder(config)
+    split = resolve_split(config, split or config.data.eval_split)
+    chosen: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    for example in _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator():
+        if len(example["audio"]) >= max_samples:
+            chosen.append(example)
+            if len(chosen) == num_utterances:
+                break
+        else:
+            others.append(example)
+    others.sort(key=lambda e: -len(e["audio"]))
+    chosen += others[:num_utterances - len(chosen)]
+    if not chosen:
+        raise ValueError(f"The split {split!r} of {config.data.name} has no utterances.")
+    length = min(max_samples, min(len(e["audio"]) for e in chosen) // hop * hop)
+    if length < hop:
+        raise ValueError(f"The chosen utterances of {split!r} are shorter than one hop.")
+    full = [audio.pcm16_to_float(e["audio"]) for e in chosen]
+    mels = [audio.log_mel_spectrogram(x, config.mel)[:length // hop] for x in full]
+    return {"audio": np.stack([x[:length] for x in full]),
+            "mel": np.stack(mels).astype(np.float32),
+            "speaker": np.array([e["speaker"] for e in chosen], np.int32),
+            "id": np.array([e["id"].decode("utf-8", "replace") for e in chosen])}
+
+
+# -------------------------------------------------------------------------- to devices
+
+
+def shard_batch(batch: Batch, num_devices: int | None = None) -> Batch:
+    """(B, ...) -> (num_devices, B // num_devices, ...) for every array (pmap's layout)."""
+    n = jax.local_device_count() if num_devices is None else num_devices
+
+    def split(x):
+        if x.shape[0] % n:
+            raise ValueError(f"A batch of {x.shape[0]} does not split over {n} devices.")
+        return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+    return jax.tree.map(split, batch)
+
+
+def prefetch_to_device(batches: Iterable[Batch], size: int = 2,
+                       devices: list[Any] | None = None) -> Iterator[Any]:
+    """Shards each host batch over the local devices and keeps `size` of them on device."""
+    from flax import jax_utils
+
+    devices = list(devices) if devices is not None else jax.local_devices()
+    sharded = (shard_batch(b, len(devices)) for b in batches)
+    return jax_utils.prefetch_to_device(sharded, size, devices)

@@ -2,16 +2,39 @@
 
 import os
 
+from absl import flags
 from absl import logging
+
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() with the cluster's auto-detected "
+    "settings (Cloud TPU pod slices, SLURM, ...).",
+)
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for an explicit multi-process launch."
+)
+flags.DEFINE_integer("num_processes", None, "Number of processes (explicit launches).")
+flags.DEFINE_integer("process_id", None, "This process's index (explicit launches).")
 
 
 def prepare_process() -> None:
-  """Keeps TensorFlow (used only for data and summaries) off accelerators; logs the devices."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf
+    """Joins a multi-host run if asked, keeps TensorFlow (data and summaries only) off
+    accelerators, and logs this process's place and devices."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
 
-  tf.config.set_visible_devices([], "GPU")
-  import jax
+    tf.config.set_visible_devices([], "GPU")
+    import jax
 
-  logging.info("JAX process %d of %d; local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+    f = flags.FLAGS
+    if f.coordinator_address:
+        jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    elif f.multihost:
+        jax.distributed.initialize()
+    logging.info(
+        "JAX process %d of %d; local devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_devices(),
+    )

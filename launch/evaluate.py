@@ -1,6 +1,6 @@
 """Evaluates a training workdir's checkpoint: NLL, generated audio, spectrograms, speed.
 
-  python -m launch.evaluate --workdir=runs/teacher [--step=N] [--num_utterances=4]
+python -m launch.evaluate --workdir=runs/teacher [--step=N] [--num_utterances=4]
 """
 
 import json
@@ -21,18 +21,22 @@ flags.DEFINE_float("speed_seconds", 0.5, "Seconds of audio per generation-speed 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  common.prepare_process()
-  from pwavenet import evaluate
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    common.prepare_process()
+    from pwavenet import evaluate
 
-  report = evaluate.evaluate(
-      FLAGS.workdir, step=FLAGS.step, output_dir=FLAGS.output_dir,
-      num_utterances=FLAGS.num_utterances, max_seconds=FLAGS.max_seconds,
-      speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes),
-      speed_seconds=FLAGS.speed_seconds)
-  print(json.dumps(report, indent=2))
+    report = evaluate.evaluate(
+        FLAGS.workdir,
+        step=FLAGS.step,
+        output_dir=FLAGS.output_dir,
+        num_utterances=FLAGS.num_utterances,
+        max_seconds=FLAGS.max_seconds,
+        speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes),
+        speed_seconds=FLAGS.speed_seconds,
+    )
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -288,17 +288,22 @@ def _is_tf_tensor(x: Any) -> bool:
 
 def _mel_fields(mel_config: Any) -> tuple[int, int, int, int, int, float, float, float]:
     """Validated (sample_rate, n_fft, win_length, hop, n_mels, fmin, fmax, log_floor)."""
-    sr, n_fft, win, hop, n_mels = (int(mel_config.sample_rate), int(mel_config.n_fft),
-                                   int(mel_config.win_length), int(mel_config.hop_length),
-                                   int(mel_config.n_mels))
+    sr, n_fft, win, hop, n_mels = (
+        int(mel_config.sample_rate),
+        int(mel_config.n_fft),
+        int(mel_config.win_length),
+        int(mel_config.hop_length),
+        int(mel_config.n_mels),
+    )
     fmin, fmax, floor = float(mel_config.fmin), float(mel_config.fmax), float(mel_config.log_floor)
     if not 0 < hop <= n_fft:
         raise ValueError(f"mel.hop_length={hop} must be in (0, mel.n_fft={n_fft}].")
     if not 0 < win <= n_fft:
         raise ValueError(f"mel.win_length={win} must be in (0, mel.n_fft={n_fft}].")
     if not 0.0 <= fmin < fmax <= sr / 2:
-        raise ValueError(f"Need 0 <= mel.fmin={fmin} < mel.fmax={fmax} <= mel.sample_rate / 2 "
-                         f"= {sr / 2}.")
+        raise ValueError(
+            f"Need 0 <= mel.fmin={fmin} < mel.fmax={fmax} <= mel.sample_rate / 2 = {sr / 2}."
+        )
     if n_mels < 1 or floor <= 0:
         raise ValueError(f"Need mel.n_mels={n_mels} >= 1 and mel.log_floor={floor} > 0.")
     return sr, n_fft, win, hop, n_mels, fmin, fmax, floor
@@ -312,18 +317,24 @@ def mel_padding(mel_config: Any) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_matrix_and_window(sr: int, n_fft: int, win: int, n_mels: int, fmin: float,
-                           fmax: float) -> tuple[np.ndarray, np.ndarray]:
+def _mel_matrix_and_window(
+    sr: int, n_fft: int, win: int, n_mels: int, fmin: float, fmax: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(n_fft // 2 + 1, n_mels) filterbank and the centred, zero-padded Hann window."""
     tf = import_tensorflow()
     with tf.init_scope():  # eager even when first called while tf.data traces a map
         matrix = tf.signal.linear_to_mel_weight_matrix(
-            num_mel_bins=n_mels, num_spectrogram_bins=n_fft // 2 + 1, sample_rate=sr,
-            lower_edge_hertz=fmin, upper_edge_hertz=fmax, dtype=tf.float32).numpy()
+            num_mel_bins=n_mels,
+            num_spectrogram_bins=n_fft // 2 + 1,
+            sample_rate=sr,
+            lower_edge_hertz=fmin,
+            upper_edge_hertz=fmax,
+            dtype=tf.float32,
+        ).numpy()
         hann = tf.signal.hann_window(win, periodic=True, dtype=tf.float32).numpy()
     window = np.zeros(n_fft, np.float32)
     start = (n_fft - win) // 2
-    window[start:start + win] = hann
+    window[start : start + win] = hann
     return matrix, window
 
 
@@ -349,17 +360,24 @@ def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:
         if audio.ndim == 0:
             raise ValueError("log_mel_spectrogram needs audio with a time axis, got a scalar.")
         if audio.shape[-1] <= right:
-            raise ValueError(f"log_mel_spectrogram needs more than {right} samples for its "
-                             f"reflect padding; got {audio.shape[-1]}.")
+            raise ValueError(
+                f"log_mel_spectrogram needs more than {right} samples for its "
+                f"reflect padding; got {audio.shape[-1]}."
+            )
     x = tf.cast(tf.convert_to_tensor(audio), tf.float32)
     rank = x.shape.rank
     if rank is None or rank == 0:
         raise ValueError("log_mel_spectrogram needs audio of known rank >= 1.")
     matrix, window = _mel_matrix_and_window(sr, n_fft, win, n_mels, fmin, fmax)
     x = tf.pad(x, [[0, 0]] * (rank - 1) + [[left, right]], mode="REFLECT")
-    stft = tf.signal.stft(x, frame_length=n_fft, frame_step=hop, fft_length=n_fft,
-                          window_fn=lambda length, dtype: tf.constant(window, dtype),
-                          pad_end=False)
+    stft = tf.signal.stft(
+        x,
+        frame_length=n_fft,
+        frame_step=hop,
+        fft_length=n_fft,
+        window_fn=lambda length, dtype: tf.constant(window, dtype),
+        pad_end=False,
+    )
     mel = tf.tensordot(tf.abs(stft), tf.constant(matrix), axes=1)
     log_mel = tf.math.log(tf.maximum(mel, floor))
     return log_mel.numpy() if as_numpy else log_mel

@@ -142,9 +142,7 @@ def gaussian_entropy(log_scale: ArrayLike) -> Array:
     return jnp.asarray(log_scale) + 0.5 * math.log(2.0 * math.pi * math.e)
 
 
-def gaussian_kl(
-    mu_q: ArrayLike, log_s_q: ArrayLike, mu_p: ArrayLike, log_s_p: ArrayLike
-) -> Array:
+def gaussian_kl(mu_q: ArrayLike, log_s_q: ArrayLike, mu_p: ArrayLike, log_s_p: ArrayLike) -> Array:
     """Elementwise ``KL(N(mu_q, s_q^2) || N(mu_p, s_p^2))`` in nats.
 
     ``= log s_p - log s_q + (s_q^2 + (mu_q - mu_p)^2) / (2 s_p^2) - 1/2``, evaluated as
@@ -187,9 +185,7 @@ def _as_params(params: ArrayLike, num_params: int, name: str) -> Array:
     resolve 16-bit audio bins, so bf16 heads are scored in float32."""
     params = jnp.asarray(params)
     if params.ndim < 1 or params.shape[-1] != num_params:
-        raise ValueError(
-            f"{name} expects params of shape (..., {num_params}), got {params.shape}"
-        )
+        raise ValueError(f"{name} expects params of shape (..., {num_params}), got {params.shape}")
     return params.astype(jnp.promote_types(params.dtype, jnp.float32))
 
 
@@ -324,9 +320,7 @@ class DiscretizedMixtureOfLogistics:
         return jax.nn.log_softmax(logit_probs, axis=-1), means, log_scales
 
     @_jit_method_q
-    def component_log_probs(
-        self, params: ArrayLike, x: ArrayLike, quantize: bool = True
-    ) -> Array:
+    def component_log_probs(self, params: ArrayLike, x: ArrayLike, quantize: bool = True) -> Array:
         """Log mass of x's bin under each component (unweighted), ``(..., K)``."""
         _, means, log_scales = self.split_params(params)
         return self._component_log_probs(means, log_scales, x, quantize)

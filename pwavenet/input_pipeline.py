@@ -59,8 +59,7 @@ import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow is told to s
 
 Batch = dict[str, np.ndarray]
 
-_HOLDOUT_SPLITS = {"train": "train[:98%]", "validation": "train[98%:99%]",
-                   "test": "train[99%:]"}
+_HOLDOUT_SPLITS = {"train": "train[:98%]", "validation": "train[98%:99%]", "test": "train[99%:]"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +75,12 @@ class Source:
 SOURCES: dict[str, Source] = {
     "espeak_corpus": Source(built_locally=True),
     "wav_folder": Source(built_locally=True),
-    "ljspeech": Source(audio_key="speech", speaker_key=None,
-                       split_aliases=tuple(_HOLDOUT_SPLITS.items())),
-    "vctk": Source(audio_key="speech", speaker_key="speaker",
-                   split_aliases=tuple(_HOLDOUT_SPLITS.items())),
+    "ljspeech": Source(
+        audio_key="speech", speaker_key=None, split_aliases=tuple(_HOLDOUT_SPLITS.items())
+    ),
+    "vctk": Source(
+        audio_key="speech", speaker_key="speaker", split_aliases=tuple(_HOLDOUT_SPLITS.items())
+    ),
 }
 
 
@@ -106,11 +107,14 @@ def check_config(config: Any) -> None:
     """Raises ValueError for data/mel settings the pipeline cannot honour."""
     hop, crop = config.mel.hop_length, config.data.crop_samples
     if crop <= 0 or crop % hop:
-        raise ValueError(f"config.data.crop_samples={crop} must be a positive multiple of "
-                         f"config.mel.hop_length={hop} (e.g. {max(1, round(crop / hop)) * hop}).")
+        raise ValueError(
+            f"config.data.crop_samples={crop} must be a positive multiple of "
+            f"config.mel.hop_length={hop} (e.g. {max(1, round(crop / hop)) * hop})."
+        )
     if config.data.bad_audio not in ("skip", "fail"):
-        raise ValueError(f"config.data.bad_audio={config.data.bad_audio!r} must be 'skip' or "
-                         "'fail'.")
+        raise ValueError(
+            f"config.data.bad_audio={config.data.bad_audio!r} must be 'skip' or 'fail'."
+        )
     _source(config.data.name)
 
 
@@ -121,7 +125,8 @@ def local_batch_size(global_batch: int, process_count: int, local_devices: int) 
         raise ValueError(
             f"config.train.batch_size={global_batch} must be a positive multiple of the number "
             f"of devices, {devices} ({process_count} processes x {local_devices} local devices); "
-            f"use e.g. {devices * max(1, round(global_batch / devices))}.")
+            f"use e.g. {devices * max(1, round(global_batch / devices))}."
+        )
     return global_batch // process_count
 
 
@@ -156,12 +161,15 @@ def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilde
     if rate != config.mel.sample_rate:
         raise ValueError(_rate_message(config.data.name, rate, config.mel.sample_rate))
     if feature.np_dtype != np.int16:
-        raise ValueError(f"{config.data.name}: feature {source.audio_key!r} is "
-                         f"{feature.np_dtype}; the pipeline reads int16 audio.")
+        raise ValueError(
+            f"{config.data.name}: feature {source.audio_key!r} is "
+            f"{feature.np_dtype}; the pipeline reads int16 audio."
+        )
     if prepare and source.built_locally:
         # Processes sharing a data_dir (several on one host) take turns; the first builds.
-        with _file_lock(os.path.join(os.fspath(builder.data_dir_root),
-                                     f".{builder.name}.build.lock")):
+        with _file_lock(
+            os.path.join(os.fspath(builder.data_dir_root), f".{builder.name}.build.lock")
+        ):
             builder = make_builder()  # sees what another process may have just built
             builder.download_and_prepare(download_config=download_config)
     elif prepare:
@@ -199,9 +207,12 @@ def _rate_message(name: str, rate: int | None, mel_rate: int) -> str:
             f"{hop}), or resample the audio to {mel_rate} Hz: convert the wav files (sox in.wav "
             f"-r {mel_rate} out.wav) or use --config.data.name=wav_folder "
             "--config.data.manual_dir=<folder of the wavs>, which resamples to "
-            "config.mel.sample_rate when it builds.")
-    return (f"{name} audio is sampled at {rate} Hz but config.mel.sample_rate={mel_rate}; the "
-            f"input pipeline does not resample.{suggestion}")
+            "config.mel.sample_rate when it builds."
+        )
+    return (
+        f"{name} audio is sampled at {rate} Hz but config.mel.sample_rate={mel_rate}; the "
+        f"input pipeline does not resample.{suggestion}"
+    )
 
 
 def data_info(config: Any, builder: tfds.core.DatasetBuilder | None = None) -> DataInfo:
@@ -250,25 +261,38 @@ class DroppedUtterances:
                 f"Utterance {uid!r} has {n} samples, fewer than {self.what} "
                 f"({self.min_samples} samples), and config.data.bad_audio='fail'. Lower "
                 "config.data.crop_samples, remove the utterance, or use "
-                "--config.data.bad_audio=skip to drop such utterances.")
+                "--config.data.bad_audio=skip to drop such utterances."
+            )
             raise self.error
         if uid not in self.ids:
             self.ids[uid] = n
-            logging.warning("input pipeline: dropping utterance %r: %d samples < %s (%d); "
-                            "%d dropped so far", uid, n, self.what, self.min_samples,
-                            len(self.ids))
+            logging.warning(
+                "input pipeline: dropping utterance %r: %d samples < %s (%d); %d dropped so far",
+                uid,
+                n,
+                self.what,
+                self.min_samples,
+                len(self.ids),
+            )
         return False
 
     def keep(self, example: dict[str, Any]) -> Any:
         """tf predicate: True when the utterance is long enough (records it otherwise)."""
         n = tf.shape(example["audio"])[0]
-        return tf.cond(n >= self.min_samples, lambda: tf.constant(True),
-                       lambda: tf.py_function(self._record, [example["id"], n], tf.bool))
+        return tf.cond(
+            n >= self.min_samples,
+            lambda: tf.constant(True),
+            lambda: tf.py_function(self._record, [example["id"], n], tf.bool),
+        )
 
 
-def _numpy_batches(ds: tf.data.Dataset, dropped: DroppedUtterances, *,
-                   endless: Callable[[], str] | None = None,
-                   op_error: type = tf.errors.OpError) -> Iterator[Batch]:
+def _numpy_batches(
+    ds: tf.data.Dataset,
+    dropped: DroppedUtterances,
+    *,
+    endless: Callable[[], str] | None = None,
+    op_error: type = tf.errors.OpError,
+) -> Iterator[Batch]:
     """Numpy batches of `ds`; re-raises the bad-audio policy's ValueError as itself.
 
     endless: for a stream that should never end, gives the message for when it does anyway
@@ -292,12 +316,16 @@ def _utterances(builder, config: Any, split: str, *, shuffle_seed: int | None) -
     _, source = _source(config.data.name)
     # No tfds auto-cache: partial reads (validation_utterances) would make it warn.
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
-                            read_config=read_config)
+    ds = builder.as_dataset(
+        split=split, shuffle_files=shuffle_seed is not None, read_config=read_config
+    )
 
     def standardize(example):
-        speaker = (tf.cast(example[source.speaker_key], tf.int32) if source.speaker_key
-                   else tf.constant(0, tf.int32))
+        speaker = (
+            tf.cast(example[source.speaker_key], tf.int32)
+            if source.speaker_key
+            else tf.constant(0, tf.int32)
+        )
         uid = example["id"] if "id" in example else tf.constant("")
         return {"audio": example[source.audio_key], "speaker": speaker, "id": uid}
 
@@ -307,8 +335,11 @@ def _utterances(builder, config: Any, split: str, *, shuffle_seed: int | None) -
 def _features(mel_config: Any) -> Callable:
     def compute(example):
         x = audio.pcm16_to_float(example["audio"])
-        return {"audio": x, "mel": audio.log_mel_spectrogram(x, mel_config),
-                "speaker": example["speaker"]}
+        return {
+            "audio": x,
+            "mel": audio.log_mel_spectrogram(x, mel_config),
+            "speaker": example["speaker"],
+        }
 
     return compute
 
@@ -316,11 +347,13 @@ def _features(mel_config: Any) -> Callable:
 def _crop(example, start_frame, crop_frames: int, mel_config: Any):
     """Samples [j hop, (j + c) hop) with mel frames [j, j + c), j = start_frame, c = crop_frames."""
     hop = mel_config.hop_length
-    audio_crop = example["audio"][start_frame * hop:(start_frame + crop_frames) * hop]
-    mel_crop = example["mel"][start_frame:start_frame + crop_frames]
-    return {"audio": tf.ensure_shape(audio_crop, [crop_frames * hop]),
-            "mel": tf.ensure_shape(mel_crop, [crop_frames, mel_config.n_mels]),
-            "speaker": example["speaker"]}
+    audio_crop = example["audio"][start_frame * hop : (start_frame + crop_frames) * hop]
+    mel_crop = example["mel"][start_frame : start_frame + crop_frames]
+    return {
+        "audio": tf.ensure_shape(audio_crop, [crop_frames * hop]),
+        "mel": tf.ensure_shape(mel_crop, [crop_frames, mel_config.n_mels]),
+        "speaker": example["speaker"],
+    }
 
 
 def _options() -> tf.data.Options:
@@ -329,12 +362,22 @@ def _options() -> tf.data.Options:
     return options
 
 
-def train_dataset(config: Any, builder, *, process_index: int, process_count: int,
-                  batch_size: int, dropped: DroppedUtterances) -> tf.data.Dataset:
+def train_dataset(
+    config: Any,
+    builder,
+    *,
+    process_index: int,
+    process_count: int,
+    batch_size: int,
+    dropped: DroppedUtterances,
+) -> tf.data.Dataset:
     """Infinite stream of training batches for one process (see the module docstring)."""
     crop_frames = config.data.crop_samples // config.mel.hop_length
-    split = tfds.split_for_jax_process(resolve_split(config, config.data.train_split),
-                                       process_index=process_index, process_count=process_count)
+    split = tfds.split_for_jax_process(
+        resolve_split(config, config.data.train_split),
+        process_index=process_index,
+        process_count=process_count,
+    )
     seed = int(config.seed) * 1_000_003 + process_index
     ds = _utterances(builder, config, split, shuffle_seed=seed)
     ds = ds.filter(dropped.keep).repeat()
@@ -344,8 +387,12 @@ def train_dataset(config: Any, builder, *, process_index: int, process_count: in
     def random_crop(index, example):
         frames = tf.shape(example["mel"])[0]
         start = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.constant(seed, tf.int64), index]), minval=0,
-            maxval=frames - crop_frames + 1, dtype=tf.int32)
+            [],
+            seed=tf.stack([tf.constant(seed, tf.int64), index]),
+            minval=0,
+            maxval=frames - crop_frames + 1,
+            dtype=tf.int32,
+        )
         return _crop(example, start, crop_frames, config.mel)
 
     ds = ds.enumerate().map(random_crop, num_parallel_calls=tf.data.AUTOTUNE)
@@ -353,13 +400,23 @@ def train_dataset(config: Any, builder, *, process_index: int, process_count: in
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
-def eval_dataset(config: Any, builder, *, process_index: int, process_count: int,
-                 batch_size: int, dropped: DroppedUtterances) -> tf.data.Dataset:
+def eval_dataset(
+    config: Any,
+    builder,
+    *,
+    process_index: int,
+    process_count: int,
+    batch_size: int,
+    dropped: DroppedUtterances,
+) -> tf.data.Dataset:
     """One deterministic pass of centred validation crops for one process (finite)."""
     crop_frames = config.data.crop_samples // config.mel.hop_length
-    split = tfds.split_for_jax_process(resolve_split(config, config.data.eval_split),
-                                       process_index=process_index, process_count=process_count,
-                                       drop_remainder=True)
+    split = tfds.split_for_jax_process(
+        resolve_split(config, config.data.eval_split),
+        process_index=process_index,
+        process_count=process_count,
+        drop_remainder=True,
+    )
     ds = _utterances(builder, config, split, shuffle_seed=None).filter(dropped.keep)
     ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -392,9 +449,14 @@ class Datasets:
     batch_size: int
 
 
-def create_datasets(config: Any, *, train: bool = True, process_index: int | None = None,
-                    process_count: int | None = None,
-                    local_device_count: int | None = None) -> Datasets:
+def create_datasets(
+    config: Any,
+    *,
+    train: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    local_device_count: int | None = None,
+) -> Datasets:
     """Training and validation pipelines for this process from a full teacher/student config.
 
     Args:
@@ -405,8 +467,9 @@ def create_datasets(config: Any, *, train: bool = True, process_index: int | Non
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    local_device_count = (jax.local_device_count() if local_device_count is None
-                          else local_device_count)
+    local_device_count = (
+        jax.local_device_count() if local_device_count is None else local_device_count
+    )
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
     batch_size = local_batch_size(config.train.batch_size, process_count, local_device_count)
@@ -414,24 +477,38 @@ def create_datasets(config: Any, *, train: bool = True, process_index: int | Non
     info = data_info(config, builder)
     model_speakers = config.get("model", {}).get("num_speakers", 0)
     if model_speakers and info.num_speakers > model_speakers:
-        raise ValueError(f"{config.data.name} has {info.num_speakers} speakers but "
-                         f"config.model.num_speakers={model_speakers}; set it to at least "
-                         f"{info.num_speakers}.")
+        raise ValueError(
+            f"{config.data.name} has {info.num_speakers} speakers but "
+            f"config.model.num_speakers={model_speakers}; set it to at least "
+            f"{info.num_speakers}."
+        )
     # The log-mel's reflect padding also needs a few samples; crops are nearly always longer.
     min_samples = max(config.data.crop_samples, audio.mel_padding(config.mel)[1] + 1)
     dropped = DroppedUtterances(
-        config.data.bad_audio, min_samples, "config.data.crop_samples"
-        if min_samples == config.data.crop_samples else "the log-mel's reflect padding")
-    kwargs = dict(process_index=process_index, process_count=process_count,
-                  batch_size=batch_size, dropped=dropped)
+        config.data.bad_audio,
+        min_samples,
+        "config.data.crop_samples"
+        if min_samples == config.data.crop_samples
+        else "the log-mel's reflect padding",
+    )
+    kwargs = dict(
+        process_index=process_index,
+        process_count=process_count,
+        batch_size=batch_size,
+        dropped=dropped,
+    )
     train_iter = None
     if train:
         train_iter = _numpy_batches(
-            train_dataset(config, builder, **kwargs), dropped, endless=lambda: (
+            train_dataset(config, builder, **kwargs),
+            dropped,
+            endless=lambda: (
                 f"The training split {config.data.train_split!r} of {config.data.name} gave "
                 f"no batch of {batch_size} on process {process_index}: too few utterances of "
                 f"at least config.data.crop_samples={config.data.crop_samples} samples "
-                f"({len(dropped)} dropped as shorter)."))
+                f"({len(dropped)} dropped as shorter)."
+            ),
+        )
     eval_ds = eval_dataset(config, builder, **kwargs)
 
     def eval_batches(num_batches: int | None = None) -> Iterator[Batch]:
@@ -439,15 +516,28 @@ def create_datasets(config: Any, *, train: bool = True, process_index: int | Non
             return _numpy_batches(eval_ds, dropped)
         return _exactly(eval_ds, num_batches, dropped, config, process_index)
 
-    logging.info("Data %s: %d speakers at %d Hz; process %d of %d reads batches of %d "
-                 "(global %d).", info.name, info.num_speakers, info.sample_rate, process_index,
-                 process_count, batch_size, config.train.batch_size)
-    return Datasets(train=train_iter, eval=eval_batches, info=info, dropped=dropped,
-                    batch_size=batch_size)
+    logging.info(
+        "Data %s: %d speakers at %d Hz; process %d of %d reads batches of %d (global %d).",
+        info.name,
+        info.num_speakers,
+        info.sample_rate,
+        process_index,
+        process_count,
+        batch_size,
+        config.train.batch_size,
+    )
+    return Datasets(
+        train=train_iter, eval=eval_batches, info=info, dropped=dropped, batch_size=batch_size
+    )
 
 
-def _exactly(ds: tf.data.Dataset, num_batches: int, dropped: DroppedUtterances, config: Any,
-             process_index: int) -> Iterator[Batch]:
+def _exactly(
+    ds: tf.data.Dataset,
+    num_batches: int,
+    dropped: DroppedUtterances,
+    config: Any,
+    process_index: int,
+) -> Iterator[Batch]:
     count = 0
     for batch in _numpy_batches(ds.repeat().take(num_batches), dropped):
         count += 1
@@ -457,15 +547,21 @@ def _exactly(ds: tf.data.Dataset, num_batches: int, dropped: DroppedUtterances, 
             f"The validation split {config.data.eval_split!r} of {config.data.name} gave no "
             f"full batch on process {process_index}: it has fewer usable utterances (at least "
             f"config.data.crop_samples={config.data.crop_samples} samples) than the "
-            "per-process batch; lower config.train.batch_size or crop_samples.")
+            "per-process batch; lower config.train.batch_size or crop_samples."
+        )
 
 
 # ------------------------------------------------------------- whole utterances (eval)
 
 
-def validation_utterances(config: Any, *, num_utterances: int, max_seconds: float | None = None,
-                          max_samples: int | None = None,
-                          split: str | None = None) -> dict[str, np.ndarray]:
+def validation_utterances(
+    config: Any,
+    *,
+    num_utterances: int,
+    max_seconds: float | None = None,
+    max_samples: int | None = None,
+    split: str | None = None,
+) -> dict[str, np.ndarray]:
     """The first validation utterances, whole up to a length, for generation and listening.
 
     Every process gets the same ones. Picks, in file order, the first `num_utterances` at
@@ -485,8 +581,10 @@ def validation_utterances(config: Any, *, num_utterances: int, max_seconds: floa
         max_samples = int(max_seconds * rate)
     max_samples = (max_samples // hop) * hop
     if max_samples < hop or num_utterances < 1:
-        raise ValueError(f"Need num_utterances >= 1 and at least one hop ({hop} samples) of "
-                         f"audio; got {num_utterances} and {max_samples} samples.")
+        raise ValueError(
+            f"Need num_utterances >= 1 and at least one hop ({hop} samples) of "
+            f"audio; got {num_utterances} and {max_samples} samples."
+        )
     builder = get_builder(config)
     split = resolve_split(config, split or config.data.eval_split)
     chosen: list[dict[str, Any]] = []
@@ -499,18 +597,20 @@ def validation_utterances(config: Any, *, num_utterances: int, max_seconds: floa
         else:
             others.append(example)
     others.sort(key=lambda e: -len(e["audio"]))
-    chosen += others[:num_utterances - len(chosen)]
+    chosen += others[: num_utterances - len(chosen)]
     if not chosen:
         raise ValueError(f"The split {split!r} of {config.data.name} has no utterances.")
     length = min(max_samples, min(len(e["audio"]) for e in chosen) // hop * hop)
     if length < hop:
         raise ValueError(f"The chosen utterances of {split!r} are shorter than one hop.")
     full = [audio.pcm16_to_float(e["audio"]) for e in chosen]
-    mels = [audio.log_mel_spectrogram(x, config.mel)[:length // hop] for x in full]
-    return {"audio": np.stack([x[:length] for x in full]),
-            "mel": np.stack(mels).astype(np.float32),
-            "speaker": np.array([e["speaker"] for e in chosen], np.int32),
-            "id": np.array([e["id"].decode("utf-8", "replace") for e in chosen])}
+    mels = [audio.log_mel_spectrogram(x, config.mel)[: length // hop] for x in full]
+    return {
+        "audio": np.stack([x[:length] for x in full]),
+        "mel": np.stack(mels).astype(np.float32),
+        "speaker": np.array([e["speaker"] for e in chosen], np.int32),
+        "id": np.array([e["id"].decode("utf-8", "replace") for e in chosen]),
+    }
 
 
 # -------------------------------------------------------------------------- to devices
@@ -528,8 +628,9 @@ def shard_batch(batch: Batch, num_devices: int | None = None) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def prefetch_to_device(batches: Iterable[Batch], size: int = 2,
-                       devices: list[Any] | None = None) -> Iterator[Any]:
+def prefetch_to_device(
+    batches: Iterable[Batch], size: int = 2, devices: list[Any] | None = None
+) -> Iterator[Any]:
     """Shards each host batch over the local devices and keeps `size` of them on device."""
     from flax import jax_utils
 

@@ -36,194 +36,213 @@ __all__ = ["CausalConv", "ConditioningUpsampler", "check_hop_length"]
 
 
 class CausalConv(nn.Module):
-  """Causal dilated convolution over time.
+    """Causal dilated convolution over time.
 
-  Attributes:
-    features: output channels F.
-    kernel_size: taps k (>= 1).
-    dilation: spacing d between taps (>= 1).
-    use_bias: add a learned bias.
-    dtype: compute dtype; parameters are `param_dtype` (float32).
+    Attributes:
+      features: output channels F.
+      kernel_size: taps k (>= 1).
+      dilation: spacing d between taps (>= 1).
+      use_bias: add a learned bias.
+      dtype: compute dtype; parameters are `param_dtype` (float32).
 
-  Parameters: `kernel` (k, in, F), tap j multiplying the input at t - (k - 1 - j) d (so the
-  last tap is the current input), and `bias` (F,).
-  """
-
-  features: int
-  kernel_size: int
-  dilation: int = 1
-  use_bias: bool = True
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  kernel_init: Any = nn.initializers.lecun_normal()
-
-  def __post_init__(self):
-    if self.kernel_size < 1 or self.dilation < 1:
-      raise ValueError(f"CausalConv needs kernel_size >= 1 and dilation >= 1, got "
-                       f"kernel_size={self.kernel_size}, dilation={self.dilation}")
-    super().__post_init__()
-
-  @property
-  def context(self) -> int:
-    """Past inputs an output sees besides the current one: (k - 1) d."""
-    return (self.kernel_size - 1) * self.dilation
-
-  @nn.compact
-  def __call__(self, x: Array, *, one_step: bool = False) -> Array:
-    """Causal convolution.
-
-    Args:
-      x: (batch, time, in); with `one_step`, the k taps (batch, k, in), oldest first (the
-        inputs at t - (k - 1) d, ..., t - d, t).
-      one_step: compute the single output for the last tap's timestep.
-
-    Returns:
-      (batch, time, F); with `one_step`, (batch, F).
+    Parameters: `kernel` (k, in, F), tap j multiplying the input at t - (k - 1 - j) d (so the
+    last tap is the current input), and `bias` (F,).
     """
-    k = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (k, x.shape[-1], self.features),
-                        self.param_dtype)
-    x = x.astype(self.dtype)
-    kernel = kernel.astype(self.dtype)
-    if one_step:
-      if x.ndim != 3 or x.shape[1] != k:
-        raise ValueError(f"CausalConv.step expects taps of shape (batch, {k}, channels), "
-                         f"got {x.shape}")
-      # The k taps side by side on the channel axis meet the kernel in one matmul.
-      y = x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features)
-    else:
-      if x.ndim != 3:
-        raise ValueError(f"CausalConv expects (batch, time, channels), got {x.shape}")
-      # Stack the k dilated views of the left-padded input on the channel axis.
-      length = x.shape[1]
-      padded = jnp.pad(x, ((0, 0), (self.context, 0), (0, 0)))
-      taps = jnp.concatenate(
-          [padded[:, j * self.dilation:j * self.dilation + length] for j in range(k)], axis=-1)
-      y = taps @ kernel.reshape(-1, self.features)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                         self.param_dtype).astype(self.dtype)
-    return y
 
-  def step(self, window: Array) -> Array:
-    """One output timestep from its inputs.
+    features: int
+    kernel_size: int
+    dilation: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
 
-    Args:
-      window: either the k taps (batch, k, in), oldest first, or the last (k - 1) d + 1
-        inputs (batch, (k - 1) d + 1, in) ending at the current step (every d-th is used).
+    def __post_init__(self):
+        if self.kernel_size < 1 or self.dilation < 1:
+            raise ValueError(
+                f"CausalConv needs kernel_size >= 1 and dilation >= 1, got "
+                f"kernel_size={self.kernel_size}, dilation={self.dilation}"
+            )
+        super().__post_init__()
 
-    Returns:
-      (batch, F), equal to the sequence form's output at the window's last timestep.
-    """
-    if window.ndim == 3 and window.shape[1] == self.context + 1:
-      window = window[:, ::self.dilation]
-    return self(window, one_step=True)
+    @property
+    def context(self) -> int:
+        """Past inputs an output sees besides the current one: (k - 1) d."""
+        return (self.kernel_size - 1) * self.dilation
+
+    @nn.compact
+    def __call__(self, x: Array, *, one_step: bool = False) -> Array:
+        """Causal convolution.
+
+        Args:
+          x: (batch, time, in); with `one_step`, the k taps (batch, k, in), oldest first (the
+            inputs at t - (k - 1) d, ..., t - d, t).
+          one_step: compute the single output for the last tap's timestep.
+
+        Returns:
+          (batch, time, F); with `one_step`, (batch, F).
+        """
+        k = self.kernel_size
+        kernel = self.param(
+            "kernel", self.kernel_init, (k, x.shape[-1], self.features), self.param_dtype
+        )
+        x = x.astype(self.dtype)
+        kernel = kernel.astype(self.dtype)
+        if one_step:
+            if x.ndim != 3 or x.shape[1] != k:
+                raise ValueError(
+                    f"CausalConv.step expects taps of shape (batch, {k}, channels), got {x.shape}"
+                )
+            # The k taps side by side on the channel axis meet the kernel in one matmul.
+            y = x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features)
+        else:
+            if x.ndim != 3:
+                raise ValueError(f"CausalConv expects (batch, time, channels), got {x.shape}")
+            # Stack the k dilated views of the left-padded input on the channel axis.
+            length = x.shape[1]
+            padded = jnp.pad(x, ((0, 0), (self.context, 0), (0, 0)))
+            taps = jnp.concatenate(
+                [padded[:, j * self.dilation : j * self.dilation + length] for j in range(k)],
+                axis=-1,
+            )
+            y = taps @ kernel.reshape(-1, self.features)
+        if self.use_bias:
+            y = y + self.param(
+                "bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype
+            ).astype(self.dtype)
+        return y
+
+    def step(self, window: Array) -> Array:
+        """One output timestep from its inputs.
+
+        Args:
+          window: either the k taps (batch, k, in), oldest first, or the last (k - 1) d + 1
+            inputs (batch, (k - 1) d + 1, in) ending at the current step (every d-th is used).
+
+        Returns:
+          (batch, F), equal to the sequence form's output at the window's last timestep.
+        """
+        if window.ndim == 3 and window.shape[1] == self.context + 1:
+            window = window[:, :: self.dilation]
+        return self(window, one_step=True)
 
 
 def check_hop_length(strides: Sequence[int], hop_length: int) -> None:
-  """Raises ValueError unless prod(strides) == hop_length."""
-  product = math.prod(strides)
-  if product != hop_length:
-    raise ValueError(f"upsample strides {tuple(strides)} multiply to {product}, but the mel "
-                     f"hop length is {hop_length}; their product must equal the hop.")
+    """Raises ValueError unless prod(strides) == hop_length."""
+    product = math.prod(strides)
+    if product != hop_length:
+        raise ValueError(
+            f"upsample strides {tuple(strides)} multiply to {product}, but the mel "
+            f"hop length is {hop_length}; their product must equal the hop."
+        )
 
 
 def _interpolation_init(kernel_multiple: int):
-  """Starts each stage as a box interpolation when channels are kept: every output sample
-  is the mean of the `kernel_multiple` frames overlapping it, so conditioning reaches the
-  network from the first step. Other shapes get lecun normal."""
-  fallback = nn.initializers.lecun_normal()
+    """Starts each stage as a box interpolation when channels are kept: every output sample
+    is the mean of the `kernel_multiple` frames overlapping it, so conditioning reaches the
+    network from the first step. Other shapes get lecun normal."""
+    fallback = nn.initializers.lecun_normal()
 
-  def init(rng, shape, dtype=jnp.float32):
-    taps, c_in, c_out = shape
-    if c_in != c_out:
-      return fallback(rng, shape, dtype)
-    return jnp.broadcast_to(jnp.eye(c_in, dtype=dtype) / kernel_multiple, shape)
+    def init(rng, shape, dtype=jnp.float32):
+        taps, c_in, c_out = shape
+        if c_in != c_out:
+            return fallback(rng, shape, dtype)
+        return jnp.broadcast_to(jnp.eye(c_in, dtype=dtype) / kernel_multiple, shape)
 
-  return init
+    return init
 
 
 class _TimeTransposedConv(nn.Module):
-  """Transposed convolution along time: (B, F, C) -> (B, F * stride, features).
+    """Transposed convolution along time: (B, F, C) -> (B, F * stride, features).
 
-  Each input frame writes a kernel of `kernel_multiple * stride` samples starting at
-  frame * stride; the overlapping writes are summed (overlap-add), and the
-  (kernel_multiple - 1) * stride extra samples of the full output are cropped half on each
-  side ('SAME'-like), so frame f is centred on the block [f * stride, (f + 1) * stride).
-  Written as one matmul plus overlap-add rather than a convolution over a zero-stuffed input,
-  which would spend `stride` times the FLOPs on zeros.
-  """
+    Each input frame writes a kernel of `kernel_multiple * stride` samples starting at
+    frame * stride; the overlapping writes are summed (overlap-add), and the
+    (kernel_multiple - 1) * stride extra samples of the full output are cropped half on each
+    side ('SAME'-like), so frame f is centred on the block [f * stride, (f + 1) * stride).
+    Written as one matmul plus overlap-add rather than a convolution over a zero-stuffed input,
+    which would spend `stride` times the FLOPs on zeros.
+    """
 
-  features: int
-  stride: int
-  kernel_multiple: int
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+    features: int
+    stride: int
+    kernel_multiple: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    batch, frames, channels = x.shape
-    m, s = self.kernel_multiple, self.stride
-    kernel = self.param("kernel", _interpolation_init(m), (m * s, channels, self.features),
-                        self.param_dtype)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                      self.param_dtype)
-    x = x.astype(self.dtype)
-    y = jnp.einsum("bfc,kcd->bfkd", x, kernel.astype(self.dtype))
-    y = y.reshape(batch, frames, m, s, self.features)
-    # Tap block i of frame f lands in output block f + i.
-    full = sum(jnp.pad(y[:, :, i], ((0, 0), (i, m - 1 - i), (0, 0), (0, 0))) for i in range(m))
-    full = full.reshape(batch, (frames + m - 1) * s, self.features)
-    left = (m - 1) * s // 2
-    return full[:, left:left + frames * s] + bias.astype(self.dtype)
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        batch, frames, channels = x.shape
+        m, s = self.kernel_multiple, self.stride
+        kernel = self.param(
+            "kernel", _interpolation_init(m), (m * s, channels, self.features), self.param_dtype
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+        x = x.astype(self.dtype)
+        y = jnp.einsum("bfc,kcd->bfkd", x, kernel.astype(self.dtype))
+        y = y.reshape(batch, frames, m, s, self.features)
+        # Tap block i of frame f lands in output block f + i.
+        full = sum(jnp.pad(y[:, :, i], ((0, 0), (i, m - 1 - i), (0, 0), (0, 0))) for i in range(m))
+        full = full.reshape(batch, (frames + m - 1) * s, self.features)
+        left = (m - 1) * s // 2
+        return full[:, left : left + frames * s] + bias.astype(self.dtype)
 
 
 class ConditioningUpsampler(nn.Module):
-  """Mel frames to per-sample conditioning: (batch, frames, n_mels) -> (batch, frames * hop, C).
+    """Mel frames to per-sample conditioning: (batch, frames, n_mels) -> (batch, frames * hop, C).
 
-  Attributes:
-    strides: one transposed convolution per stride; hop = prod(strides).
-    kernel_multiple: each stage's kernel is `kernel_multiple * stride` samples (>= 1).
-    features: channels C of every stage; None keeps the input's channel count.
-    negative_slope: of the leaky ReLU after each stage. Leaky ReLU, not tanh: tanh saturates
-      and conditioning collapses (published distillation experience); 0.4 follows ClariNet.
-    hop_length: if given, prod(strides) must equal it (checked at construction).
+    Attributes:
+      strides: one transposed convolution per stride; hop = prod(strides).
+      kernel_multiple: each stage's kernel is `kernel_multiple * stride` samples (>= 1).
+      features: channels C of every stage; None keeps the input's channel count.
+      negative_slope: of the leaky ReLU after each stage. Leaky ReLU, not tanh: tanh saturates
+        and conditioning collapses (published distillation experience); 0.4 follows ClariNet.
+      hop_length: if given, prod(strides) must equal it (checked at construction).
 
-  Parameters: `stage_<i>/kernel` (kernel_multiple * stride_i, in, C) and `stage_<i>/bias`.
-  """
+    Parameters: `stage_<i>/kernel` (kernel_multiple * stride_i, in, C) and `stage_<i>/bias`.
+    """
 
-  strides: Sequence[int]
-  kernel_multiple: int = 2
-  features: int | None = None
-  negative_slope: float = 0.4
-  hop_length: int | None = None
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+    strides: Sequence[int]
+    kernel_multiple: int = 2
+    features: int | None = None
+    negative_slope: float = 0.4
+    hop_length: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
 
-  def __post_init__(self):
-    object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-    if not self.strides or any(s < 1 for s in self.strides):
-      raise ValueError(f"upsample strides must be a non-empty tuple of positive integers, "
-                       f"got {self.strides}")
-    if self.kernel_multiple < 1:
-      raise ValueError(f"kernel_multiple must be >= 1, got {self.kernel_multiple}")
-    if self.hop_length is not None:
-      check_hop_length(self.strides, self.hop_length)
-    super().__post_init__()
+    def __post_init__(self):
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        if not self.strides or any(s < 1 for s in self.strides):
+            raise ValueError(
+                f"upsample strides must be a non-empty tuple of positive integers, "
+                f"got {self.strides}"
+            )
+        if self.kernel_multiple < 1:
+            raise ValueError(f"kernel_multiple must be >= 1, got {self.kernel_multiple}")
+        if self.hop_length is not None:
+            check_hop_length(self.strides, self.hop_length)
+        super().__post_init__()
 
-  @property
-  def hop(self) -> int:
-    """Output samples per input frame: prod(strides)."""
-    return math.prod(self.strides)
+    @property
+    def hop(self) -> int:
+        """Output samples per input frame: prod(strides)."""
+        return math.prod(self.strides)
 
-  @nn.compact
-  def __call__(self, mel: Array) -> Array:
-    """mel: (batch, frames, n_mels) -> (batch, frames * hop, features)."""
-    if mel.ndim != 3:
-      raise ValueError(f"ConditioningUpsampler expects (batch, frames, n_mels), got {mel.shape}")
-    x = mel
-    for i, stride in enumerate(self.strides):
-      x = _TimeTransposedConv(self.features or x.shape[-1], stride, self.kernel_multiple,
-                              self.dtype, self.param_dtype, name=f"stage_{i}")(x)
-      x = nn.leaky_relu(x, self.negative_slope)
-    return x
+    @nn.compact
+    def __call__(self, mel: Array) -> Array:
+        """mel: (batch, frames, n_mels) -> (batch, frames * hop, features)."""
+        if mel.ndim != 3:
+            raise ValueError(
+                f"ConditioningUpsampler expects (batch, frames, n_mels), got {mel.shape}"
+            )
+        x = mel
+        for i, stride in enumerate(self.strides):
+            x = _TimeTransposedConv(
+                self.features or x.shape[-1],
+                stride,
+                self.kernel_multiple,
+                self.dtype,
+                self.param_dtype,
+                name=f"stage_{i}",
+            )(x)
+            x = nn.leaky_relu(x, self.negative_slope)
+        return x

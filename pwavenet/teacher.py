@@ -22,77 +22,86 @@ from pwavenet import wavenet
 
 
 def build_model(config: ml_collections.ConfigDict) -> wavenet.WaveNet:
-  """The teacher from a job config, after checking it against the mel features."""
-  hop = int(np.prod(config.model.upsample_strides))
-  if config.model.n_mels and hop != config.mel.hop_length:
-    raise ValueError(
-        f"config.model.upsample_strides={tuple(config.model.upsample_strides)} upsample by "
-        f"{hop}, but config.mel.hop_length={config.mel.hop_length}; their product must equal "
-        "the hop.")
-  if config.model.n_mels and config.model.n_mels != config.mel.n_mels:
-    raise ValueError(f"config.model.n_mels={config.model.n_mels} differs from "
-                     f"config.mel.n_mels={config.mel.n_mels}.")
-  return wavenet.WaveNet(config.model)
+    """The teacher from a job config, after checking it against the mel features."""
+    hop = int(np.prod(config.model.upsample_strides))
+    if config.model.n_mels and hop != config.mel.hop_length:
+        raise ValueError(
+            f"config.model.upsample_strides={tuple(config.model.upsample_strides)} upsample by "
+            f"{hop}, but config.mel.hop_length={config.mel.hop_length}; their product must equal "
+            "the hop."
+        )
+    if config.model.n_mels and config.model.n_mels != config.mel.n_mels:
+        raise ValueError(
+            f"config.model.n_mels={config.model.n_mels} differs from "
+            f"config.mel.n_mels={config.mel.n_mels}."
+        )
+    return wavenet.WaveNet(config.model)
 
 
 def model_inputs(config, batch):
-  """(mel, speaker) for the model from a batch, None where the model is unconditioned."""
-  mel = batch["mel"] if config.model.n_mels else None
-  speaker = batch["speaker"] if config.model.num_speakers else None
-  return mel, speaker
+    """(mel, speaker) for the model from a batch, None where the model is unconditioned."""
+    mel = batch["mel"] if config.model.n_mels else None
+    speaker = batch["speaker"] if config.model.num_speakers else None
+    return mel, speaker
 
 
 def nll_metrics(model, config, params, batch):
-  outputs = model.apply({"params": params}, batch["audio"], *model_inputs(config, batch))
-  nll = wavenet.negative_log_likelihood(outputs, batch["audio"], model.distribution)
-  return nll, {"nll": nll, "bits_per_sample": nll / math.log(2.0)}
+    outputs = model.apply({"params": params}, batch["audio"], *model_inputs(config, batch))
+    nll = wavenet.negative_log_likelihood(outputs, batch["audio"], model.distribution)
+    return nll, {"nll": nll, "bits_per_sample": nll / math.log(2.0)}
 
 
 def init_params(model, config, rng):
-  frames = config.data.crop_samples // config.mel.hop_length
-  batch = {"audio": jnp.zeros((1, config.data.crop_samples)),
-           "mel": jnp.zeros((1, frames, config.mel.n_mels)),
-           "speaker": jnp.zeros((1,), jnp.int32)}
-  return model.init(rng, batch["audio"], *model_inputs(config, batch))["params"]
+    frames = config.data.crop_samples // config.mel.hop_length
+    batch = {
+        "audio": jnp.zeros((1, config.data.crop_samples)),
+        "mel": jnp.zeros((1, frames, config.mel.n_mels)),
+        "speaker": jnp.zeros((1,), jnp.int32),
+    }
+    return model.init(rng, batch["audio"], *model_inputs(config, batch))["params"]
 
 
 def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train.Job:
-  datasets = input_pipeline.create_datasets(config)
+    datasets = input_pipeline.create_datasets(config)
 
-  def loss_fn(params, batch, rng):
-    del rng  # teacher forcing is deterministic
-    return nll_metrics(model, config, params, batch)
+    def loss_fn(params, batch, rng):
+        del rng  # teacher forcing is deterministic
+        return nll_metrics(model, config, params, batch)
 
-  def eval_fn(params, batch):
-    return nll_metrics(model, config, params, batch)[1]
+    def eval_fn(params, batch):
+        return nll_metrics(model, config, params, batch)[1]
 
-  def summaries(writer: train.Writer, step: int, ema_params):
-    from pwavenet import evaluate  # plotting; only when summaries are written
+    def summaries(writer: train.Writer, step: int, ema_params):
+        from pwavenet import evaluate  # plotting; only when summaries are written
 
-    utterances = input_pipeline.validation_utterances(
-        config, num_utterances=2, max_seconds=config.train.audio_seconds)
-    generated = evaluate.generate_for(model, config, ema_params, utterances,
-                                      jax.random.PRNGKey(step))
-    writer.audio(step, "generated", generated, config.mel.sample_rate)
-    if step == config.train.audio_every or step <= config.train.audio_every:
-      writer.audio(step, "reference", utterances["audio"], config.mel.sample_rate)
-    writer.image(step, "mel/reference_vs_generated",
-                 evaluate.mel_comparison_image(config, utterances["audio"],
-                                               {"generated": generated}))
+        utterances = input_pipeline.validation_utterances(
+            config, num_utterances=2, max_seconds=config.train.audio_seconds
+        )
+        generated = evaluate.generate_for(
+            model, config, ema_params, utterances, jax.random.PRNGKey(step)
+        )
+        writer.audio(step, "generated", generated, config.mel.sample_rate)
+        if step == config.train.audio_every or step <= config.train.audio_every:
+            writer.audio(step, "reference", utterances["audio"], config.mel.sample_rate)
+        writer.image(
+            step,
+            "mel/reference_vs_generated",
+            evaluate.mel_comparison_image(config, utterances["audio"], {"generated": generated}),
+        )
 
-  return train.Job(
-      init_params=lambda rng: init_params(model, config, rng),
-      loss_fn=loss_fn,
-      train_batches=datasets.train,
-      eval_fn=eval_fn,
-      eval_batches=lambda: datasets.eval(config.train.eval_batches),
-      summaries=summaries,
-      samples_per_example=config.data.crop_samples,
-  )
+    return train.Job(
+        init_params=lambda rng: init_params(model, config, rng),
+        loss_fn=loss_fn,
+        train_batches=datasets.train,
+        eval_fn=eval_fn,
+        eval_batches=lambda: datasets.eval(config.train.eval_batches),
+        summaries=summaries,
+        samples_per_example=config.data.crop_samples,
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains the teacher in `workdir` (resuming if it has checkpoints)."""
-  train.check_workdir_config(config, workdir, sections=("model", "mel"))
-  model = build_model(config)
-  return train.fit(config, workdir, make_job(config, model))
+    """Trains the teacher in `workdir` (resuming if it has checkpoints)."""
+    train.check_workdir_config(config, workdir, sections=("model", "mel"))
+    model = build_model(config)
+    return train.fit(config, workdir, make_job(config, model))

@@ -34,199 +34,223 @@ Batch = dict[str, np.ndarray]
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
-  params: PyTree
-  ema_params: PyTree
-  opt_state: PyTree
-  rng: jax.Array
+    step: jax.Array
+    params: PyTree
+    ema_params: PyTree
+    opt_state: PyTree
+    rng: jax.Array
 
 
 def create_optimizer(train_config: ml_collections.ConfigDict):
-  """Adam with linear warmup, cosine decay and global-norm clipping; returns (tx, schedule)."""
-  peak = train_config.learning_rate
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, peak, train_config.warmup_steps,
-      max(train_config.steps, train_config.warmup_steps + 1),
-      end_value=peak * train_config.end_learning_rate_fraction)
-  tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optax.adam(schedule))
-  return tx, schedule
+    """Adam with linear warmup, cosine decay and global-norm clipping; returns (tx, schedule)."""
+    peak = train_config.learning_rate
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0,
+        peak,
+        train_config.warmup_steps,
+        max(train_config.steps, train_config.warmup_steps + 1),
+        end_value=peak * train_config.end_learning_rate_fraction,
+    )
+    tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optax.adam(schedule))
+    return tx, schedule
 
 
 def create_train_state(rng: jax.Array, params: PyTree, tx) -> TrainState:
-  # The EMA starts as a copy: the step donates the state, and two leaves sharing one buffer
-  # cannot both be donated.
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    ema_params=jax.tree.map(jnp.copy, params),
-                    opt_state=tx.init(params), rng=rng)
+    # The EMA starts as a copy: the step donates the state, and two leaves sharing one buffer
+    # cannot both be donated.
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=tx.init(params),
+        rng=rng,
+    )
 
 
 def make_train_step(loss_fn: Callable, tx, schedule, ema_decay: float, *, pmap: bool = True):
-  """Builds the train step.
+    """Builds the train step.
 
-  loss_fn(params, batch, rng) -> (loss, metrics dict). With pmap=True the step runs on every
-  local device with the batch split along a leading device axis; pmap=False gives the same
-  computation on one device (used to check the two agree).
-  """
+    loss_fn(params, batch, rng) -> (loss, metrics dict). With pmap=True the step runs on every
+    local device with the batch split along a leading device axis; pmap=False gives the same
+    computation on one device (used to check the two agree).
+    """
 
-  def step(state: TrainState, batch: Batch):
-    rng = jax.random.fold_in(state.rng, state.step)
+    def step(state: TrainState, batch: Batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        if pmap:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index("batch"))
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        if pmap:
+            grads = jax.lax.pmean(grads, "batch")
+            loss, metrics = jax.lax.pmean((loss, metrics), "batch")
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        metrics = dict(
+            metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step)
+        )
+        new_state = state.replace(
+            step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+        )
+        return new_state, metrics
+
     if pmap:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index("batch"))
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
-    if pmap:
-      grads = jax.lax.pmean(grads, "batch")
-      loss, metrics = jax.lax.pmean((loss, metrics), "batch")
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
-                   learning_rate=schedule(state.step))
-    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                              opt_state=opt_state)
-    return new_state, metrics
-
-  if pmap:
-    return jax.pmap(step, axis_name="batch", donate_argnums=(0,))
-  return jax.jit(step, donate_argnums=(0,))
+        return jax.pmap(step, axis_name="batch", donate_argnums=(0,))
+    return jax.jit(step, donate_argnums=(0,))
 
 
 def make_eval_step(metrics_fn: Callable):
-  """metrics_fn(params, batch) -> metrics dict, averaged over devices."""
+    """metrics_fn(params, batch) -> metrics dict, averaged over devices."""
 
-  def step(params, batch):
-    return jax.lax.pmean(metrics_fn(params, batch), "batch")
+    def step(params, batch):
+        return jax.lax.pmean(metrics_fn(params, batch), "batch")
 
-  return jax.pmap(step, axis_name="batch")
+    return jax.pmap(step, axis_name="batch")
 
 
 def shard(batch: Batch) -> Batch:
-  """(host_batch, ...) -> (local_devices, host_batch // local_devices, ...)."""
-  n = jax.local_device_count()
-  return jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
+    """(host_batch, ...) -> (local_devices, host_batch // local_devices, ...)."""
+    n = jax.local_device_count()
+    return jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
 
 
 def first_replica(tree: PyTree) -> PyTree:
-  """One device's copy of a replicated tree, as numpy, without a cross-device gather."""
-  # A pmapped array's shard keeps a leading axis of 1 on some versions; drop it by shape.
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree)
+    """One device's copy of a replicated tree, as numpy, without a cross-device gather."""
+    # A pmapped array's shard keeps a leading axis of 1 on some versions; drop it by shape.
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)).reshape(x.shape[1:]), tree)
 
 
 def check_batch_size(global_batch: int) -> int:
-  """Returns the per-device batch; the global batch must split evenly over all devices."""
-  devices = jax.device_count()
-  if global_batch % devices:
-    raise ValueError(
-        f"config.train.batch_size={global_batch} must be divisible by the number of devices "
-        f"({devices} = {jax.process_count()} processes x {jax.local_device_count()} local); "
-        f"use a multiple of {devices}.")
-  return global_batch // devices
+    """Returns the per-device batch; the global batch must split evenly over all devices."""
+    devices = jax.device_count()
+    if global_batch % devices:
+        raise ValueError(
+            f"config.train.batch_size={global_batch} must be divisible by the number of devices "
+            f"({devices} = {jax.process_count()} processes x {jax.local_device_count()} local); "
+            f"use a multiple of {devices}."
+        )
+    return global_batch // devices
 
 
 # ----------------------------------------------------------------------------- workdir
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"{path} not found: {workdir!r} is not a training workdir (it has no saved config). "
-        "Pass the --workdir of a finished or running training job.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir!r} is not a training workdir (it has no saved config). "
+            "Pass the --workdir of a finished or running training job."
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
 
 
 def _flatten(config, prefix=""):
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-  return out
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
-def config_mismatches(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
-                      sections: Iterable[str]) -> list[str]:
-  """'field: saved X, now Y' for every differing field of the given sections."""
-  problems = []
-  for section in sections:
-    a, b = _flatten(saved[section], f"{section}."), _flatten(new[section], f"{section}.")
-    for key in sorted(set(a) | set(b)):
-      if a.get(key) != b.get(key):
-        problems.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
-  return problems
+def config_mismatches(
+    saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, sections: Iterable[str]
+) -> list[str]:
+    """'field: saved X, now Y' for every differing field of the given sections."""
+    problems = []
+    for section in sections:
+        a, b = _flatten(saved[section], f"{section}."), _flatten(new[section], f"{section}.")
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                problems.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
+    return problems
 
 
-def check_workdir_config(config: ml_collections.ConfigDict, workdir: str,
-                         sections: Iterable[str]) -> None:
-  """Refuses to resume a workdir whose saved config differs in the given sections."""
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    return
-  problems = config_mismatches(load_config(workdir), config, sections)
-  if problems:
-    raise ValueError(
-        f"{workdir} holds a run whose config differs in {', '.join(sections)}, so its "
-        "checkpoints cannot be resumed with this config:\n  " + "\n  ".join(problems) +
-        "\nUse a new --workdir, or override these fields back to the saved values.")
+def check_workdir_config(
+    config: ml_collections.ConfigDict, workdir: str, sections: Iterable[str]
+) -> None:
+    """Refuses to resume a workdir whose saved config differs in the given sections."""
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        return
+    problems = config_mismatches(load_config(workdir), config, sections)
+    if problems:
+        raise ValueError(
+            f"{workdir} holds a run whose config differs in {', '.join(sections)}, so its "
+            "checkpoints cannot be resumed with this config:\n  "
+            + "\n  ".join(problems)
+            + "\nUse a new --workdir, or override these fields back to the saved values."
+        )
 
 
 def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints))
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints),
+    )
 
 
 def restore_params(workdir: str, step: int | None = None, *, ema: bool = True):
-  """(params, step) from a workdir's checkpoint: the EMA weights unless ema=False."""
-  with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
-          f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first, or point "
-          "--workdir at a training job's workdir.")
-    if step not in mngr.all_steps():
-      raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available: "
-                              f"{sorted(mngr.all_steps())}.")
-    tree = mngr.restore(step, args=ocp.args.StandardRestore())
-  return tree["ema_params" if ema else "params"], step
+    """(params, step) from a workdir's checkpoint: the EMA weights unless ema=False."""
+    with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first, or point "
+                "--workdir at a training job's workdir."
+            )
+        if step not in mngr.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {workdir}; available: "
+                f"{sorted(mngr.all_steps())}."
+            )
+        tree = mngr.restore(step, args=ocp.args.StandardRestore())
+    return tree["ema_params" if ema else "params"], step
 
 
 # ----------------------------------------------------------------------------- summaries
 
 
 class Writer:
-  """TensorBoard summaries from process 0; other processes write nothing."""
+    """TensorBoard summaries from process 0; other processes write nothing."""
 
-  def __init__(self, workdir: str):
-    self._writer = None
-    if jax.process_index() == 0:
-      from flax.metrics import tensorboard  # imports TensorFlow
+    def __init__(self, workdir: str):
+        self._writer = None
+        if jax.process_index() == 0:
+            from flax.metrics import tensorboard  # imports TensorFlow
 
-      self._writer = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._writer = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
-    if self._writer:
-      for name, value in values.items():
-        self._writer.scalar(prefix + name, float(value), step)
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        if self._writer:
+            for name, value in values.items():
+                self._writer.scalar(prefix + name, float(value), step)
 
-  def audio(self, step: int, name: str, audio: np.ndarray, sample_rate: int) -> None:
-    if self._writer:
-      self._writer.audio(name, np.asarray(audio, np.float32)[..., None], step,
-                         sample_rate=sample_rate, max_outputs=audio.shape[0])
+    def audio(self, step: int, name: str, audio: np.ndarray, sample_rate: int) -> None:
+        if self._writer:
+            self._writer.audio(
+                name,
+                np.asarray(audio, np.float32)[..., None],
+                step,
+                sample_rate=sample_rate,
+                max_outputs=audio.shape[0],
+            )
 
-  def image(self, step: int, name: str, image: np.ndarray) -> None:
-    if self._writer:
-      self._writer.image(name, image, step)
+    def image(self, step: int, name: str, image: np.ndarray) -> None:
+        if self._writer:
+            self._writer.image(name, image, step)
 
-  def flush(self) -> None:
-    if self._writer:
-      self._writer.flush()
+    def flush(self) -> None:
+        if self._writer:
+            self._writer.flush()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -234,102 +258,117 @@ class Writer:
 
 @dataclasses.dataclass
 class Job:
-  """What a model contributes to the shared loop.
+    """What a model contributes to the shared loop.
 
-  init_params(rng) -> params; loss_fn(params, batch, rng) -> (loss, metrics);
-  eval_fn(params, batch) -> metrics; eval_batches() -> iterable of host batches;
-  summaries(writer, step, ema_params) writes audio/images (called on every process; it must
-  only write through `writer`).
-  """
+    init_params(rng) -> params; loss_fn(params, batch, rng) -> (loss, metrics);
+    eval_fn(params, batch) -> metrics; eval_batches() -> iterable of host batches;
+    summaries(writer, step, ema_params) writes audio/images (called on every process; it must
+    only write through `writer`).
+    """
 
-  init_params: Callable[[jax.Array], PyTree]
-  loss_fn: Callable
-  train_batches: Iterator[Batch]
-  eval_fn: Callable | None = None
-  eval_batches: Callable[[], Iterable[Batch]] | None = None
-  summaries: Callable[[Writer, int, PyTree], None] | None = None
-  samples_per_example: int = 1  # for samples/s: e.g. the crop length
+    init_params: Callable[[jax.Array], PyTree]
+    loss_fn: Callable
+    train_batches: Iterator[Batch]
+    eval_fn: Callable | None = None
+    eval_batches: Callable[[], Iterable[Batch]] | None = None
+    summaries: Callable[[Writer, int, PyTree], None] | None = None
+    samples_per_example: int = 1  # for samples/s: e.g. the crop length
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
-  """Trains `job` for config.train.steps, resuming from the workdir; returns last metrics."""
-  train_config = config.train
-  check_batch_size(train_config.batch_size)
-  os.makedirs(workdir, exist_ok=True)
-  tx, schedule = create_optimizer(train_config)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, state_rng = jax.random.split(rng)
-  state = create_train_state(state_rng, job.init_params(init_rng), tx)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    """Trains `job` for config.train.steps, resuming from the workdir; returns last metrics."""
+    train_config = config.train
+    check_batch_size(train_config.batch_size)
+    os.makedirs(workdir, exist_ok=True)
+    tx, schedule = create_optimizer(train_config)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    state = create_train_state(state_rng, job.init_params(init_rng), tx)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
-  ckpt = checkpoint_manager(workdir, train_config)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
-    logging.info("Resumed from %s at step %d.", workdir, int(state.step))
-  save_config(config, workdir)
-  writer = Writer(workdir)
-  start = int(state.step)
-  if start == 0:
-    writer.scalars(0, {"num_params": num_params}, "model/")
-  logging.info("Training %s parameters from step %d to %d.", f"{num_params:,}", start,
-               train_config.steps)
+    ckpt = checkpoint_manager(workdir, train_config)
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
+        logging.info("Resumed from %s at step %d.", workdir, int(state.step))
+    save_config(config, workdir)
+    writer = Writer(workdir)
+    start = int(state.step)
+    if start == 0:
+        writer.scalars(0, {"num_params": num_params}, "model/")
+    logging.info(
+        "Training %s parameters from step %d to %d.", f"{num_params:,}", start, train_config.steps
+    )
 
-  train_step = make_train_step(job.loss_fn, tx, schedule, train_config.ema_decay)
-  eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
-  state = jax_utils.replicate(state)
-  batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
+    train_step = make_train_step(job.loss_fn, tx, schedule, train_config.ema_decay)
+    eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
+    state = jax_utils.replicate(state)
+    batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
 
-  last: dict[str, float] = {}
-  t0, last_step = time.time(), start
-  for step in range(start + 1, train_config.steps + 1):
-    state, metrics = train_step(state, next(batches))
-    if step % train_config.log_every == 0 or step == train_config.steps:
-      last = {k: float(v) for k, v in first_replica(metrics).items()}
-      elapsed = max(time.time() - t0, 1e-9)
-      steps_per_s = (step - last_step) / elapsed
-      samples_per_s = steps_per_s * train_config.batch_size * job.samples_per_example
-      t0, last_step = time.time(), step
-      writer.scalars(step, last, "train/")
-      writer.scalars(step, {"steps_per_second": steps_per_s,
-                            "samples_per_second": samples_per_s}, "perf/")
-      eta = (train_config.steps - step) / max(steps_per_s, 1e-9)
-      logging.info("step %d/%d  loss %.4f  grad_norm %.3g  %.2f steps/s  %.0f samples/s  eta %s",
-                   step, train_config.steps, last["loss"], last["grad_norm"], steps_per_s,
-                   samples_per_s, _format_seconds(eta))
-      if not math.isfinite(last["loss"]):
-        raise FloatingPointError(
-            f"Loss is {last['loss']} at step {step}; lower config.train.learning_rate (now "
-            f"{train_config.learning_rate}) or raise the log-scale floor.")
-    if eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
-      eval_metrics = evaluate_metrics(eval_step, state.ema_params, job.eval_batches())
-      writer.scalars(step, eval_metrics, "eval/")
-      logging.info("step %d eval (EMA params): %s", step,
-                   "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-      last.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-    if job.summaries and (step % train_config.audio_every == 0 or step == train_config.steps):
-      job.summaries(writer, step, first_replica(state.ema_params))
-    if step % train_config.checkpoint_every == 0 or step == train_config.steps:
-      ckpt.save(step, args=ocp.args.StandardSave(first_replica(state)))
-  ckpt.wait_until_finished()
-  ckpt.close()
-  writer.flush()
-  return last
+    last: dict[str, float] = {}
+    t0, last_step = time.time(), start
+    for step in range(start + 1, train_config.steps + 1):
+        state, metrics = train_step(state, next(batches))
+        if step % train_config.log_every == 0 or step == train_config.steps:
+            last = {k: float(v) for k, v in first_replica(metrics).items()}
+            elapsed = max(time.time() - t0, 1e-9)
+            steps_per_s = (step - last_step) / elapsed
+            samples_per_s = steps_per_s * train_config.batch_size * job.samples_per_example
+            t0, last_step = time.time(), step
+            writer.scalars(step, last, "train/")
+            writer.scalars(
+                step,
+                {"steps_per_second": steps_per_s, "samples_per_second": samples_per_s},
+                "perf/",
+            )
+            eta = (train_config.steps - step) / max(steps_per_s, 1e-9)
+            logging.info(
+                "step %d/%d  loss %.4f  grad_norm %.3g  %.2f steps/s  %.0f samples/s  eta %s",
+                step,
+                train_config.steps,
+                last["loss"],
+                last["grad_norm"],
+                steps_per_s,
+                samples_per_s,
+                _format_seconds(eta),
+            )
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(
+                    f"Loss is {last['loss']} at step {step}; lower config.train.learning_rate (now "
+                    f"{train_config.learning_rate}) or raise the log-scale floor."
+                )
+        if eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
+            eval_metrics = evaluate_metrics(eval_step, state.ema_params, job.eval_batches())
+            writer.scalars(step, eval_metrics, "eval/")
+            logging.info(
+                "step %d eval (EMA params): %s",
+                step,
+                "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
+            )
+            last.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+        if job.summaries and (step % train_config.audio_every == 0 or step == train_config.steps):
+            job.summaries(writer, step, first_replica(state.ema_params))
+        if step % train_config.checkpoint_every == 0 or step == train_config.steps:
+            ckpt.save(step, args=ocp.args.StandardSave(first_replica(state)))
+    ckpt.wait_until_finished()
+    ckpt.close()
+    writer.flush()
+    return last
 
 
 def evaluate_metrics(eval_step, replicated_params, batches: Iterable[Batch]) -> dict[str, float]:
-  """Mean of eval_step's metrics over batches (each batch weighted equally)."""
-  totals: dict[str, float] = {}
-  count = 0
-  for batch in batches:
-    metrics = first_replica(eval_step(replicated_params, shard(batch)))
-    for k, v in metrics.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-    count += 1
-  if not count:
-    raise ValueError("The evaluation split yielded no batch; check config.data.eval_split.")
-  return {k: v / count for k, v in totals.items()}
+    """Mean of eval_step's metrics over batches (each batch weighted equally)."""
+    totals: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        metrics = first_replica(eval_step(replicated_params, shard(batch)))
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        count += 1
+    if not count:
+        raise ValueError("The evaluation split yielded no batch; check config.data.eval_split.")
+    return {k: v / count for k, v in totals.items()}
 
 
 def _format_seconds(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"

@@ -49,419 +49,508 @@ from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "WaveNet", "generate", "negative_log_likelihood",
-           "sample_with_params"]
+__all__ = ["ResidualLayer", "WaveNet", "generate", "negative_log_likelihood", "sample_with_params"]
 
 _OUTPUTS = ("mol", "gaussian", "logistic", "mulaw")
 
 
 class ResidualLayer(nn.Module):
-  """One gated residual layer; the same parameters serve the sequence and one-step forms.
+    """One gated residual layer; the same parameters serve the sequence and one-step forms.
 
-  Parameters: `dilated_conv` (k, R, G), `mel_proj` (n_mels, G), `speaker_proj` (E, G), both
-  projections without bias, and `res_skip` (G/2, R + S) with bias.
-  """
-
-  dilation: int
-  kernel_size: int
-  residual_channels: int
-  gate_channels: int
-  skip_channels: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h: Array, mel: Array | None, speaker: Array | None,
-               one_step: bool = False) -> tuple[Array, Array]:
-    """Applies the layer.
-
-    Args:
-      h: layer input (B, T, R); with `one_step`, its k taps (B, k, R) ending at the step.
-      mel: upsampled mel (B, T, C), or (B, C) with `one_step`; None when unconditioned.
-      speaker: speaker embedding (B, E) or None.
-      one_step: compute the output for one timestep from its taps.
-
-    Returns:
-      (next layer's input, skip): (B, T, R) and (B, T, S), or (B, R) and (B, S).
+    Parameters: `dilated_conv` (k, R, G), `mel_proj` (n_mels, G), `speaker_proj` (E, G), both
+    projections without bias, and `res_skip` (G/2, R + S) with bias.
     """
-    conv = CausalConv(self.gate_channels, self.kernel_size, self.dilation, dtype=self.dtype,
-                      name="dilated_conv")
-    z = conv(h, one_step=one_step)
-    current = h[:, -1] if one_step else h
-    if mel is not None:
-      z = z + nn.Dense(self.gate_channels, use_bias=False, dtype=self.dtype,
-                       name="mel_proj")(mel)
-    if speaker is not None:
-      s = nn.Dense(self.gate_channels, use_bias=False, dtype=self.dtype,
-                   name="speaker_proj")(speaker)
-      z = z + (s if one_step else s[:, None])
-    filt, gate = jnp.split(z, 2, axis=-1)
-    gated = jnp.tanh(filt) * nn.sigmoid(gate)
-    res_skip = nn.Dense(self.residual_channels + self.skip_channels, dtype=self.dtype,
-                        name="res_skip")(gated)
-    res = res_skip[..., :self.residual_channels]
-    skip = res_skip[..., self.residual_channels:]
-    # sqrt(1/2) keeps the residual stream's variance from growing with depth.
-    return ((current + res) * math.sqrt(0.5)).astype(current.dtype), skip
+
+    dilation: int
+    kernel_size: int
+    residual_channels: int
+    gate_channels: int
+    skip_channels: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, h: Array, mel: Array | None, speaker: Array | None, one_step: bool = False
+    ) -> tuple[Array, Array]:
+        """Applies the layer.
+
+        Args:
+          h: layer input (B, T, R); with `one_step`, its k taps (B, k, R) ending at the step.
+          mel: upsampled mel (B, T, C), or (B, C) with `one_step`; None when unconditioned.
+          speaker: speaker embedding (B, E) or None.
+          one_step: compute the output for one timestep from its taps.
+
+        Returns:
+          (next layer's input, skip): (B, T, R) and (B, T, S), or (B, R) and (B, S).
+        """
+        conv = CausalConv(
+            self.gate_channels,
+            self.kernel_size,
+            self.dilation,
+            dtype=self.dtype,
+            name="dilated_conv",
+        )
+        z = conv(h, one_step=one_step)
+        current = h[:, -1] if one_step else h
+        if mel is not None:
+            z = z + nn.Dense(self.gate_channels, use_bias=False, dtype=self.dtype, name="mel_proj")(
+                mel
+            )
+        if speaker is not None:
+            s = nn.Dense(self.gate_channels, use_bias=False, dtype=self.dtype, name="speaker_proj")(
+                speaker
+            )
+            z = z + (s if one_step else s[:, None])
+        filt, gate = jnp.split(z, 2, axis=-1)
+        gated = jnp.tanh(filt) * nn.sigmoid(gate)
+        res_skip = nn.Dense(
+            self.residual_channels + self.skip_channels, dtype=self.dtype, name="res_skip"
+        )(gated)
+        res = res_skip[..., : self.residual_channels]
+        skip = res_skip[..., self.residual_channels :]
+        # sqrt(1/2) keeps the residual stream's variance from growing with depth.
+        return ((current + res) * math.sqrt(0.5)).astype(current.dtype), skip
 
 
 class _Cycle(nn.Module):
-  """layers_per_cycle residual layers with dilations 1, 2, ..., 2^(L-1), unrolled.
+    """layers_per_cycle residual layers with dilations 1, 2, ..., 2^(L-1), unrolled.
 
-  Scanned over cycles. The carry is (h, skip_sum); in the one-step form `past` holds each
-  layer's k - 1 earlier taps (L, B, k - 1, R), and the layer inputs of this step (L, B, R)
-  are returned for the caller's ring buffers.
-  """
+    Scanned over cycles. The carry is (h, skip_sum); in the one-step form `past` holds each
+    layer's k - 1 earlier taps (L, B, k - 1, R), and the layer inputs of this step (L, B, R)
+    are returned for the caller's ring buffers.
+    """
 
-  config: ml_collections.FrozenConfigDict
+    config: ml_collections.FrozenConfigDict
 
-  @nn.compact
-  def __call__(self, carry, past, mel, speaker, one_step: bool):
-    c = self.config
-    h, skip_sum = carry
-    layer_inputs = []
-    for i in range(c.layers_per_cycle):
-      layer_type = nn.remat(ResidualLayer) if c.remat and not one_step else ResidualLayer
-      layer = layer_type(dilation=2**i, kernel_size=c.kernel_size,
-                         residual_channels=c.residual_channels,
-                         gate_channels=c.gate_channels, skip_channels=c.skip_channels,
-                         dtype=jnp.dtype(c.dtype), name=f"layer_{i}")
-      if one_step:
-        layer_inputs.append(h)
-        h, skip = layer(jnp.concatenate([past[i], h[:, None]], axis=1), mel, speaker, True)
-      else:
-        h, skip = layer(h, mel, speaker)
-      # Accumulated in float32: a bfloat16 sum of 30 terms would lose the small ones.
-      skip_sum = skip_sum + skip.astype(skip_sum.dtype)
-    return (h, skip_sum), (jnp.stack(layer_inputs) if one_step else None)
+    @nn.compact
+    def __call__(self, carry, past, mel, speaker, one_step: bool):
+        c = self.config
+        h, skip_sum = carry
+        layer_inputs = []
+        for i in range(c.layers_per_cycle):
+            layer_type = nn.remat(ResidualLayer) if c.remat and not one_step else ResidualLayer
+            layer = layer_type(
+                dilation=2**i,
+                kernel_size=c.kernel_size,
+                residual_channels=c.residual_channels,
+                gate_channels=c.gate_channels,
+                skip_channels=c.skip_channels,
+                dtype=jnp.dtype(c.dtype),
+                name=f"layer_{i}",
+            )
+            if one_step:
+                layer_inputs.append(h)
+                h, skip = layer(jnp.concatenate([past[i], h[:, None]], axis=1), mel, speaker, True)
+            else:
+                h, skip = layer(h, mel, speaker)
+            # Accumulated in float32: a bfloat16 sum of 30 terms would lose the small ones.
+            skip_sum = skip_sum + skip.astype(skip_sum.dtype)
+        return (h, skip_sum), (jnp.stack(layer_inputs) if one_step else None)
 
 
 def _freeze(config) -> ml_collections.FrozenConfigDict:
-  if isinstance(config, ml_collections.FrozenConfigDict):
-    return config
-  if isinstance(config, ml_collections.ConfigDict):
-    return ml_collections.FrozenConfigDict(config)
-  return ml_collections.FrozenConfigDict(dict(config))
+    if isinstance(config, ml_collections.FrozenConfigDict):
+        return config
+    if isinstance(config, ml_collections.ConfigDict):
+        return ml_collections.FrozenConfigDict(config)
+    return ml_collections.FrozenConfigDict(dict(config))
 
 
 def _validate(c: ml_collections.FrozenConfigDict) -> None:
-  if c.output not in _OUTPUTS:
-    raise ValueError(f"model.output={c.output!r}; expected one of {_OUTPUTS}")
-  if c.kernel_size < 2:
-    raise ValueError(f"model.kernel_size must be >= 2, got {c.kernel_size}")
-  if c.num_cycles < 1 or c.layers_per_cycle < 1:
-    raise ValueError(f"model.num_cycles and model.layers_per_cycle must be >= 1, got "
-                     f"{c.num_cycles} and {c.layers_per_cycle}")
-  if c.gate_channels < 2 or c.gate_channels % 2:
-    raise ValueError(f"model.gate_channels must be even (split in half for tanh and sigmoid),"
-                     f" got {c.gate_channels}")
-  if c.n_mels < 0 or c.num_speakers < 0:
-    raise ValueError(f"model.n_mels and model.num_speakers must be >= 0, got {c.n_mels} and "
-                     f"{c.num_speakers}")
-  if c.n_mels and c.get("hop_length") is not None:
-    check_hop_length(c.upsample_strides, c.hop_length)
-  jnp.dtype(c.dtype)  # raises for an unknown dtype name
+    if c.output not in _OUTPUTS:
+        raise ValueError(f"model.output={c.output!r}; expected one of {_OUTPUTS}")
+    if c.kernel_size < 2:
+        raise ValueError(f"model.kernel_size must be >= 2, got {c.kernel_size}")
+    if c.num_cycles < 1 or c.layers_per_cycle < 1:
+        raise ValueError(
+            f"model.num_cycles and model.layers_per_cycle must be >= 1, got "
+            f"{c.num_cycles} and {c.layers_per_cycle}"
+        )
+    if c.gate_channels < 2 or c.gate_channels % 2:
+        raise ValueError(
+            f"model.gate_channels must be even (split in half for tanh and sigmoid),"
+            f" got {c.gate_channels}"
+        )
+    if c.n_mels < 0 or c.num_speakers < 0:
+        raise ValueError(
+            f"model.n_mels and model.num_speakers must be >= 0, got {c.n_mels} and {c.num_speakers}"
+        )
+    if c.n_mels and c.get("hop_length") is not None:
+        check_hop_length(c.upsample_strides, c.hop_length)
+    jnp.dtype(c.dtype)  # raises for an unknown dtype name
 
 
 class WaveNet(nn.Module):
-  """WaveNet over raw audio with optional mel (local) and speaker (global) conditioning.
+    """WaveNet over raw audio with optional mel (local) and speaker (global) conditioning.
 
-  Attributes:
-    config: the `model` ConfigDict of configs/teacher.py (stored frozen, so the module is
-      hashable and can be a static argument of `jax.jit`). An optional `hop_length` field, if
-      present, is checked against prod(upsample_strides).
+    Attributes:
+      config: the `model` ConfigDict of configs/teacher.py (stored frozen, so the module is
+        hashable and can be a static argument of `jax.jit`). An optional `hop_length` field, if
+        present, is checked against prod(upsample_strides).
 
-  Parameter subtrees: `upsampler` (n_mels > 0), `speaker_embedding` (num_speakers > 0),
-  `input_conv`, `cycles/layer_<i>/...` (stacked over cycles), `skip_out`, `output`.
-  """
+    Parameter subtrees: `upsampler` (n_mels > 0), `speaker_embedding` (num_speakers > 0),
+    `input_conv`, `cycles/layer_<i>/...` (stacked over cycles), `skip_out`, `output`.
+    """
 
-  config: Any
+    config: Any
 
-  def __post_init__(self):
-    object.__setattr__(self, "config", _freeze(self.config))
-    _validate(self.config)
-    super().__post_init__()
+    def __post_init__(self):
+        object.__setattr__(self, "config", _freeze(self.config))
+        _validate(self.config)
+        super().__post_init__()
 
-  # ------------------------------------------------------------------ properties
+    # ------------------------------------------------------------------ properties
 
-  @property
-  def dilations(self) -> tuple[int, ...]:
-    """Dilation of every residual layer, in order."""
-    return tuple(2**i for i in range(self.config.layers_per_cycle)) * self.config.num_cycles
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        """Dilation of every residual layer, in order."""
+        return tuple(2**i for i in range(self.config.layers_per_cycle)) * self.config.num_cycles
 
-  @property
-  def receptive_field(self) -> int:
-    """Number of past samples each output depends on: output t sees exactly
-    x_{t - receptive_field}, ..., x_{t - 1}. Equals (kernel_size - 1) * sum(dilations) + 1."""
-    return (self.config.kernel_size - 1) * sum(self.dilations) + 1
+    @property
+    def receptive_field(self) -> int:
+        """Number of past samples each output depends on: output t sees exactly
+        x_{t - receptive_field}, ..., x_{t - 1}. Equals (kernel_size - 1) * sum(dilations) + 1."""
+        return (self.config.kernel_size - 1) * sum(self.dilations) + 1
 
-  @property
-  def hop_length(self) -> int:
-    """Samples per mel frame: prod(upsample_strides)."""
-    return math.prod(self.config.upsample_strides)
+    @property
+    def hop_length(self) -> int:
+        """Samples per mel frame: prod(upsample_strides)."""
+        return math.prod(self.config.upsample_strides)
 
-  @property
-  def distribution(self) -> distributions.Distribution:
-    """The output family; P = distribution.num_params."""
-    c = self.config
-    if c.output == "mol":
-      return distributions.get_distribution(
-          "mol", num_mixtures=c.num_mixtures, log_scale_min=c.log_scale_min)
-    if c.output == "mulaw":
-      return distributions.get_distribution("mulaw", mu=255)
-    return distributions.get_distribution(c.output, log_scale_min=c.log_scale_min)
+    @property
+    def distribution(self) -> distributions.Distribution:
+        """The output family; P = distribution.num_params."""
+        c = self.config
+        if c.output == "mol":
+            return distributions.get_distribution(
+                "mol", num_mixtures=c.num_mixtures, log_scale_min=c.log_scale_min
+            )
+        if c.output == "mulaw":
+            return distributions.get_distribution("mulaw", mu=255)
+        return distributions.get_distribution(c.output, log_scale_min=c.log_scale_min)
 
-  # ----------------------------------------------------------------------- layers
+    # ----------------------------------------------------------------------- layers
 
-  def setup(self):
-    c = self.config
-    dtype = jnp.dtype(c.dtype)
+    def setup(self):
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        if c.n_mels:
+            self.upsampler = ConditioningUpsampler(
+                strides=tuple(c.upsample_strides),
+                kernel_multiple=c.upsample_kernel_multiple,
+                dtype=dtype,
+            )
+        if c.num_speakers:
+            self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
+        self.input_conv = CausalConv(c.residual_channels, kernel_size=1, dtype=dtype)
+        self.cycles = nn.scan(
+            _Cycle,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=c.num_cycles,
+        )(config=c)
+        self.skip_out = nn.Dense(c.skip_channels, dtype=dtype)
+        # The output layer runs in float32 even for bfloat16 models: 16-bit floats cannot place
+        # a mean within a 16-bit audio bin.
+        self.output = nn.Dense(self.distribution.num_params, dtype=jnp.float32)
+
+    def _head(self, skip_sum: Array) -> Array:
+        h = self.skip_out(nn.relu(skip_sum).astype(jnp.dtype(self.config.dtype)))
+        return self.output(nn.relu(h)).astype(jnp.float32)
+
+    # ------------------------------------------------------------------ public API
+
+    def __call__(
+        self,
+        x: Array,
+        mel: Array | None = None,
+        speaker: Array | None = None,
+        *,
+        train: bool = False,
+    ) -> Array:
+        """Teacher-forced output parameters.
+
+        Args:
+          x: audio (B, T) in [-1, 1].
+          mel: (B, frames, n_mels) with T = frames * hop_length; required iff n_mels > 0.
+          speaker: int speaker ids (B,); required iff num_speakers > 0.
+          train: accepted for a uniform training-loop signature; the network has no dropout.
+
+        Returns:
+          (B, T, P) float32 parameters of p(x_t | x_<t) for every t.
+        """
+        del train
+        c = self.config
+        _check_inputs(self, x.shape, mel, speaker)
+        mel_up, speaker_emb = self.conditioning(mel, speaker)
+        dtype = jnp.dtype(c.dtype)
+        shifted = jnp.pad(x, ((0, 0), (1, 0)))[:, :-1]  # x_{t-1} at position t, x_{-1} = 0
+        h = self.input_conv(shifted[..., None].astype(dtype))
+        skip_sum = jnp.zeros((*x.shape, c.skip_channels), jnp.float32)
+        (_, skip_sum), _ = self.cycles((h, skip_sum), None, mel_up, speaker_emb, False)
+        return self._head(skip_sum)
+
+    def conditioning(
+        self, mel: Array | None, speaker: Array | None
+    ) -> tuple[Array | None, Array | None]:
+        """Upsampled mel (B, frames * hop, n_mels) and speaker embedding (B, E); None for each
+        conditioning the model does not use."""
+        mel_up = self.upsampler(mel) if self.config.n_mels else None
+        speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
+        return mel_up, speaker_emb
+
+    def step(
+        self,
+        cache: tuple[Array, ...],
+        x_prev: Array,
+        mel_t: Array | None,
+        speaker_emb: Array | None,
+        t: Array,
+    ) -> tuple[Array, tuple[Array, ...]]:
+        """The output for timestep t from the previous sample and the layer caches.
+
+        Args:
+          cache: per layer of a cycle, a ring buffer (W_i, num_cycles, B, R) of the layer's past
+            inputs, W_i = (k - 1) 2^i: slot s holds the input at the latest time before t that
+            is congruent to s mod W_i, or zeros (the sequence form's padding) if there is none.
+          x_prev: the sample x_{t-1} (B,) (zeros at t = 0).
+          mel_t: upsampled mel at t (B, C), or None.
+          speaker_emb: (B, E) or None.
+          t: int scalar timestep.
+
+        Returns:
+          (B, P) float32 parameters of p(x_t | x_<t) and the updated cache.
+        """
+        c = self.config
+        k = c.kernel_size
+        h = self.input_conv.step(x_prev.reshape(-1, 1, 1))
+        past = []
+        for i, buffer in enumerate(cache):
+            slots = (t - (2**i) * jnp.arange(k - 1, 0, -1)) % buffer.shape[0]  # oldest first
+            past.append(jnp.take(buffer, slots, axis=0))  # (k - 1, cycles, B, R)
+        past = jnp.stack(past).transpose(2, 0, 3, 1, 4)  # (cycles, L, B, k - 1, R)
+        skip_sum = jnp.zeros((x_prev.shape[0], c.skip_channels), jnp.float32)
+        (_, skip_sum), inputs = self.cycles((h, skip_sum), past, mel_t, speaker_emb, True)
+        # inputs: (cycles, L, B, R). Writing after reading lets a buffer of (k - 1) d slots
+        # serve: the slot overwritten held t - (k - 1) d, just read for the last time.
+        cache = tuple(
+            lax.dynamic_update_index_in_dim(
+                buffer, inputs[:, i].astype(buffer.dtype), t % buffer.shape[0], axis=0
+            )
+            for i, buffer in enumerate(cache)
+        )
+        return self._head(skip_sum), cache
+
+
+def _check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker) -> int | None:
+    """Checks the conditioning against the config; returns the batch size (None if unknown).
+
+    x_shape (B, T) or None (generation, where T follows from the mel).
+    """
+    c = model.config
+    batch = None
+    if x_shape is not None:
+        if len(x_shape) != 2:
+            raise ValueError(f"WaveNet expects audio of shape (batch, time), got {tuple(x_shape)}")
+        batch = x_shape[0]
     if c.n_mels:
-      self.upsampler = ConditioningUpsampler(
-          strides=tuple(c.upsample_strides), kernel_multiple=c.upsample_kernel_multiple,
-          dtype=dtype)
+        if mel is None:
+            raise ValueError(
+                f"this WaveNet is conditioned on mel spectrograms (n_mels={c.n_mels}): "
+                f"pass mel of shape (batch, frames, {c.n_mels})"
+            )
+        if mel.ndim != 3 or mel.shape[-1] != c.n_mels:
+            raise ValueError(
+                f"mel must have shape (batch, frames, n_mels={c.n_mels}), got {mel.shape}"
+            )
+        if x_shape is not None and x_shape[1] != mel.shape[1] * model.hop_length:
+            raise ValueError(
+                f"audio of shape {tuple(x_shape)} has {x_shape[1]} samples, but mel of shape "
+                f"{tuple(mel.shape)} has {mel.shape[1]} frames x hop {model.hop_length} = "
+                f"{mel.shape[1] * model.hop_length} samples; they must be equal"
+            )
+        if batch is not None and mel.shape[0] != batch:
+            raise ValueError(
+                f"mel of shape {mel.shape} and audio of shape {tuple(x_shape)} differ in batch size"
+            )
+        batch = mel.shape[0]
+    elif mel is not None:
+        raise ValueError(
+            f"this WaveNet has no local conditioning (n_mels=0) but a mel of shape "
+            f"{mel.shape} was given"
+        )
     if c.num_speakers:
-      self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
-    self.input_conv = CausalConv(c.residual_channels, kernel_size=1, dtype=dtype)
-    self.cycles = nn.scan(
-        _Cycle, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_cycles,
-    )(config=c)
-    self.skip_out = nn.Dense(c.skip_channels, dtype=dtype)
-    # The output layer runs in float32 even for bfloat16 models: 16-bit floats cannot place
-    # a mean within a 16-bit audio bin.
-    self.output = nn.Dense(self.distribution.num_params, dtype=jnp.float32)
+        if speaker is None:
+            raise ValueError(
+                f"this WaveNet is conditioned on speakers (num_speakers="
+                f"{c.num_speakers}): pass speaker ids of shape (batch,)"
+            )
+        if speaker.ndim != 1 or (batch is not None and speaker.shape[0] != batch):
+            raise ValueError(
+                f"speaker must have shape ({batch if batch is not None else 'batch'},),"
+                f" got {speaker.shape}"
+            )
+        if not jnp.issubdtype(speaker.dtype, jnp.integer):
+            raise ValueError(f"speaker ids must be integers, got dtype {speaker.dtype}")
+        batch = speaker.shape[0]
+    elif speaker is not None:
+        raise ValueError(
+            f"this WaveNet has no speaker conditioning (num_speakers=0) but speaker "
+            f"ids of shape {speaker.shape} were given"
+        )
+    return batch
 
-  def _head(self, skip_sum: Array) -> Array:
-    h = self.skip_out(nn.relu(skip_sum).astype(jnp.dtype(self.config.dtype)))
-    return self.output(nn.relu(h)).astype(jnp.float32)
 
-  # ------------------------------------------------------------------ public API
-
-  def __call__(self, x: Array, mel: Array | None = None, speaker: Array | None = None, *,
-               train: bool = False) -> Array:
-    """Teacher-forced output parameters.
-
-    Args:
-      x: audio (B, T) in [-1, 1].
-      mel: (B, frames, n_mels) with T = frames * hop_length; required iff n_mels > 0.
-      speaker: int speaker ids (B,); required iff num_speakers > 0.
-      train: accepted for a uniform training-loop signature; the network has no dropout.
-
-    Returns:
-      (B, T, P) float32 parameters of p(x_t | x_<t) for every t.
-    """
-    del train
-    c = self.config
-    _check_inputs(self, x.shape, mel, speaker)
-    mel_up, speaker_emb = self.conditioning(mel, speaker)
-    dtype = jnp.dtype(c.dtype)
-    shifted = jnp.pad(x, ((0, 0), (1, 0)))[:, :-1]  # x_{t-1} at position t, x_{-1} = 0
-    h = self.input_conv(shifted[..., None].astype(dtype))
-    skip_sum = jnp.zeros((*x.shape, c.skip_channels), jnp.float32)
-    (_, skip_sum), _ = self.cycles((h, skip_sum), None, mel_up, speaker_emb, False)
-    return self._head(skip_sum)
-
-  def conditioning(self, mel: Array | None, speaker: Array | None
-                   ) -> tuple[Array | None, Array | None]:
-    """Upsampled mel (B, frames * hop, n_mels) and speaker embedding (B, E); None for each
-    conditioning the model does not use."""
-    mel_up = self.upsampler(mel) if self.config.n_mels else None
-    speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
-    return mel_up, speaker_emb
-
-  def step(self, cache: tuple[Array, ...], x_prev: Array, mel_t: Array | None,
-           speaker_emb: Array | None, t: Array) -> tuple[Array, tuple[Array, ...]]:
-    """The output for timestep t from the previous sample and the layer caches.
+def negative_log_likelihood(
+    outputs: Array, x: Array, distribution: distributions.Distribution
+) -> Array:
+    """Mean negative log-likelihood in nats per sample.
 
     Args:
-      cache: per layer of a cycle, a ring buffer (W_i, num_cycles, B, R) of the layer's past
-        inputs, W_i = (k - 1) 2^i: slot s holds the input at the latest time before t that
-        is congruent to s mod W_i, or zeros (the sequence form's padding) if there is none.
-      x_prev: the sample x_{t-1} (B,) (zeros at t = 0).
-      mel_t: upsampled mel at t (B, C), or None.
-      speaker_emb: (B, E) or None.
-      t: int scalar timestep.
+      outputs: (B, T, P) from `WaveNet.__call__`.
+      x: the audio (B, T) the outputs were computed on.
+      distribution: `model.distribution`.
 
     Returns:
-      (B, P) float32 parameters of p(x_t | x_<t) and the updated cache.
+      Scalar. For 'mol' the probability of x's 16-bit bin (quantize=True), for 'mulaw' of its
+      mu-law class, for 'gaussian'/'logistic' a density: the three scales are not comparable.
     """
-    c = self.config
-    k = c.kernel_size
-    h = self.input_conv.step(x_prev.reshape(-1, 1, 1))
-    past = []
-    for i, buffer in enumerate(cache):
-      slots = (t - (2**i) * jnp.arange(k - 1, 0, -1)) % buffer.shape[0]  # oldest first
-      past.append(jnp.take(buffer, slots, axis=0))  # (k - 1, cycles, B, R)
-    past = jnp.stack(past).transpose(2, 0, 3, 1, 4)  # (cycles, L, B, k - 1, R)
-    skip_sum = jnp.zeros((x_prev.shape[0], c.skip_channels), jnp.float32)
-    (_, skip_sum), inputs = self.cycles((h, skip_sum), past, mel_t, speaker_emb, True)
-    # inputs: (cycles, L, B, R). Writing after reading lets a buffer of (k - 1) d slots
-    # serve: the slot overwritten held t - (k - 1) d, just read for the last time.
-    cache = tuple(
-        lax.dynamic_update_index_in_dim(buffer, inputs[:, i].astype(buffer.dtype),
-                                        t % buffer.shape[0], axis=0)
-        for i, buffer in enumerate(cache))
-    return self._head(skip_sum), cache
-
-
-def _check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker
-                  ) -> int | None:
-  """Checks the conditioning against the config; returns the batch size (None if unknown).
-
-  x_shape (B, T) or None (generation, where T follows from the mel).
-  """
-  c = model.config
-  batch = None
-  if x_shape is not None:
-    if len(x_shape) != 2:
-      raise ValueError(f"WaveNet expects audio of shape (batch, time), got {tuple(x_shape)}")
-    batch = x_shape[0]
-  if c.n_mels:
-    if mel is None:
-      raise ValueError(f"this WaveNet is conditioned on mel spectrograms (n_mels={c.n_mels}): "
-                       f"pass mel of shape (batch, frames, {c.n_mels})")
-    if mel.ndim != 3 or mel.shape[-1] != c.n_mels:
-      raise ValueError(f"mel must have shape (batch, frames, n_mels={c.n_mels}), got "
-                       f"{mel.shape}")
-    if x_shape is not None and x_shape[1] != mel.shape[1] * model.hop_length:
-      raise ValueError(
-          f"audio of shape {tuple(x_shape)} has {x_shape[1]} samples, but mel of shape "
-          f"{tuple(mel.shape)} has {mel.shape[1]} frames x hop {model.hop_length} = "
-          f"{mel.shape[1] * model.hop_length} samples; they must be equal")
-    if batch is not None and mel.shape[0] != batch:
-      raise ValueError(f"mel of shape {mel.shape} and audio of shape {tuple(x_shape)} differ "
-                       f"in batch size")
-    batch = mel.shape[0]
-  elif mel is not None:
-    raise ValueError(f"this WaveNet has no local conditioning (n_mels=0) but a mel of shape "
-                     f"{mel.shape} was given")
-  if c.num_speakers:
-    if speaker is None:
-      raise ValueError(f"this WaveNet is conditioned on speakers (num_speakers="
-                       f"{c.num_speakers}): pass speaker ids of shape (batch,)")
-    if speaker.ndim != 1 or (batch is not None and speaker.shape[0] != batch):
-      raise ValueError(f"speaker must have shape ({batch if batch is not None else 'batch'},),"
-                       f" got {speaker.shape}")
-    if not jnp.issubdtype(speaker.dtype, jnp.integer):
-      raise ValueError(f"speaker ids must be integers, got dtype {speaker.dtype}")
-    batch = speaker.shape[0]
-  elif speaker is not None:
-    raise ValueError(f"this WaveNet has no speaker conditioning (num_speakers=0) but speaker "
-                     f"ids of shape {speaker.shape} were given")
-  return batch
-
-
-def negative_log_likelihood(outputs: Array, x: Array,
-                            distribution: distributions.Distribution) -> Array:
-  """Mean negative log-likelihood in nats per sample.
-
-  Args:
-    outputs: (B, T, P) from `WaveNet.__call__`.
-    x: the audio (B, T) the outputs were computed on.
-    distribution: `model.distribution`.
-
-  Returns:
-    Scalar. For 'mol' the probability of x's 16-bit bin (quantize=True), for 'mulaw' of its
-    mu-law class, for 'gaussian'/'logistic' a density: the three scales are not comparable.
-  """
-  if isinstance(distribution, distributions.DiscretizedMixtureOfLogistics):
-    log_p = distribution.log_prob(outputs, x, quantize=True)
-  else:
-    log_p = distribution.log_prob(outputs, x)
-  return -jnp.mean(log_p)
+    if isinstance(distribution, distributions.DiscretizedMixtureOfLogistics):
+        log_p = distribution.log_prob(outputs, x, quantize=True)
+    else:
+        log_p = distribution.log_prob(outputs, x)
+    return -jnp.mean(log_p)
 
 
 def _zero_cache(config, batch: int) -> tuple[Array, ...]:
-  """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i."""
-  dtype = jnp.dtype(config.dtype)
-  return tuple(
-      jnp.zeros(((config.kernel_size - 1) * 2**i, config.num_cycles, batch,
-                 config.residual_channels), dtype)
-      for i in range(config.layers_per_cycle))
+    """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i."""
+    dtype = jnp.dtype(config.dtype)
+    return tuple(
+        jnp.zeros(
+            ((config.kernel_size - 1) * 2**i, config.num_cycles, batch, config.residual_channels),
+            dtype,
+        )
+        for i in range(config.layers_per_cycle)
+    )
 
 
 def _as_variables(params) -> dict:
-  """Accepts a parameter tree or a full variables dict {'params': ...}."""
-  # No submodule is named 'params', so a tree whose only key is 'params' is a variables dict.
-  if isinstance(params, Mapping) and set(params.keys()) == {"params"}:
-    return params
-  return {"params": params}
+    """Accepts a parameter tree or a full variables dict {'params': ...}."""
+    # No submodule is named 'params', so a tree whose only key is 'params' is a variables dict.
+    if isinstance(params, Mapping) and set(params.keys()) == {"params"}:
+        return params
+    return {"params": params}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "batch", "return_params"))
-def _sample(model: WaveNet, variables, rng, mel, speaker, *, num_samples: int, batch: int,
-            return_params: bool):
-  distribution = model.distribution
-  mel_up, speaker_emb = model.apply(variables, mel, speaker, method=WaveNet.conditioning)
-  mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)  # (T, B, C)
+def _sample(
+    model: WaveNet,
+    variables,
+    rng,
+    mel,
+    speaker,
+    *,
+    num_samples: int,
+    batch: int,
+    return_params: bool,
+):
+    distribution = model.distribution
+    mel_up, speaker_emb = model.apply(variables, mel, speaker, method=WaveNet.conditioning)
+    mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)  # (T, B, C)
 
-  def one_sample(carry, inputs):
-    cache, x_prev = carry
-    t, mel_t = inputs
-    params_t, cache = model.apply(variables, cache, x_prev, mel_t, speaker_emb, t,
-                                  method=WaveNet.step)
-    x_t = distribution.sample(jax.random.fold_in(rng, t), params_t).astype(jnp.float32)
-    return (cache, x_t), (x_t, params_t if return_params else None)
+    def one_sample(carry, inputs):
+        cache, x_prev = carry
+        t, mel_t = inputs
+        params_t, cache = model.apply(
+            variables, cache, x_prev, mel_t, speaker_emb, t, method=WaveNet.step
+        )
+        x_t = distribution.sample(jax.random.fold_in(rng, t), params_t).astype(jnp.float32)
+        return (cache, x_t), (x_t, params_t if return_params else None)
 
-  carry = (_zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32))
-  steps = (jnp.arange(num_samples, dtype=jnp.int32), mel_steps)
-  _, (samples, step_params) = lax.scan(one_sample, carry, steps)
-  samples = samples.T
-  if return_params:
-    return samples, jnp.swapaxes(step_params, 0, 1)
-  return samples
-
-
-def sample_with_params(model: WaveNet, params, rng: Array, *, mel: Array | None = None,
-                       speaker: Array | None = None, num_samples: int | None = None,
-                       batch_size: int | None = None) -> tuple[Array, Array]:
-  """`generate` that also returns the distribution parameters used at every step.
-
-  Returns:
-    samples (B, T) and params (B, T, P), params[:, t] being p(x_t | x_<t) as computed by the
-    cached one-step network. `batch_size` sets B when neither mel nor speaker does (else 1).
-  """
-  return _generate(model, params, rng, mel, speaker, num_samples, batch_size, True)
+    carry = (_zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32))
+    steps = (jnp.arange(num_samples, dtype=jnp.int32), mel_steps)
+    _, (samples, step_params) = lax.scan(one_sample, carry, steps)
+    samples = samples.T
+    if return_params:
+        return samples, jnp.swapaxes(step_params, 0, 1)
+    return samples
 
 
-def generate(model: WaveNet, params, rng: Array, *, mel: Array | None = None,
-             speaker: Array | None = None, num_samples: int | None = None) -> Array:
-  """Samples audio autoregressively with the cached one-step network.
+def sample_with_params(
+    model: WaveNet,
+    params,
+    rng: Array,
+    *,
+    mel: Array | None = None,
+    speaker: Array | None = None,
+    num_samples: int | None = None,
+    batch_size: int | None = None,
+) -> tuple[Array, Array]:
+    """`generate` that also returns the distribution parameters used at every step.
 
-  One `lax.scan` over time; each step runs every layer once for the new sample (per-sample
-  cost independent of the receptive field), draws x_t from the output distribution with
-  `fold_in(rng, t)` and feeds it back. It samples exactly the distribution that teacher
-  forcing scores: `model.apply(variables, samples, mel, speaker)` gives the parameters each
-  step used.
+    Returns:
+      samples (B, T) and params (B, T, P), params[:, t] being p(x_t | x_<t) as computed by the
+      cached one-step network. `batch_size` sets B when neither mel nor speaker does (else 1).
+    """
+    return _generate(model, params, rng, mel, speaker, num_samples, batch_size, True)
 
-  Args:
-    model: a WaveNet (static: a new model compiles anew).
-    params: its parameter tree, or a variables dict {'params': ...}.
-    rng: PRNG key.
-    mel: (B, frames, n_mels), required iff n_mels > 0; then T = frames * hop_length.
-    speaker: int (B,), required iff num_speakers > 0.
-    num_samples: T; required without a mel, and must equal frames * hop_length with one.
 
-  Returns:
-    (B, T) float32 samples; B = 1 when neither mel nor speaker gives a batch. For 'mol' and
-    'mulaw' they lie in [-1, 1]; Gaussian and logistic samples are not clipped.
-  """
-  return _generate(model, params, rng, mel, speaker, num_samples, None, False)
+def generate(
+    model: WaveNet,
+    params,
+    rng: Array,
+    *,
+    mel: Array | None = None,
+    speaker: Array | None = None,
+    num_samples: int | None = None,
+) -> Array:
+    """Samples audio autoregressively with the cached one-step network.
+
+    One `lax.scan` over time; each step runs every layer once for the new sample (per-sample
+    cost independent of the receptive field), draws x_t from the output distribution with
+    `fold_in(rng, t)` and feeds it back. It samples exactly the distribution that teacher
+    forcing scores: `model.apply(variables, samples, mel, speaker)` gives the parameters each
+    step used.
+
+    Args:
+      model: a WaveNet (static: a new model compiles anew).
+      params: its parameter tree, or a variables dict {'params': ...}.
+      rng: PRNG key.
+      mel: (B, frames, n_mels), required iff n_mels > 0; then T = frames * hop_length.
+      speaker: int (B,), required iff num_speakers > 0.
+      num_samples: T; required without a mel, and must equal frames * hop_length with one.
+
+    Returns:
+      (B, T) float32 samples; B = 1 when neither mel nor speaker gives a batch. For 'mol' and
+      'mulaw' they lie in [-1, 1]; Gaussian and logistic samples are not clipped.
+    """
+    return _generate(model, params, rng, mel, speaker, num_samples, None, False)
 
 
 def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_params):
-  batch = _check_inputs(model, None, mel, speaker)
-  if mel is not None:
-    length = mel.shape[1] * model.hop_length
-    if num_samples is not None and num_samples != length:
-      raise ValueError(f"num_samples={num_samples} but mel of shape {mel.shape} gives "
-                       f"{mel.shape[1]} frames x hop {model.hop_length} = {length} samples")
-    num_samples = length
-  if num_samples is None or num_samples < 1:
-    raise ValueError(f"unconditional generation needs num_samples >= 1, got {num_samples}")
-  if batch is None:
-    batch = batch_size or 1
-  elif batch_size is not None and batch_size != batch:
-    raise ValueError(f"batch_size={batch_size} but the conditioning has batch {batch}")
-  return _sample(model, _as_variables(params), rng, mel, speaker, num_samples=int(num_samples),
-                 batch=int(batch), return_params=return_params)
+    batch = _check_inputs(model, None, mel, speaker)
+    if mel is not None:
+        length = mel.shape[1] * model.hop_length
+        if num_samples is not None and num_samples != length:
+            raise ValueError(
+                f"num_samples={num_samples} but mel of shape {mel.shape} gives "
+                f"{mel.shape[1]} frames x hop {model.hop_length} = {length} samples"
+            )
+        num_samples = length
+    if num_samples is None or num_samples < 1:
+        raise ValueError(f"unconditional generation needs num_samples >= 1, got {num_samples}")
+    if batch is None:
+        batch = batch_size or 1
+    elif batch_size is not None and batch_size != batch:
+        raise ValueError(f"batch_size={batch_size} but the conditioning has batch {batch}")
+    return _sample(
+        model,
+        _as_variables(params),
+        rng,
+        mel,
+        speaker,
+        num_samples=int(num_samples),
+        batch=int(batch),
+        return_params=return_params,
+    )

@@ -21,8 +21,9 @@ import tensorflow_datasets as tfds
 tfds.display_progress_bar(False)
 RATE = 22050
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng is not installed")
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"
+)
 
 
 def _examples(builder, split):
@@ -54,7 +55,10 @@ def test_sentences_are_a_pure_function_of_speaker_and_index():
 
 def test_split_indices_are_80_10_10_and_never_empty():
     assert {k: len(v) for k, v in espeak_corpus.split_indices(50).items()} == {
-        "train": 40, "validation": 5, "test": 5}
+        "train": 40,
+        "validation": 5,
+        "test": 5,
+    }
     for n in range(3, 60):
         parts = espeak_corpus.split_indices(n)
         assert sorted(i for r in parts.values() for i in r) == list(range(n))
@@ -74,7 +78,10 @@ def test_espeak_small_builds_the_same_bytes_twice(tmp_path):
     assert any(name.endswith("tfrecord-00000-of-00001") for name in hashes[0])
 
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
-        "train": 24, "validation": 8, "test": 8}
+        "train": 24,
+        "validation": 8,
+        "test": 8,
+    }
     assert builder.info.features["speaker"].num_classes == 8
     assert builder.info.features["audio"].sample_rate == RATE
     assert "eSpeak NG" in builder.info.metadata["espeak_ng_version"]
@@ -95,7 +102,10 @@ def test_espeak_default_corpus_size_and_speakers(tmp_path):
     builder = tfds.builder("espeak_corpus", data_dir=str(tmp_path))
     builder.download_and_prepare()
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
-        "train": 320, "validation": 40, "test": 40}
+        "train": 320,
+        "validation": 40,
+        "test": 40,
+    }
     lengths, speakers = [], []
     for split in ("train", "validation", "test"):
         for e in _examples(builder, split):
@@ -108,8 +118,9 @@ def test_espeak_default_corpus_size_and_speakers(tmp_path):
 
 
 def test_espeak_missing_says_how_to_install(tmp_path):
-    builder = tfds.builder("espeak_corpus/small", data_dir=str(tmp_path),
-                           espeak_binary="espeak-ng-not-installed-here")
+    builder = tfds.builder(
+        "espeak_corpus/small", data_dir=str(tmp_path), espeak_binary="espeak-ng-not-installed-here"
+    )
     with pytest.raises(RuntimeError) as info:
         builder.download_and_prepare()
     message = str(info.value)
@@ -133,24 +144,30 @@ def _write_good_folder(root):
     for i in range(6):
         soundfile.write(root / "alice" / f"a{i}.WAV", _tone(4000 + i), RATE, subtype="PCM_16")
     for i in range(3):
-        soundfile.write(root / "bob" / "sub" / f"b{i}.wav", _tone(2000 + i, freq=220), RATE,
-                        subtype="PCM_16")
+        soundfile.write(
+            root / "bob" / "sub" / f"b{i}.wav", _tone(2000 + i, freq=220), RATE, subtype="PCM_16"
+        )
     soundfile.write(root / ".hidden" / "x.wav", _tone(100), RATE)
     (root / "alice" / "notes.txt").write_text("not audio")
 
 
 def _build(tmp_path, folder, bad_audio="skip", rate=None):
     kwargs = {"config": wav_folder.config_for(rate)} if rate else {}
-    builder = tfds.builder("wav_folder", data_dir=str(tmp_path / "data"), bad_audio=bad_audio,
-                           **kwargs)
+    builder = tfds.builder(
+        "wav_folder", data_dir=str(tmp_path / "data"), bad_audio=bad_audio, **kwargs
+    )
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(folder))
+    )
     return builder
 
 
 def _all_examples(builder):
-    return {e["id"].decode(): (split, e) for split in builder.info.splits
-            for e in _examples(builder, split)}
+    return {
+        e["id"].decode(): (split, e)
+        for split in builder.info.splits
+        for e in _examples(builder, split)
+    }
 
 
 def test_wav_folder_speakers_splits_and_exact_samples(tmp_path):
@@ -162,7 +179,8 @@ def test_wav_folder_speakers_splits_and_exact_samples(tmp_path):
     examples = _all_examples(builder)
     assert sorted(examples) == sorted(
         ["top.wav", "bob/sub/b0.wav", "bob/sub/b1.wav", "bob/sub/b2.wav"]
-        + [f"alice/a{i}.WAV" for i in range(6)])
+        + [f"alice/a{i}.WAV" for i in range(6)]
+    )
     for name, (split, e) in examples.items():
         speaker = 0 if name == "top.wav" else 1 if name.startswith("alice") else 2
         assert int(e["speaker"]) == speaker
@@ -195,7 +213,10 @@ def test_assign_splits_is_hash_based_stable_and_never_empty():
         assert all(small[s] for s in ("train", "validation", "test")), small
         assert sum(len(v) for v in small.values()) == n
     assert wav_folder.assign_splits(["a.wav", "b.wav"]) == {
-        "train": ["a.wav", "b.wav"], "validation": [], "test": []}
+        "train": ["a.wav", "b.wav"],
+        "validation": [],
+        "test": [],
+    }
 
 
 def _write_bad_files(root):
@@ -203,8 +224,9 @@ def _write_bad_files(root):
     rng = np.random.RandomState(0)
     (root / "alice" / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 20)
     (root / "alice" / "empty.wav").write_bytes(b"")
-    soundfile.write(root / "alice" / "no_samples.wav", np.zeros(0, np.int16), RATE,
-                    subtype="PCM_16")
+    soundfile.write(
+        root / "alice" / "no_samples.wav", np.zeros(0, np.int16), RATE, subtype="PCM_16"
+    )
     nan = rng.uniform(-0.5, 0.5, 3000).astype(np.float32)
     nan[1234] = np.nan
     soundfile.write(root / "bob" / "nan.wav", nan, RATE, subtype="FLOAT")
@@ -215,10 +237,12 @@ def _write_bad_files(root):
 
 def _write_fixable_files(root):
     left, right = _tone(3000), _tone(3000, freq=660, amplitude=0.25)
-    soundfile.write(root / "alice" / "stereo.wav", np.stack([left, right], 1), RATE,
-                    subtype="PCM_16")
-    soundfile.write(root / "alice" / "rate16k.wav", _tone(16000, rate=16000), 16000,
-                    subtype="PCM_16")
+    soundfile.write(
+        root / "alice" / "stereo.wav", np.stack([left, right], 1), RATE, subtype="PCM_16"
+    )
+    soundfile.write(
+        root / "alice" / "rate16k.wav", _tone(16000, rate=16000), 16000, subtype="PCM_16"
+    )
     loud = np.clip(_tone(3000).astype(np.int32) * 4, -32768, 32767).astype(np.int16)
     soundfile.write(root / "bob" / "clipped.wav", loud, RATE, subtype="PCM_16")
     return left, right
@@ -233,19 +257,27 @@ def test_wav_folder_skip_policy_skips_logs_and_counts(tmp_path, caplog):
         builder = _build(tmp_path, folder, bad_audio="skip")
     report = builder.info.metadata["build_report"]
     assert dict(report["skipped"]) == {
-        "alice/corrupt.wav": "unreadable", "alice/empty.wav": "empty",
-        "alice/no_samples.wav": "empty", "bob/nan.wav": "non-finite",
-        "bob/inf.wav": "non-finite"}
+        "alice/corrupt.wav": "unreadable",
+        "alice/empty.wav": "empty",
+        "alice/no_samples.wav": "empty",
+        "bob/nan.wav": "non-finite",
+        "bob/inf.wav": "non-finite",
+    }
     for name, rule in report["skipped"].items():
         assert name in caplog.text and rule in caplog.text
     assert "skipped 5" in caplog.text  # the summary line
 
     examples = _all_examples(builder)
     assert len(examples) == 13 and not set(report["skipped"]) & set(examples)
-    changed = {k: sorted(x for s in report["splits"].values() for x in s[k])
-               for k in ("downmixed", "resampled", "clipped")}
-    assert changed == {"downmixed": ["alice/stereo.wav"], "resampled": ["alice/rate16k.wav"],
-                       "clipped": ["bob/clipped.wav"]}
+    changed = {
+        k: sorted(x for s in report["splits"].values() for x in s[k])
+        for k in ("downmixed", "resampled", "clipped")
+    }
+    assert changed == {
+        "downmixed": ["alice/stereo.wav"],
+        "resampled": ["alice/rate16k.wav"],
+        "clipped": ["bob/clipped.wav"],
+    }
     assert sum(s["kept"] for s in report["splits"].values()) == 13
 
     # Stereo: the average of the channels.
@@ -262,17 +294,27 @@ def test_wav_folder_skip_policy_skips_logs_and_counts(tmp_path, caplog):
     assert np.abs(examples["bob/clipped.wav"][1]["audio"].astype(int)).max() >= 32767
 
 
-@pytest.mark.parametrize("name, rule", [("alice/corrupt.wav", "unreadable"),
-                                        ("alice/empty.wav", "empty"),
-                                        ("alice/no_samples.wav", "empty"),
-                                        ("bob/nan.wav", "non-finite"),
-                                        ("bob/inf.wav", "non-finite")])
+@pytest.mark.parametrize(
+    "name, rule",
+    [
+        ("alice/corrupt.wav", "unreadable"),
+        ("alice/empty.wav", "empty"),
+        ("alice/no_samples.wav", "empty"),
+        ("bob/nan.wav", "non-finite"),
+        ("bob/inf.wav", "non-finite"),
+    ],
+)
 def test_wav_folder_fail_policy_names_the_file_and_rule(tmp_path, name, rule):
     folder = tmp_path / "wavs"
     _write_good_folder(folder)
     _write_bad_files(folder)
-    for other in ("alice/corrupt.wav", "alice/empty.wav", "alice/no_samples.wav",
-                  "bob/nan.wav", "bob/inf.wav"):
+    for other in (
+        "alice/corrupt.wav",
+        "alice/empty.wav",
+        "alice/no_samples.wav",
+        "bob/nan.wav",
+        "bob/inf.wav",
+    ):
         if other != name:
             os.remove(folder / other)
     with pytest.raises(ValueError) as info:
@@ -309,8 +351,9 @@ def test_wav_folder_errors(tmp_path):
 # --------------------------------------------------------------------------- resampling
 
 
-@pytest.mark.parametrize("orig, target", [(16000, 22050), (44100, 22050), (48000, 22050),
-                                          (22050, 24000)])
+@pytest.mark.parametrize(
+    "orig, target", [(16000, 22050), (44100, 22050), (48000, 22050), (22050, 24000)]
+)
 def test_resample_keeps_in_band_tones(orig, target):
     n = orig // 2
     t = np.arange(n) / orig

@@ -422,8 +422,9 @@ def test_gaussian_kl_matches_monte_carlo_and_quadrature(q, p):
     assert abs(log_ratio.mean() - kl) < 5 * standard_error
 
     sq, sp = math.exp(q[1]), math.exp(p[1])
-    integrand = lambda t: stats.norm.pdf(t, q[0], sq) * (
-        stats.norm.logpdf(t, q[0], sq) - stats.norm.logpdf(t, p[0], sp)
+    integrand = lambda t: (
+        stats.norm.pdf(t, q[0], sq)
+        * (stats.norm.logpdf(t, q[0], sq) - stats.norm.logpdf(t, p[0], sp))
     )
     want, _ = integrate.quad(integrand, q[0] - 30 * sq, q[0] + 30 * sq, points=[q[0]])
     assert kl == pytest.approx(want, rel=1e-4, abs=1e-6)
@@ -500,9 +501,7 @@ def test_mulaw_extreme_logits_are_finite():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    params=st.lists(
-        st.floats(-_BIG, _BIG, allow_nan=False, width=32), min_size=9, max_size=9
-    ),
+    params=st.lists(st.floats(-_BIG, _BIG, allow_nan=False, width=32), min_size=9, max_size=9),
     x=st.floats(-1.0, 1.0, width=32),
     quantize=st.booleans(),
 )

@@ -16,118 +16,133 @@ from pwavenet import toy2d
 
 
 def _config(variant="tiny", **overrides):
-  config = flows_config.get_config(variant)
-  for dotted, value in overrides.items():
-    node = config
-    *path, leaf = dotted.split(".")
-    for name in path:
-      node = node[name]
-    node[leaf] = value
-  return config
+    config = flows_config.get_config(variant)
+    config.update_from_flattened_dict(overrides)
+    return config
 
 
 @pytest.mark.slow
 def test_tiny_job_writes_its_outputs(tmp_path):
-  results = fit_flows.train_and_evaluate(_config(), str(tmp_path))
-  for name in ("flows.png", "results.json", "config.json"):
-    assert (tmp_path / name).stat().st_size > 0
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "40"]
-  on_disk = json.loads((tmp_path / "results.json").read_text())
-  assert on_disk == results
-  assert np.isfinite(results["heldout_nll"]) and results["steps"] == 40
+    results = fit_flows.train_and_evaluate(_config(), str(tmp_path))
+    for name in ("flows.png", "results.json", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "40"]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == results
+    assert np.isfinite(results["heldout_nll"]) and results["steps"] == 40
 
 
 @pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
-  """Kill-and-resume stand-in: drop the last checkpoint, rerun, and land on the same params.
+    """Kill-and-resume stand-in: drop the last checkpoint, rerun, and land on the same params.
 
-  Batches and sampling keys are functions of the step, so the resumed run must recompute the
-  lost steps bit for bit.
-  """
-  config = _config()
-  full = tmp_path / "full"
-  fit_flows.train_and_evaluate(config, str(full))
-  resumed = tmp_path / "resumed"
-  shutil.copytree(full / "checkpoints", resumed / "checkpoints")
-  shutil.rmtree(resumed / "checkpoints" / "40")
-  fit_flows.train_and_evaluate(config, str(resumed))
+    Batches and sampling keys are functions of the step, so the resumed run must recompute the
+    lost steps bit for bit.
+    """
+    config = _config()
+    full = tmp_path / "full"
+    fit_flows.train_and_evaluate(config, str(full))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full / "checkpoints", resumed / "checkpoints")
+    shutil.rmtree(resumed / "checkpoints" / "40")
+    fit_flows.train_and_evaluate(config, str(resumed))
 
-  import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp
 
-  def restore(root):
-    with ocp.CheckpointManager(os.path.abspath(root / "checkpoints")) as mngr:
-      return mngr.restore(40)["params"]
+    def restore(root):
+        with ocp.CheckpointManager(os.path.abspath(root / "checkpoints")) as mngr:
+            return mngr.restore(40)["params"]
 
-  jax.tree_util.tree_map(np.testing.assert_array_equal, restore(full), restore(resumed))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restore(full), restore(resumed))
 
 
 @pytest.mark.slow
 def test_planar_maximum_likelihood_beats_the_best_gaussian_on_two_moons(tmp_path):
-  config = _config("moons", **{"flow.layers": "affine,planar*16", "train.steps": 1500,
-                               "train.log_every": 500, "train.checkpoint_every": 1500,
-                               "eval.num_samples": 2000, "eval.grid_cells": 40})
-  results = fit_flows.train_and_evaluate(config, str(tmp_path))
-  # The best single Gaussian, recomputed independently with scipy.
-  train = toy2d.sample_dataset("moons", config.data.num_train, config.seed)
-  test = toy2d.sample_dataset("moons", config.data.num_test, config.seed + 1)
-  gauss = -stats.multivariate_normal(train.mean(0), np.cov(train.T, bias=True)).logpdf(test)
-  assert results["gaussian_heldout_nll"] == pytest.approx(gauss.mean(), rel=1e-6)
-  # A clear margin: 0.5 nats per point is > 30 standard errors of either estimate.
-  assert results["heldout_nll"] < gauss.mean() - 0.5
-  assert 0.5 / results["heldout_nll_stderr"] > 30
+    config = _config(
+        "moons",
+        **{
+            "flow.layers": "affine,planar*16",
+            "train.steps": 1500,
+            "train.log_every": 500,
+            "train.checkpoint_every": 1500,
+            "eval.num_samples": 2000,
+            "eval.grid_cells": 40,
+        },
+    )
+    results = fit_flows.train_and_evaluate(config, str(tmp_path))
+    # The best single Gaussian, recomputed independently with scipy.
+    train = toy2d.sample_dataset("moons", config.data.num_train, config.seed)
+    test = toy2d.sample_dataset("moons", config.data.num_test, config.seed + 1)
+    gauss = -stats.multivariate_normal(train.mean(0), np.cov(train.T, bias=True)).logpdf(test)
+    assert results["gaussian_heldout_nll"] == pytest.approx(gauss.mean(), rel=1e-6)
+    # A clear margin: 0.5 nats per point is > 30 standard errors of either estimate.
+    assert results["heldout_nll"] < gauss.mean() - 0.5
+    assert 0.5 / results["heldout_nll_stderr"] > 30
 
 
 @pytest.mark.slow
 def test_reverse_kl_fit_is_a_nonnegative_small_divergence(tmp_path):
-  overrides = {"train.anneal_steps": 0, "flow.layers": "planar*16", "train.log_every": 400,
-               "train.checkpoint_every": 800, "eval.num_samples": 20000, "eval.grid_cells": 40}
-  untrained = fit_flows.train_and_evaluate(
-      _config("U2", **{"train.steps": 0, **overrides}), str(tmp_path / "untrained"))
-  results = fit_flows.train_and_evaluate(
-      _config("U2", **{"train.steps": 800, **overrides}), str(tmp_path / "trained"))
-  # KL(q || p) >= 0 exactly, so each estimate may dip below 0 only by Monte Carlo error.
-  for r in (untrained, results):
-    assert r["kl"] > -4 * r["kl_stderr"]
-  # The initial flow (about N(0, I)) is far from U2's sine ridge; 800 steps bring it close.
-  assert untrained["kl"] > 5.0
-  assert results["kl"] < 0.5
+    overrides = {
+        "train.anneal_steps": 0,
+        "flow.layers": "planar*16",
+        "train.log_every": 400,
+        "train.checkpoint_every": 800,
+        "eval.num_samples": 20000,
+        "eval.grid_cells": 40,
+    }
+    untrained = fit_flows.train_and_evaluate(
+        _config("U2", **{"train.steps": 0, **overrides}), str(tmp_path / "untrained")
+    )
+    results = fit_flows.train_and_evaluate(
+        _config("U2", **{"train.steps": 800, **overrides}), str(tmp_path / "trained")
+    )
+    # KL(q || p) >= 0 exactly, so each estimate may dip below 0 only by Monte Carlo error.
+    for r in (untrained, results):
+        assert r["kl"] > -4 * r["kl_stderr"]
+    # The initial flow (about N(0, I)) is far from U2's sine ridge; 800 steps bring it close.
+    assert untrained["kl"] > 5.0
+    assert results["kl"] < 0.5
 
 
 def test_u2_normalizer_matches_its_closed_form():
-  # exp(-U2) is a Gaussian of std 0.4 in z2 (far inside the window) for every z1; along z1 it
-  # has full weight on [-4, 4] and the wall's half-Gaussians of std 0.1 beyond.
-  expected = math.log((8 + 0.1 * math.sqrt(2 * math.pi)) * 0.4 * math.sqrt(2 * math.pi))
-  assert toy2d.log_normalizer("U2") == pytest.approx(expected, abs=2e-4)
+    # exp(-U2) is a Gaussian of std 0.4 in z2 (far inside the window) for every z1; along z1 it
+    # has full weight on [-4, 4] and the wall's half-Gaussians of std 0.1 beyond.
+    expected = math.log((8 + 0.1 * math.sqrt(2 * math.pi)) * 0.4 * math.sqrt(2 * math.pi))
+    assert toy2d.log_normalizer("U2") == pytest.approx(expected, abs=2e-4)
 
 
 def test_datasets_have_their_defining_geometry():
-  board = toy2d.sample_dataset("checkerboard", 4000, 0)
-  cells = np.floor(board + 2.0).astype(int)
-  assert np.all((cells >= 0) & (cells < 4)) and np.all((cells.sum(1) % 2) == 0)
-  rings = toy2d.sample_dataset("rings", 4000, 0)
-  radius = np.linalg.norm(rings, axis=1)
-  assert np.all(np.min(np.abs(radius[:, None] - np.array([1.0, 2.0, 3.0])), 1) < 0.5)
-  np.testing.assert_array_equal(toy2d.sample_dataset("moons", 50, 3),
-                                toy2d.sample_dataset("moons", 50, 3))
+    board = toy2d.sample_dataset("checkerboard", 4000, 0)
+    cells = np.floor(board + 2.0).astype(int)
+    assert np.all((cells >= 0) & (cells < 4)) and np.all((cells.sum(1) % 2) == 0)
+    rings = toy2d.sample_dataset("rings", 4000, 0)
+    radius = np.linalg.norm(rings, axis=1)
+    assert np.all(np.min(np.abs(radius[:, None] - np.array([1.0, 2.0, 3.0])), 1) < 0.5)
+    np.testing.assert_array_equal(
+        toy2d.sample_dataset("moons", 50, 3), toy2d.sample_dataset("moons", 50, 3)
+    )
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("planar*x", "cannot read 'planar\\*x'"),
-    ("affine,rnvp", "cannot read 'rnvp'"),
-    ("sigmoid,planar", "put sigmoid last"),
-    (" , ", "names no layer"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("planar*x", "cannot read 'planar\\*x'"),
+        ("affine,rnvp", "cannot read 'rnvp'"),
+        ("sigmoid,planar", "put sigmoid last"),
+        (" , ", "names no layer"),
+    ],
+)
 def test_bad_layer_specs_name_the_config_field(spec, match):
-  with pytest.raises(ValueError, match=match) as err:
-    fit_flows.parse_layers(spec, 2, (np.zeros(2), np.ones(2)))
-  assert "config.flow.layers" in str(err.value)
+    with pytest.raises(ValueError, match=match) as err:
+        fit_flows.parse_layers(spec, 2, (np.zeros(2), np.ones(2)))
+    assert "config.flow.layers" in str(err.value)
 
 
 def test_unknown_names_are_rejected_with_the_choices():
-  with pytest.raises(ValueError, match="moons"):
-    toy2d.sample_dataset("spirals", 10, 0)
-  with pytest.raises(ValueError, match="U1"):
-    toy2d.energy("U9")
-  with pytest.raises(ValueError, match="tiny"):
-    flows_config.get_config("nope")
+    with pytest.raises(ValueError, match="moons"):
+        toy2d.sample_dataset("spirals", 10, 0)
+    with pytest.raises(ValueError, match="U1"):
+        toy2d.energy("U9")
+    with pytest.raises(ValueError, match="tiny"):
+        flows_config.get_config("nope")

@@ -50,8 +50,9 @@ def numpy_mel_filterbank(c):
     edges = np.linspace(_htk_mel(c.fmin), _htk_mel(c.fmax), c.n_mels + 2)
     m = _htk_mel(freqs)[:, None]
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
-    weights = np.maximum(0.0, np.minimum((m - lower) / (center - lower),
-                                         (upper - m) / (upper - center)))
+    weights = np.maximum(
+        0.0, np.minimum((m - lower) / (center - lower), (upper - m) / (upper - center))
+    )
     weights[0] = 0.0
     return weights
 
@@ -66,7 +67,7 @@ def numpy_log_mel(x, c):
     segments = padded[starts[:, None] + np.arange(c.n_fft)[None, :]]
     window = np.zeros(c.n_fft)
     offset = (c.n_fft - c.win_length) // 2
-    window[offset:offset + c.win_length] = scipy.signal.get_window("hann", c.win_length)
+    window[offset : offset + c.win_length] = scipy.signal.get_window("hann", c.win_length)
     magnitude = np.abs(np.fft.rfft(segments * window, n=c.n_fft, axis=-1))
     return np.log(np.maximum(magnitude @ numpy_mel_filterbank(c), c.log_floor))
 
@@ -78,7 +79,8 @@ def numpy_log_mel(x, c):
 def test_mel_filterbank_is_htk_triangles(name):
     c = MEL_CONFIGS[name]
     tf_matrix = tf.signal.linear_to_mel_weight_matrix(
-        c.n_mels, c.n_fft // 2 + 1, c.sample_rate, c.fmin, c.fmax).numpy()
+        c.n_mels, c.n_fft // 2 + 1, c.sample_rate, c.fmin, c.fmax
+    ).numpy()
     np.testing.assert_allclose(tf_matrix, numpy_mel_filterbank(c), atol=2e-5)
 
 
@@ -90,7 +92,8 @@ def test_log_mel_matches_numpy_reference(name):
     length = 40 * c.hop_length + c.hop_length // 3  # also a T that is not a multiple of hop
     t = np.arange(length) / c.sample_rate
     x = (0.3 * rng.uniform(-1, 1, (2, length)) + 0.4 * np.sin(2 * np.pi * 523 * t)).astype(
-        np.float32)
+        np.float32
+    )
     got = audio.log_mel_spectrogram(x, c)
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
     assert got.shape == (2, length // c.hop_length, c.n_mels)
@@ -103,8 +106,9 @@ def test_log_mel_floor_and_jax_input():
     silence = audio.log_mel_spectrogram(np.zeros(640, np.float32), c)
     np.testing.assert_allclose(silence, np.log(c.log_floor), rtol=1e-6)
     x = np.random.RandomState(1).uniform(-1, 1, 640).astype(np.float32)
-    np.testing.assert_array_equal(audio.log_mel_spectrogram(jax.numpy.asarray(x), c),
-                                  audio.log_mel_spectrogram(x, c))
+    np.testing.assert_array_equal(
+        audio.log_mel_spectrogram(jax.numpy.asarray(x), c), audio.log_mel_spectrogram(x, c)
+    )
 
 
 @pytest.mark.parametrize("name", list(MEL_CONFIGS))
@@ -116,8 +120,9 @@ def test_frame_count_is_samples_over_hop_eagerly_and_in_tf_data(name):
         assert audio.log_mel_spectrogram(np.zeros(n, np.float32), c).shape == (n // hop, c.n_mels)
     rng = np.random.RandomState(2)
     signals = [rng.uniform(-1, 1, n).astype(np.float32) for n in lengths]
-    ds = tf.data.Dataset.from_generator(lambda: iter(signals),
-                                        output_signature=tf.TensorSpec([None], tf.float32))
+    ds = tf.data.Dataset.from_generator(
+        lambda: iter(signals), output_signature=tf.TensorSpec([None], tf.float32)
+    )
     ds = ds.map(lambda x: audio.log_mel_spectrogram(x, c))  # traced: tf in, tf out
     for x, mel in zip(signals, ds.as_numpy_iterator()):
         np.testing.assert_allclose(mel, audio.log_mel_spectrogram(x, c), atol=1e-5)
@@ -130,7 +135,7 @@ def test_a_burst_in_hop_block_i_lights_up_frame_i(name):
     rng = np.random.RandomState(3)
     for block in (0, 1, 5, 9, frames - 2, frames - 1):
         x = np.zeros(frames * hop, np.float32)
-        x[block * hop:(block + 1) * hop] = rng.uniform(-1, 1, hop)
+        x[block * hop : (block + 1) * hop] = rng.uniform(-1, 1, hop)
         energy = np.exp(audio.log_mel_spectrogram(x, c)).sum(axis=-1)
         assert np.argmax(energy) == block, (block, np.round(energy, 2))
 
@@ -163,8 +168,9 @@ def test_pcm16_maps_onto_the_16bit_bin_centres():
 
 # --------------------------------------------------------------------- the pipeline
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng is not installed")
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -225,10 +231,12 @@ def _check_batch_against_recomputation(batch, utterances, c):
             if uid not in waves:
                 waves[uid] = audio.pcm16_to_float(utterances[uid]["audio"])
                 mels[uid] = audio.log_mel_spectrogram(waves[uid], c.mel)
-            np.testing.assert_array_equal(batch["audio"][i], waves[uid][start:start + crop])
-            want = mels[uid][start // hop:(start + crop) // hop]
-            if (np.allclose(batch["mel"][i], want, atol=1e-4, rtol=0)
-                    and batch["speaker"][i] == utterances[uid]["speaker"]):
+            np.testing.assert_array_equal(batch["audio"][i], waves[uid][start : start + crop])
+            want = mels[uid][start // hop : (start + crop) // hop]
+            if (
+                np.allclose(batch["mel"][i], want, atol=1e-4, rtol=0)
+                and batch["speaker"][i] == utterances[uid]["speaker"]
+            ):
                 matches.append((uid, start))
         assert matches, f"row {i}: no candidate place has the batch's mel and speaker"
         if len(candidates) == 1:
@@ -287,8 +295,9 @@ def test_validation_utterances_are_whole_and_aligned(data_dir):
     for i, uid in enumerate(got["id"]):
         full = audio.pcm16_to_float(validation[uid]["audio"])
         np.testing.assert_array_equal(got["audio"][i], full[:length])
-        np.testing.assert_allclose(got["mel"][i], audio.log_mel_spectrogram(full, c.mel)[:length // hop],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            got["mel"][i], audio.log_mel_spectrogram(full, c.mel)[: length // hop], atol=1e-5
+        )
         assert got["speaker"][i] == validation[uid]["speaker"]
     again = input_pipeline.validation_utterances(c, num_utterances=3, max_seconds=1.0)
     np.testing.assert_array_equal(again["audio"], got["audio"])
@@ -306,8 +315,9 @@ def test_processes_read_disjoint_slices(data_dir):
     c4.train.batch_size = 4  # what each of the two processes gets
     seen_train, seen_eval = [], []
     for index in range(2):
-        d = input_pipeline.create_datasets(c, process_index=index, process_count=2,
-                                           local_device_count=1)
+        d = input_pipeline.create_datasets(
+            c, process_index=index, process_count=2, local_device_count=1
+        )
         assert d.batch_size == 4
         ids = set()
         for _ in range(6):
@@ -315,8 +325,9 @@ def test_processes_read_disjoint_slices(data_dir):
             ids |= {uid for uid, _ in _check_batch_against_recomputation(batch, train, c4)}
         seen_train.append(ids)
         (batch,) = list(d.eval())
-        seen_eval.append({uid for uid, _ in
-                          _check_batch_against_recomputation(batch, validation, c4)})
+        seen_eval.append(
+            {uid for uid, _ in _check_batch_against_recomputation(batch, validation, c4)}
+        )
     assert not seen_train[0] & seen_train[1]
     assert len(seen_train[0]) > 4 and len(seen_train[1]) > 4
     assert not seen_eval[0] & seen_eval[1]
@@ -366,10 +377,12 @@ def test_too_short_utterances_are_dropped_or_fail(data_dir):
     assert set(datasets.dropped.ids) == short
     assert all(n < crop for n in datasets.dropped.ids.values())
 
-    failing = input_pipeline.create_datasets(_config(data_dir, crop_samples=crop,
-                                                     bad_audio="fail"))
-    with pytest.raises(ValueError, match=r"Utterance 's\d_\d+' has \d+ samples, fewer than "
-                                         r"config.data.crop_samples"):
+    failing = input_pipeline.create_datasets(_config(data_dir, crop_samples=crop, bad_audio="fail"))
+    with pytest.raises(
+        ValueError,
+        match=r"Utterance 's\d_\d+' has \d+ samples, fewer than "
+        r"config.data.crop_samples",
+    ):
         next(failing.train)
 
 
@@ -393,8 +406,10 @@ def _mock_speech(num_examples=12, min_len=600, max_len=3000):
 
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
         del split, decoders, read_config, shuffle_files
-        spec = {k: tf.TensorSpec(v.shape, v.tf_dtype)
-                for k, v in self.info.features.get_tensor_info().items()}
+        spec = {
+            k: tf.TensorSpec(v.shape, v.tf_dtype)
+            for k, v in self.info.features.get_tensor_info().items()
+        }
         features = self.info.features
         num_classes = features["speaker"].num_classes if "speaker" in features else 1
 
@@ -413,16 +428,19 @@ def _mock_speech(num_examples=12, min_len=600, max_len=3000):
 
 def _mock_waves(num_examples, min_len, max_len):
     rng = np.random.RandomState(5)
-    return [rng.randint(-32768, 32768, rng.randint(min_len, max_len)).astype(np.int16)
-            for _ in range(num_examples)]
+    return [
+        rng.randint(-32768, 32768, rng.randint(min_len, max_len)).astype(np.int16)
+        for _ in range(num_examples)
+    ]
 
 
 def test_mock_ljspeech_gives_correct_batches():
     c = teacher.get_config("tiny")
     c.data.name = "ljspeech"
     assert input_pipeline.resolve_split(c, "validation") == "train[98%:99%]"
-    utterances = {f"utt{i:03d}": {"audio": w, "speaker": 0}
-                  for i, w in enumerate(_mock_waves(12, 600, 3000))}
+    utterances = {
+        f"utt{i:03d}": {"audio": w, "speaker": 0} for i, w in enumerate(_mock_waves(12, 600, 3000))
+    }
     with _mock_speech():
         datasets = input_pipeline.create_datasets(c)
         assert datasets.info.num_speakers == 1
@@ -440,8 +458,11 @@ def test_mock_vctk_needs_its_sample_rate():
     c = teacher.get_config("tiny")
     c.data.name = "vctk"
     with _mock_speech():
-        with pytest.raises(ValueError, match=r"48000 Hz but config.mel.sample_rate=22050.*"
-                                             r"--config.mel.sample_rate=48000"):
+        with pytest.raises(
+            ValueError,
+            match=r"48000 Hz but config.mel.sample_rate=22050.*"
+            r"--config.mel.sample_rate=48000",
+        ):
             input_pipeline.create_datasets(c)
         c.mel.sample_rate = 48000
         with pytest.raises(ValueError, match="110 speakers but config.model.num_speakers=8"):
@@ -454,10 +475,13 @@ def test_mock_vctk_needs_its_sample_rate():
     assert batch["speaker"].max() < 110
 
 
-@pytest.mark.parametrize("policy, message", [
-    ("fail", "fewer than config.data.crop_samples"),
-    ("skip", "gave no batch of 8 on process 0: too few utterances .* \\(4 dropped"),
-])
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        ("fail", "fewer than config.data.crop_samples"),
+        ("skip", "gave no batch of 8 on process 0: too few utterances .* \\(4 dropped"),
+    ],
+)
 def test_default_mock_data_is_too_short_for_a_crop(policy, message):
     c = teacher.get_config("tiny")
     c.data.name = "ljspeech"

@@ -18,129 +18,130 @@ from pwavenet import train
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
+    return str(tmp_path_factory.mktemp("tfds"))
 
 
 def _config(data_dir, **overrides):
-  config = teacher_config.get_config("tiny")
-  config.data.data_dir = data_dir
-  for dotted, value in overrides.items():
-    node = config
-    *path, leaf = dotted.split(".")
-    for name in path:
-      node = node[name]
-    node[leaf] = value
-  return config
+    config = teacher_config.get_config("tiny")
+    config.data.data_dir = data_dir
+    config.update_from_flattened_dict(overrides)
+    return config
 
 
 def _random_batch(config, batch, seed=0):
-  rng = np.random.default_rng(seed)
-  frames = config.data.crop_samples // config.mel.hop_length
-  return {
-      "audio": rng.uniform(-0.5, 0.5, (batch, config.data.crop_samples)).astype(np.float32),
-      "mel": rng.normal(-4.0, 1.0, (batch, frames, config.mel.n_mels)).astype(np.float32),
-      "speaker": rng.integers(0, config.model.num_speakers, batch).astype(np.int32),
-  }
+    rng = np.random.default_rng(seed)
+    frames = config.data.crop_samples // config.mel.hop_length
+    return {
+        "audio": rng.uniform(-0.5, 0.5, (batch, config.data.crop_samples)).astype(np.float32),
+        "mel": rng.normal(-4.0, 1.0, (batch, frames, config.mel.n_mels)).astype(np.float32),
+        "speaker": rng.integers(0, config.model.num_speakers, batch).astype(np.int32),
+    }
 
 
 def test_pmapped_step_equals_a_single_device_step():
-  config = _config("")
-  model = teacher.build_model(config)
-  tx, schedule = train.create_optimizer(config.train)
-  params = teacher.init_params(model, config, jax.random.PRNGKey(0))
-  loss_fn = lambda p, b, rng: teacher.nll_metrics(model, config, p, b)
-  batch = _random_batch(config, 8)
+    config = _config("")
+    model = teacher.build_model(config)
+    tx, schedule = train.create_optimizer(config.train)
+    params = teacher.init_params(model, config, jax.random.PRNGKey(0))
+    loss_fn = lambda p, b, rng: teacher.nll_metrics(model, config, p, b)
+    batch = _random_batch(config, 8)
 
-  def fresh_state():
-    return train.create_train_state(jax.random.PRNGKey(1), jax.tree.map(jnp.array, params), tx)
+    def fresh_state():
+        return train.create_train_state(jax.random.PRNGKey(1), jax.tree.map(jnp.array, params), tx)
 
-  # Two steps so Adam's second-moment state matters too.
-  single = train.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False)
-  state1 = fresh_state()
-  for _ in range(2):
-    state1, metrics1 = single(state1, batch)
-  assert jax.local_device_count() == 8
-  multi = train.make_train_step(loss_fn, tx, schedule, 0.9)
-  state8 = jax_utils.replicate(fresh_state())
-  for _ in range(2):
-    state8, metrics8 = multi(state8, train.shard(batch))
-  state8 = train.first_replica(state8)
-  metrics8 = train.first_replica(metrics8)
-  np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               state8.params, state1.params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               state8.ema_params, state1.ema_params)
+    # Two steps so Adam's second-moment state matters too.
+    single = train.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False)
+    state1 = fresh_state()
+    for _ in range(2):
+        state1, metrics1 = single(state1, batch)
+    assert jax.local_device_count() == 8
+    multi = train.make_train_step(loss_fn, tx, schedule, 0.9)
+    state8 = jax_utils.replicate(fresh_state())
+    for _ in range(2):
+        state8, metrics8 = multi(state8, train.shard(batch))
+    state8 = train.first_replica(state8)
+    metrics8 = train.first_replica(metrics8)
+    np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        state8.params,
+        state1.params,
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        state8.ema_params,
+        state1.ema_params,
+    )
 
 
 def test_global_batch_must_divide_the_device_count():
-  with pytest.raises(ValueError, match=r"batch_size=12 .* divisible .* 8"):
-    train.check_batch_size(12)
+    with pytest.raises(ValueError, match=r"batch_size=12 .* divisible .* 8"):
+        train.check_batch_size(12)
 
 
 @pytest.mark.slow
 def test_checkpoints_round_trip_and_training_resumes(data_dir, tmp_path):
-  config = _config(data_dir)
-  workdir = str(tmp_path / "run")
-  teacher.train_and_evaluate(config, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
-  saved = json.load(open(os.path.join(workdir, "config.json")))
-  assert saved["model"]["residual_channels"] == config.model.residual_channels
-  params6, step = train.restore_params(workdir, ema=False)
-  assert step == 6
+    config = _config(data_dir)
+    workdir = str(tmp_path / "run")
+    teacher.train_and_evaluate(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["model"]["residual_channels"] == config.model.residual_channels
+    params6, step = train.restore_params(workdir, ema=False)
+    assert step == 6
 
-  # Asking for more steps resumes from step 6 (it does not start over): steps 7..9 only.
-  longer = _config(data_dir, **{"train.steps": 9})
-  teacher.train_and_evaluate(longer, workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "9"]
-  params9, _ = train.restore_params(workdir, ema=False)
-  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params6, params9)
-  assert max(jax.tree.leaves(moved)) > 0
+    # Asking for more steps resumes from step 6 (it does not start over): steps 7..9 only.
+    longer = _config(data_dir, **{"train.steps": 9})
+    teacher.train_and_evaluate(longer, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "9"]
+    params9, _ = train.restore_params(workdir, ema=False)
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params6, params9)
+    assert max(jax.tree.leaves(moved)) > 0
 
-  # The restored tree is exactly what was saved: save it again elsewhere and compare.
-  import orbax.checkpoint as ocp
+    # The restored tree is exactly what was saved: save it again elsewhere and compare.
+    import orbax.checkpoint as ocp
 
-  with ocp.CheckpointManager(os.path.abspath(tmp_path / "copy")) as mngr:
-    mngr.save(1, args=ocp.args.StandardSave({"p": params9}))
-    mngr.wait_until_finished()
-    again = mngr.restore(1, args=ocp.args.StandardRestore())["p"]
-  jax.tree.map(np.testing.assert_array_equal, again, params9)
+    with ocp.CheckpointManager(os.path.abspath(tmp_path / "copy")) as mngr:
+        mngr.save(1, args=ocp.args.StandardSave({"p": params9}))
+        mngr.wait_until_finished()
+        again = mngr.restore(1, args=ocp.args.StandardRestore())["p"]
+    jax.tree.map(np.testing.assert_array_equal, again, params9)
 
-  # A different architecture in the same workdir is refused, naming the field and values.
-  wider = _config(data_dir, **{"model.residual_channels": 16})
-  with pytest.raises(ValueError, match=r"model.residual_channels: saved 8, now 16"):
-    teacher.train_and_evaluate(wider, workdir)
+    # A different architecture in the same workdir is refused, naming the field and values.
+    wider = _config(data_dir, **{"model.residual_channels": 16})
+    with pytest.raises(ValueError, match=r"model.residual_channels: saved 8, now 16"):
+        teacher.train_and_evaluate(wider, workdir)
 
 
 @pytest.mark.slow
 def test_evaluation_writes_its_report_audio_and_plot(data_dir, tmp_path):
-  config = _config(data_dir)
-  workdir = str(tmp_path / "run")
-  teacher.train_and_evaluate(config, workdir)
-  report = evaluate.evaluate(workdir, speed_batch_sizes=(1, 2), speed_seconds=0.02)
-  out = os.path.join(workdir, "eval_6")
-  for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav"):
-    assert os.path.getsize(os.path.join(out, name)) > 0
-  assert json.load(open(os.path.join(out, "report.json"))) == report
-  assert np.isfinite(report["validation_nll"]) and report["log_mel_l1"] > 0
-  assert [s["batch_size"] for s in report["generation_speed"]] == [1, 2]
-  # The reference wav is the validation audio itself: its log-mel distance to itself is 0.
-  import soundfile
+    config = _config(data_dir)
+    workdir = str(tmp_path / "run")
+    teacher.train_and_evaluate(config, workdir)
+    report = evaluate.evaluate(workdir, speed_batch_sizes=(1, 2), speed_seconds=0.02)
+    out = os.path.join(workdir, "eval_6")
+    for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert json.load(open(os.path.join(out, "report.json"))) == report
+    assert np.isfinite(report["validation_nll"]) and report["log_mel_l1"] > 0
+    assert [s["batch_size"] for s in report["generation_speed"]] == [1, 2]
+    # The reference wav is the validation audio itself: its log-mel distance to itself is 0.
+    import soundfile
 
-  ref, sr = soundfile.read(os.path.join(out, "reference_0.wav"), dtype="float32")
-  assert sr == config.mel.sample_rate
-  assert evaluate.log_mel_l1(config, ref[None], ref[None])[0] == 0.0
+    ref, sr = soundfile.read(os.path.join(out, "reference_0.wav"), dtype="float32")
+    assert sr == config.mel.sample_rate
+    assert evaluate.log_mel_l1(config, ref[None], ref[None])[0] == 0.0
 
 
 def test_evaluating_a_workdir_without_checkpoints_says_so(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no saved config"):
-    evaluate.evaluate(str(tmp_path))
-  train.save_config(_config(""), str(tmp_path))
-  with pytest.raises(FileNotFoundError, match="No checkpoint"):
-    evaluate.evaluate(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no saved config"):
+        evaluate.evaluate(str(tmp_path))
+    train.save_config(_config(""), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        evaluate.evaluate(str(tmp_path))
 
 
 def test_upsampling_must_match_the_hop():
-  config = _config("", **{"mel.hop_length": 128})
-  with pytest.raises(ValueError, match=r"upsample_strides=\(8, 8\).*hop_length=128"):
-    teacher.build_model(config)
+    config = _config("", **{"mel.hop_length": 128})
+    with pytest.raises(ValueError, match=r"upsample_strides=\(8, 8\).*hop_length=128"):
+        teacher.build_model(config)

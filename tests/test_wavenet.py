@@ -19,11 +19,11 @@ from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 
 def _config(**overrides):
-  """The tiny teacher's model section (2 cycles x 3 layers, kernel 2), edited."""
-  config = get_config("tiny").model.copy_and_resolve_references()
-  for name, value in overrides.items():
-    setattr(config, name, value)
-  return config
+    """The tiny teacher's model section (2 cycles x 3 layers, kernel 2), edited."""
+    config = get_config("tiny").model.copy_and_resolve_references()
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
 
 
 # Small conditioned layout: hop 4 keeps sequences short (T = 4 * frames).
@@ -32,34 +32,40 @@ UNCOND = dict(n_mels=0, num_speakers=0)
 
 
 def _random_variables(module, *args, seed=0):
-  """Variables of `module` filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3
-  for vectors): no zero biases or symmetric start, so every path that exists in the network
-  carries a non-zero gradient. Shapes come from `eval_shape`, which compiles nothing."""
-  shapes = jax.eval_shape(module.init, jax.random.key(0), *args)
-  rng = np.random.default_rng(seed)
+    """Variables of `module` filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3
+    for vectors): no zero biases or symmetric start, so every path that exists in the network
+    carries a non-zero gradient. Shapes come from `eval_shape`, which compiles nothing."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), *args)
+    rng = np.random.default_rng(seed)
 
-  def fill(leaf):
-    std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
-    return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
+    def fill(leaf):
+        std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
+        return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
 
-  return jax.tree.map(fill, shapes)
+    return jax.tree.map(fill, shapes)
 
 
 def _inputs(config, batch, frames, seed=0):
-  """(x, mel, speaker) for a model config; mel/speaker None when unused."""
-  rng = np.random.default_rng(seed)
-  length = frames * math.prod(config.upsample_strides)
-  x = jnp.asarray(rng.uniform(-0.9, 0.9, (batch, length)), jnp.float32)
-  mel = (jnp.asarray(rng.normal(size=(batch, frames, config.n_mels)), jnp.float32)
-         if config.n_mels else None)
-  speaker = (jnp.asarray(rng.integers(0, config.num_speakers, batch), jnp.int32)
-             if config.num_speakers else None)
-  return x, mel, speaker
+    """(x, mel, speaker) for a model config; mel/speaker None when unused."""
+    rng = np.random.default_rng(seed)
+    length = frames * math.prod(config.upsample_strides)
+    x = jnp.asarray(rng.uniform(-0.9, 0.9, (batch, length)), jnp.float32)
+    mel = (
+        jnp.asarray(rng.normal(size=(batch, frames, config.n_mels)), jnp.float32)
+        if config.n_mels
+        else None
+    )
+    speaker = (
+        jnp.asarray(rng.integers(0, config.num_speakers, batch), jnp.int32)
+        if config.num_speakers
+        else None
+    )
+    return x, mel, speaker
 
 
 def _model_and_params(config, x, mel, speaker, seed=1):
-  model = wavenet.WaveNet(config)
-  return model, _random_variables(model, x, mel, speaker, seed=seed)["params"]
+    model = wavenet.WaveNet(config)
+    return model, _random_variables(model, x, mel, speaker, seed=seed)["params"]
 
 
 # ------------------------------------------------------------------------- layers
@@ -67,244 +73,250 @@ def _model_and_params(config, x, mel, speaker, seed=1):
 
 @pytest.mark.parametrize("kernel_size,dilation", [(2, 1), (3, 4), (4, 3)])
 def test_causal_conv_matches_direct_sum_and_one_step(kernel_size, dilation):
-  batch, length, c_in, c_out = 2, 20, 3, 5
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, length, c_in)), jnp.float32)
-  conv = CausalConv(c_out, kernel_size, dilation)
-  variables = _random_variables(conv, x)
-  y = np.asarray(conv.apply(variables, x))
+    batch, length, c_in, c_out = 2, 20, 3, 5
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, length, c_in)), jnp.float32)
+    conv = CausalConv(c_out, kernel_size, dilation)
+    variables = _random_variables(conv, x)
+    y = np.asarray(conv.apply(variables, x))
 
-  kernel = np.asarray(variables["params"]["kernel"], np.float64)
-  bias = np.asarray(variables["params"]["bias"], np.float64)
-  xn = np.asarray(x, np.float64)
-  expected = np.tile(bias, (batch, length, 1))
-  for t in range(length):
-    for j in range(kernel_size):
-      s = t - (kernel_size - 1 - j) * dilation
-      if s >= 0:
-        expected[:, t] += xn[:, s] @ kernel[j]
-  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    kernel = np.asarray(variables["params"]["kernel"], np.float64)
+    bias = np.asarray(variables["params"]["bias"], np.float64)
+    xn = np.asarray(x, np.float64)
+    expected = np.tile(bias, (batch, length, 1))
+    for t in range(length):
+        for j in range(kernel_size):
+            s = t - (kernel_size - 1 - j) * dilation
+            if s >= 0:
+                expected[:, t] += xn[:, s] @ kernel[j]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
-  # One-step form from the k taps and from the whole window, on the zero-padded input.
-  context = (kernel_size - 1) * dilation
-  padded = jnp.pad(x, ((0, 0), (context, 0), (0, 0)))
-  step = jax.jit(lambda window: conv.apply(variables, window, method=CausalConv.step))
-  for t in range(length):
-    window = padded[:, t:t + context + 1]
-    from_taps = step(window[:, ::dilation])
-    from_window = step(window)
-    np.testing.assert_allclose(from_taps, y[:, t], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(from_window, y[:, t], rtol=1e-5, atol=1e-5)
+    # One-step form from the k taps and from the whole window, on the zero-padded input.
+    context = (kernel_size - 1) * dilation
+    padded = jnp.pad(x, ((0, 0), (context, 0), (0, 0)))
+    step = jax.jit(lambda window: conv.apply(variables, window, method=CausalConv.step))
+    for t in range(length):
+        window = padded[:, t : t + context + 1]
+        from_taps = step(window[:, ::dilation])
+        from_window = step(window)
+        np.testing.assert_allclose(from_taps, y[:, t], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(from_window, y[:, t], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("strides,kernel_multiple", [((2,), 2), ((4, 4), 2), ((2, 3, 5), 1),
-                                                     ((8, 8), 3)])
+@pytest.mark.parametrize(
+    "strides,kernel_multiple", [((2,), 2), ((4, 4), 2), ((2, 3, 5), 1), ((8, 8), 3)]
+)
 def test_upsampler_length_is_frames_times_hop(strides, kernel_multiple):
-  frames, n_mels = 3, 4
-  mel = jnp.ones((2, frames, n_mels))
-  upsampler = ConditioningUpsampler(strides, kernel_multiple, hop_length=math.prod(strides))
-  variables = _random_variables(upsampler, mel)
-  out = upsampler.apply(variables, mel)
-  assert upsampler.hop == math.prod(strides)
-  assert out.shape == (2, frames * math.prod(strides), n_mels)
-  assert set(variables["params"]) == {f"stage_{i}" for i in range(len(strides))}
+    frames, n_mels = 3, 4
+    mel = jnp.ones((2, frames, n_mels))
+    upsampler = ConditioningUpsampler(strides, kernel_multiple, hop_length=math.prod(strides))
+    variables = _random_variables(upsampler, mel)
+    out = upsampler.apply(variables, mel)
+    assert upsampler.hop == math.prod(strides)
+    assert out.shape == (2, frames * math.prod(strides), n_mels)
+    assert set(variables["params"]) == {f"stage_{i}" for i in range(len(strides))}
 
 
 def test_upsampler_stage_is_a_cropped_transposed_convolution():
-  """One stage against the textbook scatter-add transposed convolution, then leaky ReLU."""
-  frames, c_in, c_out, stride, multiple = 4, 3, 2, 3, 3
-  mel = jnp.asarray(np.random.default_rng(0).normal(size=(1, frames, c_in)), jnp.float32)
-  upsampler = ConditioningUpsampler((stride,), multiple, features=c_out)
-  variables = _random_variables(upsampler, mel)
-  out = np.asarray(upsampler.apply(variables, mel))[0]
+    """One stage against the textbook scatter-add transposed convolution, then leaky ReLU."""
+    frames, c_in, c_out, stride, multiple = 4, 3, 2, 3, 3
+    mel = jnp.asarray(np.random.default_rng(0).normal(size=(1, frames, c_in)), jnp.float32)
+    upsampler = ConditioningUpsampler((stride,), multiple, features=c_out)
+    variables = _random_variables(upsampler, mel)
+    out = np.asarray(upsampler.apply(variables, mel))[0]
 
-  kernel = np.asarray(variables["params"]["stage_0"]["kernel"], np.float64)
-  bias = np.asarray(variables["params"]["stage_0"]["bias"], np.float64)
-  size = multiple * stride
-  full = np.zeros(((frames - 1) * stride + size, c_out))
-  for f in range(frames):
-    for k in range(size):
-      full[f * stride + k] += np.asarray(mel, np.float64)[0, f] @ kernel[k]
-  left = (size - stride) // 2  # 'SAME'-like: the extra samples are cropped half each side
-  expected = full[left:left + frames * stride] + bias
-  expected = np.where(expected > 0, expected, 0.4 * expected)
-  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    kernel = np.asarray(variables["params"]["stage_0"]["kernel"], np.float64)
+    bias = np.asarray(variables["params"]["stage_0"]["bias"], np.float64)
+    size = multiple * stride
+    full = np.zeros(((frames - 1) * stride + size, c_out))
+    for f in range(frames):
+        for k in range(size):
+            full[f * stride + k] += np.asarray(mel, np.float64)[0, f] @ kernel[k]
+    left = (size - stride) // 2  # 'SAME'-like: the extra samples are cropped half each side
+    expected = full[left : left + frames * stride] + bias
+    expected = np.where(expected > 0, expected, 0.4 * expected)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_upsampler_rejects_strides_that_miss_the_hop():
-  with pytest.raises(ValueError, match=r"\(4, 4\).*16.*32"):
-    ConditioningUpsampler((4, 4), hop_length=32)
-  with pytest.raises(ValueError, match="64"):
-    check_hop_length((8, 4), 64)
-  check_hop_length((8, 8), 64)
-  with pytest.raises(ValueError, match="hop"):
-    wavenet.WaveNet(_config(hop_length=256))  # tiny strides (8, 8) give 64
+    with pytest.raises(ValueError, match=r"\(4, 4\).*16.*32"):
+        ConditioningUpsampler((4, 4), hop_length=32)
+    with pytest.raises(ValueError, match="64"):
+        check_hop_length((8, 4), 64)
+    check_hop_length((8, 8), 64)
+    with pytest.raises(ValueError, match="hop"):
+        wavenet.WaveNet(_config(hop_length=256))  # tiny strides (8, 8) give 64
 
 
 # ------------------------------------------------------------------------ WaveNet
 
 
 def test_output_t_never_sees_x_t_or_later_with_conditioning():
-  config = _config(**COND)
-  x, mel, speaker = _inputs(config, batch=1, frames=6)
-  model, params = _model_and_params(config, x, mel, speaker)
-  out = model.apply({"params": params}, x, mel, speaker)
-  assert out.shape == (1, x.shape[1], model.distribution.num_params)
+    config = _config(**COND)
+    x, mel, speaker = _inputs(config, batch=1, frames=6)
+    model, params = _model_and_params(config, x, mel, speaker)
+    out = model.apply({"params": params}, x, mel, speaker)
+    assert out.shape == (1, x.shape[1], model.distribution.num_params)
 
-  jac = jax.jit(jax.jacfwd(lambda x: model.apply({"params": params}, x, mel, speaker)))(x)
-  # jac[t, p, s] = d out[t, p] / d x[s]
-  jac = np.asarray(jac)[0, :, :, 0, :]
-  length = x.shape[1]
-  for t in range(length):
-    assert np.all(jac[t, :, t:] == 0.0), f"output {t} depends on x[{t}:]"
-  # Where an output depends on the audio at all, it depends on the newest past sample. (A
-  # position whose head ReLUs are all off has no gradient anywhere: allowed, but rare.)
-  live = [t for t in range(1, length) if np.any(jac[t] != 0.0)]
-  assert len(live) >= 0.8 * (length - 1)
-  for t in live:
-    assert np.any(jac[t, :, t - 1] != 0.0), f"output {t} ignores x[{t - 1}]"
+    jac = jax.jit(jax.jacfwd(lambda x: model.apply({"params": params}, x, mel, speaker)))(x)
+    # jac[t, p, s] = d out[t, p] / d x[s]
+    jac = np.asarray(jac)[0, :, :, 0, :]
+    length = x.shape[1]
+    for t in range(length):
+        assert np.all(jac[t, :, t:] == 0.0), f"output {t} depends on x[{t}:]"
+    # Where an output depends on the audio at all, it depends on the newest past sample. (A
+    # position whose head ReLUs are all off has no gradient anywhere: allowed, but rare.)
+    live = [t for t in range(1, length) if np.any(jac[t] != 0.0)]
+    assert len(live) >= 0.8 * (length - 1)
+    for t in live:
+        assert np.any(jac[t, :, t - 1] != 0.0), f"output {t} ignores x[{t - 1}]"
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(kernel_size=2, num_cycles=2, layers_per_cycle=3),
-    dict(kernel_size=3, num_cycles=1, layers_per_cycle=4),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(kernel_size=2, num_cycles=2, layers_per_cycle=3),
+        dict(kernel_size=3, num_cycles=1, layers_per_cycle=4),
+    ],
+)
 def test_receptive_field_formula_and_gradient_support(overrides):
-  config = _config(**UNCOND, **overrides)
-  model = wavenet.WaveNet(config)
-  k, cycles, layers = config.kernel_size, config.num_cycles, config.layers_per_cycle
-  formula = (k - 1) * cycles * (2**layers - 1) + 1
-  assert model.receptive_field == formula
+    config = _config(**UNCOND, **overrides)
+    model = wavenet.WaveNet(config)
+    k, cycles, layers = config.kernel_size, config.num_cycles, config.layers_per_cycle
+    formula = (k - 1) * cycles * (2**layers - 1) + 1
+    assert model.receptive_field == formula
 
-  length = formula + 12
-  x = jnp.asarray(np.random.default_rng(0).uniform(-0.9, 0.9, (1, length)), jnp.float32)
-  params = _random_variables(model, x)["params"]
-  last = lambda x: model.apply({"params": params}, x)[0, -1]
-  jac = np.asarray(jax.jit(jax.jacrev(last))(x))[:, 0]  # (P, T)
-  support = np.flatnonzero(np.any(jac != 0.0, axis=0))
-  assert support.size == model.receptive_field
-  # Exactly x_{T-1-R}, ..., x_{T-2}: contiguous, ending just before the predicted sample.
-  np.testing.assert_array_equal(support, np.arange(length - 1 - formula, length - 1))
+    length = formula + 12
+    x = jnp.asarray(np.random.default_rng(0).uniform(-0.9, 0.9, (1, length)), jnp.float32)
+    params = _random_variables(model, x)["params"]
+    last = lambda x: model.apply({"params": params}, x)[0, -1]
+    jac = np.asarray(jax.jit(jax.jacrev(last))(x))[:, 0]  # (P, T)
+    support = np.flatnonzero(np.any(jac != 0.0, axis=0))
+    assert support.size == model.receptive_field
+    # Exactly x_{T-1-R}, ..., x_{T-2}: contiguous, ending just before the predicted sample.
+    np.testing.assert_array_equal(support, np.arange(length - 1 - formula, length - 1))
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
 def test_cached_generation_reproduces_teacher_forcing(output):
-  config = _config(**COND, output=output, log_scale_min=-7.0)
-  x, mel, speaker = _inputs(config, batch=2, frames=6)
-  model, params = _model_and_params(config, x, mel, speaker)
-  rng = jax.random.key(7)
+    config = _config(**COND, output=output, log_scale_min=-7.0)
+    x, mel, speaker = _inputs(config, batch=2, frames=6)
+    model, params = _model_and_params(config, x, mel, speaker)
+    rng = jax.random.key(7)
 
-  samples, step_params = wavenet.sample_with_params(model, params, rng, mel=mel,
-                                                    speaker=speaker)
-  assert samples.shape == x.shape
-  assert step_params.shape == (*x.shape, model.distribution.num_params)
-  teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
-  np.testing.assert_allclose(step_params, teacher_forced, rtol=1e-4, atol=1e-4)
+    samples, step_params = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
+    assert samples.shape == x.shape
+    assert step_params.shape == (*x.shape, model.distribution.num_params)
+    teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
+    np.testing.assert_allclose(step_params, teacher_forced, rtol=1e-4, atol=1e-4)
 
-  # Every sample is the family's draw from its step's parameters with the key fold_in(rng, t).
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(x.shape[1]))
-  redrawn = jax.vmap(model.distribution.sample, (0, 1), 1)(keys, teacher_forced)
-  np.testing.assert_allclose(samples, redrawn, atol=1e-4)
-  assert len(np.unique(np.asarray(samples))) > x.shape[1] // 4  # not a constant output
+    # Every sample is the family's draw from its step's parameters with the key fold_in(rng, t).
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(x.shape[1]))
+    redrawn = jax.vmap(model.distribution.sample, (0, 1), 1)(keys, teacher_forced)
+    np.testing.assert_allclose(samples, redrawn, atol=1e-4)
+    assert len(np.unique(np.asarray(samples))) > x.shape[1] // 4  # not a constant output
 
-  # The public entry point, traced inside a caller's jit as the evaluation code does.
-  public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
-  np.testing.assert_array_equal(public(params, rng, mel, speaker), samples)
+    # The public entry point, traced inside a caller's jit as the evaluation code does.
+    public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
+    np.testing.assert_array_equal(public(params, rng, mel, speaker), samples)
 
 
 def test_unconditional_generation_needs_num_samples():
-  config = _config(**UNCOND)
-  model = wavenet.WaveNet(config)
-  params = _random_variables(model, jnp.zeros((1, 8)))["params"]
-  samples = wavenet.generate(model, {"params": params}, jax.random.key(1), num_samples=10)
-  assert samples.shape == (1, 10)
-  assert np.all(np.abs(np.asarray(samples)) <= 1.0)
-  with pytest.raises(ValueError, match="num_samples"):
-    wavenet.generate(model, params, jax.random.key(1))
+    config = _config(**UNCOND)
+    model = wavenet.WaveNet(config)
+    params = _random_variables(model, jnp.zeros((1, 8)))["params"]
+    samples = wavenet.generate(model, {"params": params}, jax.random.key(1), num_samples=10)
+    assert samples.shape == (1, 10)
+    assert np.all(np.abs(np.asarray(samples)) <= 1.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        wavenet.generate(model, params, jax.random.key(1))
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
 def test_each_output_family_learns_a_short_sine(output):
-  config = _config(**UNCOND, output=output, log_scale_min=-7.0)
-  model = wavenet.WaveNet(config)
-  t = jnp.arange(96)
-  # Exactly predictable from the two previous samples, well inside the receptive field (15).
-  x = (0.6 * jnp.sin(2 * jnp.pi * t / 12.0))[None]
-  # The model's own initialisers; an RBG key compiles them faster than threefry.
-  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)["params"]
-  steps = 48
-  optimizer = optax.adam(optax.cosine_decay_schedule(1e-2, steps, alpha=0.05))
+    config = _config(**UNCOND, output=output, log_scale_min=-7.0)
+    model = wavenet.WaveNet(config)
+    t = jnp.arange(96)
+    # Exactly predictable from the two previous samples, well inside the receptive field (15).
+    x = (0.6 * jnp.sin(2 * jnp.pi * t / 12.0))[None]
+    # The model's own initialisers; an RBG key compiles them faster than threefry.
+    params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)["params"]
+    steps = 48
+    optimizer = optax.adam(optax.cosine_decay_schedule(1e-2, steps, alpha=0.05))
 
-  def loss_fn(params):
-    return wavenet.negative_log_likelihood(model.apply({"params": params}, x), x,
-                                           model.distribution)
+    def loss_fn(params):
+        return wavenet.negative_log_likelihood(
+            model.apply({"params": params}, x), x, model.distribution
+        )
 
-  @jax.jit
-  def update(params, opt_state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, loss
+    @jax.jit
+    def update(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
 
-  opt_state = optimizer.init(params)
-  start = float(jax.jit(loss_fn)(params))
-  for _ in range(steps):
-    params, opt_state, _ = update(params, opt_state)
-  end = float(jax.jit(loss_fn)(params))
-  # 1.5 nats per sample: each sample's probability (density) grows e^1.5 = 4.5 times on
-  # average, far beyond what a stalled or mis-wired loss could show. The three families'
-  # NLLs live on different scales (16-bit bins, 256 classes, densities), so the margin is
-  # absolute rather than relative.
-  assert end < start - 1.5, (start, end)
-  if output == "gaussian":
-    # Below the best context-free Gaussian, 0.5 log(2 pi e var(x)): the past is being used.
-    assert end < 0.5 * math.log(2 * math.pi * math.e * float(jnp.var(x))), end
+    opt_state = optimizer.init(params)
+    start = float(jax.jit(loss_fn)(params))
+    for _ in range(steps):
+        params, opt_state, _ = update(params, opt_state)
+    end = float(jax.jit(loss_fn)(params))
+    # 1.5 nats per sample: each sample's probability (density) grows e^1.5 = 4.5 times on
+    # average, far beyond what a stalled or mis-wired loss could show. The three families'
+    # NLLs live on different scales (16-bit bins, 256 classes, densities), so the margin is
+    # absolute rather than relative.
+    assert end < start - 1.5, (start, end)
+    if output == "gaussian":
+        # Below the best context-free Gaussian, 0.5 log(2 pi e var(x)): the past is being used.
+        assert end < 0.5 * math.log(2 * math.pi * math.e * float(jnp.var(x))), end
 
 
 def test_shape_and_conditioning_errors_are_clear():
-  config = _config(**COND)
-  x, mel, speaker = _inputs(config, batch=2, frames=5)
-  model = wavenet.WaveNet(config)
-  init = lambda *args: jax.eval_shape(model.init, jax.random.key(0), *args)
+    config = _config(**COND)
+    x, mel, speaker = _inputs(config, batch=2, frames=5)
+    model = wavenet.WaveNet(config)
+    init = lambda *args: jax.eval_shape(model.init, jax.random.key(0), *args)
 
-  with pytest.raises(ValueError, match=r"\(2, 20\).*\(2, 4, 3\).*16"):
-    init(x, mel[:, :4], speaker)  # 20 samples against 4 frames x hop 4
-  with pytest.raises(ValueError, match="mel"):
-    init(x, None, speaker)
-  with pytest.raises(ValueError, match="speaker"):
-    init(x, mel, None)
-  with pytest.raises(ValueError, match="n_mels"):
-    init(x, mel[..., :2], speaker)
-  with pytest.raises(ValueError, match="num_samples"):
-    wavenet.generate(model, {}, jax.random.key(0), mel=mel, speaker=speaker, num_samples=7)
+    with pytest.raises(ValueError, match=r"\(2, 20\).*\(2, 4, 3\).*16"):
+        init(x, mel[:, :4], speaker)  # 20 samples against 4 frames x hop 4
+    with pytest.raises(ValueError, match="mel"):
+        init(x, None, speaker)
+    with pytest.raises(ValueError, match="speaker"):
+        init(x, mel, None)
+    with pytest.raises(ValueError, match="n_mels"):
+        init(x, mel[..., :2], speaker)
+    with pytest.raises(ValueError, match="num_samples"):
+        wavenet.generate(model, {}, jax.random.key(0), mel=mel, speaker=speaker, num_samples=7)
 
-  plain = wavenet.WaveNet(_config(**UNCOND))
-  with pytest.raises(ValueError, match="no local conditioning"):
-    jax.eval_shape(plain.init, jax.random.key(0), x, mel)
-  with pytest.raises(ValueError, match="no speaker conditioning"):
-    jax.eval_shape(plain.init, jax.random.key(0), x, None, speaker)
-  with pytest.raises(ValueError, match="gate_channels"):
-    wavenet.WaveNet(_config(gate_channels=15))
+    plain = wavenet.WaveNet(_config(**UNCOND))
+    with pytest.raises(ValueError, match="no local conditioning"):
+        jax.eval_shape(plain.init, jax.random.key(0), x, mel)
+    with pytest.raises(ValueError, match="no speaker conditioning"):
+        jax.eval_shape(plain.init, jax.random.key(0), x, None, speaker)
+    with pytest.raises(ValueError, match="gate_channels"):
+        wavenet.WaveNet(_config(gate_channels=15))
 
 
 def test_remat_and_bfloat16_keep_the_model():
-  config = _config(**COND)
-  x, mel, speaker = _inputs(config, batch=2, frames=4)
-  model, params = _model_and_params(config, x, mel, speaker)
+    config = _config(**COND)
+    x, mel, speaker = _inputs(config, batch=2, frames=4)
+    model, params = _model_and_params(config, x, mel, speaker)
 
-  def loss(model, params):
-    out = model.apply({"params": params}, x, mel, speaker)
-    return wavenet.negative_log_likelihood(out, x, model.distribution)
+    def loss(model, params):
+        out = model.apply({"params": params}, x, mel, speaker)
+        return wavenet.negative_log_likelihood(out, x, model.distribution)
 
-  remat = wavenet.WaveNet(_config(**COND, remat=True))
-  assert (jax.tree.structure(jax.eval_shape(remat.init, jax.random.key(1), x, mel, speaker))
-          == jax.tree.structure({"params": params}))
-  value, grads = jax.jit(jax.value_and_grad(lambda p: loss(model, p)))(params)
-  value_r, grads_r = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
-  np.testing.assert_allclose(value_r, value, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               grads_r, grads)
+    remat = wavenet.WaveNet(_config(**COND, remat=True))
+    assert jax.tree.structure(
+        jax.eval_shape(remat.init, jax.random.key(1), x, mel, speaker)
+    ) == jax.tree.structure({"params": params})
+    value, grads = jax.jit(jax.value_and_grad(lambda p: loss(model, p)))(params)
+    value_r, grads_r = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
+    np.testing.assert_allclose(value_r, value, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_r, grads
+    )
 
-  half = wavenet.WaveNet(_config(**COND, dtype="bfloat16"))
-  out = jax.jit(half.apply)({"params": params}, x, mel, speaker)
-  assert out.dtype == jnp.float32
-  full = jax.jit(model.apply)({"params": params}, x, mel, speaker)
-  assert float(jnp.max(jnp.abs(out - full))) < 0.1 * float(jnp.max(jnp.abs(full)))
+    half = wavenet.WaveNet(_config(**COND, dtype="bfloat16"))
+    out = jax.jit(half.apply)({"params": params}, x, mel, speaker)
+    assert out.dtype == jnp.float32
+    full = jax.jit(model.apply)({"params": params}, x, mel, speaker)
+    assert float(jnp.max(jnp.abs(out - full))) < 0.1 * float(jnp.max(jnp.abs(full)))

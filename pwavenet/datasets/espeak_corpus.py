@@ -56,32 +56,155 @@ VOICES: tuple[tuple[str, int, int], ...] = (
 _SEED = 20240611
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.0
 _MAX_ATTEMPTS = 20
-_INSTALL_HINT = ("Install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu) or "
-                 "`brew install espeak-ng` (macOS), or pass espeak_binary=PATH to the builder.")
+_INSTALL_HINT = (
+    "Install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu) or "
+    "`brew install espeak-ng` (macOS), or pass espeak_binary=PATH to the builder."
+)
 
 # ---------------------------------------------------------------------- the grammar
 
 _DETERMINERS = ("the", "a", "every", "one", "that", "this", "my", "our", "some")
-_ADJECTIVES = ("old", "young", "quiet", "bright", "heavy", "small", "green", "narrow",
-               "warm", "distant", "happy", "silver", "broken", "gentle", "early", "careful",
-               "little", "golden", "simple", "tired", "clever", "wooden", "strange", "open")
-_NOUNS = ("river", "teacher", "garden", "window", "doctor", "market", "letter", "engine",
-          "mountain", "painter", "bridge", "kitchen", "sailor", "village", "basket", "clock",
-          "forest", "student", "lantern", "harbor", "neighbor", "candle", "wagon", "meadow",
-          "farmer", "island", "pocket", "violin", "station", "feather")
-_VERBS = ("found", "carried", "painted", "followed", "opened", "watched", "moved", "cleaned",
-          "visited", "borrowed", "repaired", "noticed", "remembered", "described", "lifted",
-          "closed", "wanted", "answered")
-_INTRANSITIVE = ("waited", "laughed", "listened", "arrived", "smiled", "traveled", "rested",
-                 "whispered", "returned", "worked")
-_ADVERBS = ("slowly", "quickly", "again", "today", "yesterday", "twice", "quietly",
-            "carefully", "early", "together", "at last", "once more")
-_PREPOSITIONS = ("near", "behind", "under", "beside", "across", "through", "above",
-                 "inside", "along", "around")
-_NUMBERS = ("two", "three", "four", "five", "seven", "nine", "ten", "twelve", "twenty",
-            "forty", "a hundred")
-_SHORT = ("Good morning.", "Thank you.", "Not yet.", "Of course.", "Come here.",
-          "Very well.", "Hello there.", "Look again.", "Wait for me.", "Right away.")
+_ADJECTIVES = (
+    "old",
+    "young",
+    "quiet",
+    "bright",
+    "heavy",
+    "small",
+    "green",
+    "narrow",
+    "warm",
+    "distant",
+    "happy",
+    "silver",
+    "broken",
+    "gentle",
+    "early",
+    "careful",
+    "little",
+    "golden",
+    "simple",
+    "tired",
+    "clever",
+    "wooden",
+    "strange",
+    "open",
+)
+_NOUNS = (
+    "river",
+    "teacher",
+    "garden",
+    "window",
+    "doctor",
+    "market",
+    "letter",
+    "engine",
+    "mountain",
+    "painter",
+    "bridge",
+    "kitchen",
+    "sailor",
+    "village",
+    "basket",
+    "clock",
+    "forest",
+    "student",
+    "lantern",
+    "harbor",
+    "neighbor",
+    "candle",
+    "wagon",
+    "meadow",
+    "farmer",
+    "island",
+    "pocket",
+    "violin",
+    "station",
+    "feather",
+)
+_VERBS = (
+    "found",
+    "carried",
+    "painted",
+    "followed",
+    "opened",
+    "watched",
+    "moved",
+    "cleaned",
+    "visited",
+    "borrowed",
+    "repaired",
+    "noticed",
+    "remembered",
+    "described",
+    "lifted",
+    "closed",
+    "wanted",
+    "answered",
+)
+_INTRANSITIVE = (
+    "waited",
+    "laughed",
+    "listened",
+    "arrived",
+    "smiled",
+    "traveled",
+    "rested",
+    "whispered",
+    "returned",
+    "worked",
+)
+_ADVERBS = (
+    "slowly",
+    "quickly",
+    "again",
+    "today",
+    "yesterday",
+    "twice",
+    "quietly",
+    "carefully",
+    "early",
+    "together",
+    "at last",
+    "once more",
+)
+_PREPOSITIONS = (
+    "near",
+    "behind",
+    "under",
+    "beside",
+    "across",
+    "through",
+    "above",
+    "inside",
+    "along",
+    "around",
+)
+_NUMBERS = (
+    "two",
+    "three",
+    "four",
+    "five",
+    "seven",
+    "nine",
+    "ten",
+    "twelve",
+    "twenty",
+    "forty",
+    "a hundred",
+)
+_SHORT = (
+    "Good morning.",
+    "Thank you.",
+    "Not yet.",
+    "Of course.",
+    "Come here.",
+    "Very well.",
+    "Hello there.",
+    "Look again.",
+    "Wait for me.",
+    "Right away.",
+)
 _QUESTIONS = ("Where is", "Who saw", "Did you find", "Have you seen", "Why did they move")
 
 
@@ -124,8 +247,10 @@ def sentence(speaker: int, index: int, attempt: int = 0) -> str:
     if kind < 0.24:
         return f"{_pick(rng, _QUESTIONS)} {_noun_phrase(rng)}?"
     if kind < 0.36:
-        return (f"{_pick(rng, _NUMBERS).capitalize()} {_pick(rng, _ADJECTIVES)} "
-                f"{_pick(rng, _NOUNS)}s {_pick(rng, _INTRANSITIVE)} {_pick(rng, _ADVERBS)}.")
+        return (
+            f"{_pick(rng, _NUMBERS).capitalize()} {_pick(rng, _ADJECTIVES)} "
+            f"{_pick(rng, _NOUNS)}s {_pick(rng, _INTRANSITIVE)} {_pick(rng, _ADVERBS)}."
+        )
     text = _clause(rng)
     if rng.rand() < 0.1:
         text += f", and {_clause(rng)}"
@@ -141,7 +266,8 @@ def find_espeak(binary: str = "espeak-ng") -> str:
     if path is None:
         raise RuntimeError(
             f"The espeak_corpus data set is synthesized locally with espeak-ng, but the "
-            f"executable {binary!r} was not found on PATH. {_INSTALL_HINT}")
+            f"executable {binary!r} was not found on PATH. {_INSTALL_HINT}"
+        )
     return path
 
 
@@ -155,13 +281,16 @@ def synthesize(binary: str, text: str, voice: str, speed: int, pitch: int) -> np
     cmd = [binary, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
     result = subprocess.run(cmd, capture_output=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"espeak-ng failed ({' '.join(cmd)}): "
-                           f"{result.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"espeak-ng failed ({' '.join(cmd)}): {result.stderr.decode(errors='replace').strip()}"
+        )
     samples, rate = soundfile.read(io.BytesIO(result.stdout), dtype="int16", always_2d=True)
     if rate != SAMPLE_RATE or samples.shape[1] != 1 or samples.shape[0] == 0:
-        raise RuntimeError(f"espeak-ng gave {samples.shape[0]} samples x {samples.shape[1]} "
-                           f"channels at {rate} Hz for {' '.join(cmd)}; expected mono "
-                           f"{SAMPLE_RATE} Hz speech.")
+        raise RuntimeError(
+            f"espeak-ng gave {samples.shape[0]} samples x {samples.shape[1]} "
+            f"channels at {rate} Hz for {' '.join(cmd)}; expected mono "
+            f"{SAMPLE_RATE} Hz speech."
+        )
     return samples[:, 0]
 
 
@@ -173,9 +302,11 @@ def utterance(binary: str, speaker: int, index: int) -> np.ndarray:
         audio = synthesize(binary, sentence(speaker, index, attempt), voice, speed, pitch)
         if MIN_SECONDS <= len(audio) / SAMPLE_RATE <= MAX_SECONDS:
             return audio
-    raise RuntimeError(f"espeak-ng spoke none of {_MAX_ATTEMPTS} sentences for speaker "
-                       f"{speaker} ({voice}) utterance {index} in {MIN_SECONDS} to "
-                       f"{MAX_SECONDS} s; is {binary} a standard espeak-ng?")
+    raise RuntimeError(
+        f"espeak-ng spoke none of {_MAX_ATTEMPTS} sentences for speaker "
+        f"{speaker} ({voice}) utterance {index} in {MIN_SECONDS} to "
+        f"{MAX_SECONDS} s; is {binary} a standard espeak-ng?"
+    )
 
 
 # ----------------------------------------------------------------------------- builder
@@ -196,8 +327,11 @@ def split_indices(n: int) -> dict[str, range]:
     n_valid = max(1, int(round(0.1 * n)))
     if n_train + n_valid >= n:
         n_train = n - n_valid - 1
-    return {"train": range(0, n_train), "validation": range(n_train, n_train + n_valid),
-            "test": range(n_train + n_valid, n)}
+    return {
+        "train": range(0, n_train),
+        "validation": range(n_train, n_train + n_valid),
+        "test": range(n_train + n_valid, n),
+    }
 
 
 class EspeakCorpus(tfds.core.GeneratorBasedBuilder):
@@ -206,13 +340,17 @@ class EspeakCorpus(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release: 8 espeak-ng voices, sentences from a seeded grammar, "
-                 "22050 Hz int16, 80/10/10 splits stratified over speakers.",
+        "22050 Hz int16, 80/10/10 splits stratified over speakers.",
     }
     BUILDER_CONFIGS = [
-        EspeakCorpusConfig(name="default", utterances_per_speaker=50,
-                           description="50 utterances per voice (400)."),
-        EspeakCorpusConfig(name="small", utterances_per_speaker=5,
-                           description="5 utterances per voice (40), for tests."),
+        EspeakCorpusConfig(
+            name="default", utterances_per_speaker=50, description="50 utterances per voice (400)."
+        ),
+        EspeakCorpusConfig(
+            name="small",
+            utterances_per_speaker=5,
+            description="5 utterances per voice (40), for tests.",
+        ),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "default"
     # Nothing to download. Also sidesteps tfds 4.9.10 looking up a checksums file through
@@ -227,12 +365,15 @@ class EspeakCorpus(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "audio": tfds.features.Audio(shape=(None,), dtype=np.int16,
-                                             sample_rate=SAMPLE_RATE),
-                "speaker": tfds.features.ClassLabel(names=[v for v, _, _ in VOICES]),
-                "id": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": tfds.features.Audio(
+                        shape=(None,), dtype=np.int16, sample_rate=SAMPLE_RATE
+                    ),
+                    "speaker": tfds.features.ClassLabel(names=[v for v, _, _ in VOICES]),
+                    "id": tfds.features.Text(),
+                }
+            ),
             supervised_keys=None,
             metadata=tfds.core.MetadataDict(sample_rate=SAMPLE_RATE),
         )
@@ -243,7 +384,8 @@ class EspeakCorpus(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["espeak_ng_version"] = espeak_version(binary)
         self.info.metadata["voices"] = [
             {"speaker": i, "voice": v, "speed_wpm": s, "pitch": p}
-            for i, (v, s, p) in enumerate(VOICES)]
+            for i, (v, s, p) in enumerate(VOICES)
+        ]
         splits = split_indices(self.builder_config.utterances_per_speaker)
         return {name: self._generate_examples(binary, indices) for name, indices in splits.items()}
 

@@ -80,8 +80,15 @@ class BadAudioError(ValueError):
 # -------------------------------------------------------------------------- resampling
 
 
-def resample(x: np.ndarray, orig_rate: int, target_rate: int, *, zero_crossings: int = 16,
-             rolloff: float = 0.945, beta: float = 8.6) -> np.ndarray:
+def resample(
+    x: np.ndarray,
+    orig_rate: int,
+    target_rate: int,
+    *,
+    zero_crossings: int = 16,
+    rolloff: float = 0.945,
+    beta: float = 8.6,
+) -> np.ndarray:
     """Band-limited resampling of a 1-D signal by the rational factor target / orig.
 
     Output sample n sits at input time n * orig / target (time 0 aligned), and there are
@@ -119,7 +126,7 @@ def resample(x: np.ndarray, orig_rate: int, target_rate: int, *, zero_crossings:
         n = np.arange(start, min(num_out, start + chunk))
         base, phase = np.divmod(n * down, up)
         gathered = padded[base[:, None] + offsets[None, :] + half]
-        y[start:start + len(n)] = np.einsum("ij,ij->i", gathered, taps[phase])
+        y[start : start + len(n)] = np.einsum("ij,ij->i", gathered, taps[phase])
     return y
 
 
@@ -148,8 +155,9 @@ def read_wav(path: str, sample_rate: int | None) -> WavRead:
         raise BadAudioError(path, "empty", "0 samples")
     finite = np.isfinite(data)
     if not finite.all():
-        raise BadAudioError(path, "non-finite",
-                            f"{int(data.size - finite.sum())} NaN/inf samples of {data.size}")
+        raise BadAudioError(
+            path, "non-finite", f"{int(data.size - finite.sum())} NaN/inf samples of {data.size}"
+        )
     result = WavRead(audio=np.empty(0, np.int16))
     if data.shape[1] > 1:
         result.downmixed_from = data.shape[1]
@@ -169,8 +177,10 @@ def read_wav(path: str, sample_rate: int | None) -> WavRead:
 def list_wavs(folder: str) -> tuple[list[tuple[str, int]], list[str]]:
     """([(relative path, speaker id)] sorted by path, speaker names by id)."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"wav_folder: {folder!r} is not a directory (the manual dir "
-                                "must be the folder of .wav files).")
+        raise FileNotFoundError(
+            f"wav_folder: {folder!r} is not a directory (the manual dir "
+            "must be the folder of .wav files)."
+        )
 
     def is_wav(name: str) -> bool:
         return name.lower().endswith(".wav") and not name.startswith(".")
@@ -237,8 +247,9 @@ def config_for(sample_rate: int) -> WavFolderConfig | str:
     name = f"{int(sample_rate)}hz"
     if any(c.name == name for c in WavFolder.BUILDER_CONFIGS):
         return name
-    return WavFolderConfig(name=name, sample_rate=int(sample_rate),
-                           description=f"Audio at {sample_rate} Hz.")
+    return WavFolderConfig(
+        name=name, sample_rate=int(sample_rate), description=f"Audio at {sample_rate} Hz."
+    )
 
 
 class WavFolder(tfds.core.GeneratorBasedBuilder):
@@ -247,7 +258,7 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release: speaker subfolders, hash-based 90/5/5 splits, resampling, "
-                 "bad-audio policy skip | fail.",
+        "bad-audio policy skip | fail.",
     }
     BUILDER_CONFIGS = [
         WavFolderConfig(name=f"{rate}hz", sample_rate=rate, description=f"Audio at {rate} Hz.")
@@ -260,7 +271,8 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point the manual dir at a folder of .wav files (optionally one subfolder per "
         "speaker): --config.data.manual_dir=DIR, or "
-        "download_config=tfds.download.DownloadConfig(manual_dir=DIR).")
+        "download_config=tfds.download.DownloadConfig(manual_dir=DIR)."
+    )
 
     def __init__(self, *, manual_dir: str | None = None, bad_audio: str = "skip", **kwargs):
         if bad_audio not in BAD_AUDIO_POLICIES:
@@ -273,11 +285,13 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
         rate = self.builder_config.sample_rate
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
-                "speaker": np.int64,
-                "id": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
+                    "speaker": np.int64,
+                    "id": tfds.features.Text(),
+                }
+            ),
             supervised_keys=None,
             metadata=tfds.core.MetadataDict(sample_rate=rate),
         )
@@ -297,25 +311,38 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
                     raise ValueError(
                         f"wav_folder: {e.path} is unusable by the rule '{e.rule}' ({e.detail}) "
                         "and bad_audio='fail'. Fix or remove the file, or use bad_audio='skip' "
-                        "(--config.data.bad_audio=skip) to leave it out.") from e
+                        "(--config.data.bad_audio=skip) to leave it out."
+                    ) from e
                 logging.warning("wav_folder: skipping %s: %s (%s)", e.path, e.rule, e.detail)
                 skipped[relative] = e.rule
                 continue
             usable.append((relative, speaker))
         (logging.warning if skipped else logging.info)(
-            "wav_folder: %d of %d files usable in %s; skipped %d %s", len(usable), len(files),
-            folder, len(skipped), _count_rules(skipped))
+            "wav_folder: %d of %d files usable in %s; skipped %d %s",
+            len(usable),
+            len(files),
+            folder,
+            len(skipped),
+            _count_rules(skipped),
+        )
         if not usable:
-            raise ValueError(f"wav_folder: none of the {len(files)} .wav files in {folder!r} "
-                             f"is usable: {skipped}")
+            raise ValueError(
+                f"wav_folder: none of the {len(files)} .wav files in {folder!r} "
+                f"is usable: {skipped}"
+            )
         speaker_of = dict(usable)
         splits = {k: v for k, v in assign_splits(list(speaker_of)).items() if v}
         self.info.metadata["speakers"] = speakers
         self.info.metadata["build_report"] = {"skipped": skipped, "splits": {}}
-        logging.info("wav_folder: %d speakers; splits %s", len(speakers),
-                     {k: len(v) for k, v in splits.items()})
-        return {name: self._generate_examples(folder, name, [(p, speaker_of[p]) for p in paths])
-                for name, paths in splits.items()}
+        logging.info(
+            "wav_folder: %d speakers; splits %s",
+            len(speakers),
+            {k: len(v) for k, v in splits.items()},
+        )
+        return {
+            name: self._generate_examples(folder, name, [(p, speaker_of[p]) for p in paths])
+            for name, paths in splits.items()
+        }
 
     def _generate_examples(self, folder: str, split: str, files: list[tuple[str, int]]):
         rate = self.builder_config.sample_rate
@@ -324,22 +351,32 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
         for relative, speaker in files:
             read = read_wav(os.path.join(folder, relative), rate)
             if read.downmixed_from:
-                logging.info("wav_folder: %s: downmixed %d channels to mono", relative,
-                             read.downmixed_from)
+                logging.info(
+                    "wav_folder: %s: downmixed %d channels to mono", relative, read.downmixed_from
+                )
                 report["downmixed"].append(relative)
             if read.resampled_from:
-                logging.info("wav_folder: %s: resampled %d Hz -> %d Hz", relative,
-                             read.resampled_from, rate)
+                logging.info(
+                    "wav_folder: %s: resampled %d Hz -> %d Hz", relative, read.resampled_from, rate
+                )
                 report["resampled"].append(relative)
             if read.clipped_samples:
-                logging.warning("wav_folder: %s: %d samples at full scale (clipped audio); kept",
-                                relative, read.clipped_samples)
+                logging.warning(
+                    "wav_folder: %s: %d samples at full scale (clipped audio); kept",
+                    relative,
+                    read.clipped_samples,
+                )
                 report["clipped"].append(relative)
             report["kept"] += 1
             yield relative, {"audio": read.audio, "speaker": speaker, "id": relative}
-        logging.info("wav_folder %s split: %d files; downmixed %d, resampled %d, clipped %d",
-                     split, report["kept"], len(report["downmixed"]), len(report["resampled"]),
-                     len(report["clipped"]))
+        logging.info(
+            "wav_folder %s split: %d files; downmixed %d, resampled %d, clipped %d",
+            split,
+            report["kept"],
+            len(report["downmixed"]),
+            len(report["resampled"]),
+            len(report["clipped"]),
+        )
 
 
 def _count_rules(skipped: dict[str, str]) -> dict[str, int]:

@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.warmup_steps = 1000
     c.train.end_learning_rate_fraction = 0.05  # cosine decay to this fraction of the peak
     c.train.grad_clip = 1.0
+    c.train.max_skipped_in_a_row = 10  # non-finite steps in a row before the job stops
     c.train.ema_decay = 0.9999
     c.train.log_every = 100
     c.train.eval_every = 2000

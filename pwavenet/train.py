@@ -39,6 +39,9 @@ class TrainState:
     ema_params: PyTree
     opt_state: PyTree
     rng: jax.Array
+    # Non-finite guard: updates skipped in a row now, and in all.
+    skipped_in_a_row: jax.Array
+    skipped_total: jax.Array
 
 
 def create_optimizer(train_config: ml_collections.ConfigDict):
@@ -59,6 +62,8 @@ def create_train_state(rng: jax.Array, params: PyTree, tx) -> TrainState:
     # The EMA starts as a copy: the step donates the state, and two leaves sharing one buffer
     # cannot both be donated.
     return TrainState(
+        skipped_in_a_row=jnp.zeros((), jnp.int32),
+        skipped_total=jnp.zeros((), jnp.int32),
         step=jnp.zeros((), jnp.int32),
         params=params,
         ema_params=jax.tree.map(jnp.copy, params),
@@ -67,8 +72,20 @@ def create_train_state(rng: jax.Array, params: PyTree, tx) -> TrainState:
     )
 
 
-def make_train_step(loss_fn: Callable, tx, schedule, ema_decay: float, *, pmap: bool = True):
+def make_train_step(
+    loss_fn: Callable,
+    tx,
+    schedule,
+    ema_decay: float,
+    *,
+    pmap: bool = True,
+    max_skipped_in_a_row: int = 10,
+):
     """Builds the train step.
+
+    A step whose loss or gradient is not finite is skipped (params, EMA and optimizer state
+    unchanged) and counted; `skipped_in_a_row` stops counting, and stays, once it reaches
+    `max_skipped_in_a_row`, so the loop sees the limit even between its log steps.
 
     loss_fn(params, batch, rng) -> (loss, metrics dict). With pmap=True the step runs on every
     local device with the batch split along a leading device axis; pmap=False gives the same
@@ -83,14 +100,34 @@ def make_train_step(loss_fn: Callable, tx, schedule, ema_decay: float, *, pmap: 
         if pmap:
             grads = jax.lax.pmean(grads, "batch")
             loss, metrics = jax.lax.pmean((loss, metrics), "batch")
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
-        metrics = dict(
-            metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step)
-        )
+        # Non-finite guard: a NaN/inf loss or gradient leaves params, EMA and optimizer state
+        # exactly as they were; only the step and the skip counters move.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        skipped = 1 - finite.astype(jnp.int32)
         new_state = state.replace(
-            step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+            step=state.step + 1,
+            params=keep(params, state.params),
+            ema_params=keep(ema_params, state.ema_params),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped_in_a_row=jnp.where(
+                state.skipped_in_a_row >= max_skipped_in_a_row,
+                state.skipped_in_a_row,
+                (state.skipped_in_a_row + 1) * skipped,
+            ),
+            skipped_total=state.skipped_total + skipped,
+        )
+        metrics = dict(
+            metrics,
+            loss=loss,
+            grad_norm=grad_norm,
+            learning_rate=schedule(state.step),
+            skipped_in_a_row=new_state.skipped_in_a_row,
+            skipped_total=new_state.skipped_total,
         )
         return new_state, metrics
 
@@ -299,7 +336,13 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
         "Training %s parameters from step %d to %d.", f"{num_params:,}", start, train_config.steps
     )
 
-    train_step = make_train_step(job.loss_fn, tx, schedule, train_config.ema_decay)
+    train_step = make_train_step(
+        job.loss_fn,
+        tx,
+        schedule,
+        train_config.ema_decay,
+        max_skipped_in_a_row=train_config.max_skipped_in_a_row,
+    )
     eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
     state = jax_utils.replicate(state)
     batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
@@ -331,10 +374,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
                 samples_per_s,
                 _format_seconds(eta),
             )
-            if not math.isfinite(last["loss"]):
+            if last["skipped_in_a_row"] >= train_config.max_skipped_in_a_row:
+                ckpt.wait_until_finished()
                 raise FloatingPointError(
-                    f"Loss is {last['loss']} at step {step}; lower config.train.learning_rate (now "
-                    f"{train_config.learning_rate}) or raise the log-scale floor."
+                    f"Stopped at step {step}: {int(last['skipped_in_a_row'])} training steps in a "
+                    "row had a non-finite loss or gradient (each was skipped; "
+                    f"{int(last['skipped_total'])} in all). The saved checkpoints hold finite "
+                    f"states (latest: step {ckpt.latest_step()}). Lower "
+                    f"config.train.learning_rate (now {train_config.learning_rate}), check the "
+                    "data, or raise config.train.max_skipped_in_a_row."
                 )
         if eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
             eval_metrics = evaluate_metrics(eval_step, state.ema_params, job.eval_batches())
@@ -348,7 +396,13 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
         if job.summaries and (step % train_config.audio_every == 0 or step == train_config.steps):
             job.summaries(writer, step, first_replica(state.ema_params))
         if step % train_config.checkpoint_every == 0 or step == train_config.steps:
-            ckpt.save(step, args=ocp.args.StandardSave(first_replica(state)))
+            host_state = first_replica(state)
+            if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_state.params)):
+                raise FloatingPointError(
+                    f"Parameters are not finite at step {step}; not saving them. The latest "
+                    f"checkpoint (step {ckpt.latest_step()}) is intact."
+                )
+            ckpt.save(step, args=ocp.args.StandardSave(host_state))
     ckpt.wait_until_finished()
     ckpt.close()
     writer.flush()

@@ -1,0 +1,97 @@
+"""The shared loop's non-finite guard, on a linear model small enough to check by hand."""
+
+import itertools
+
+from flax import jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from pwavenet import train
+
+
+def _loss(params, batch, rng):
+    del rng
+    pred = batch["x"] @ params["w"]
+    # `poison` turns the loss (and so every gradient) into NaN for that batch.
+    loss = jnp.mean((pred - batch["y"]) ** 2) * jnp.where(
+        jnp.any(batch["poison"] > 0), jnp.nan, 1.0
+    )
+    return loss, {}
+
+
+def _train_config(**overrides):
+    c = ml_collections.ConfigDict(
+        dict(
+            batch_size=8,
+            steps=12,
+            learning_rate=0.1,
+            warmup_steps=0,
+            end_learning_rate_fraction=1.0,
+            grad_clip=10.0,
+            ema_decay=0.5,
+            log_every=1,
+            eval_every=1000,
+            checkpoint_every=4,
+            keep_checkpoints=5,
+            audio_every=1000,
+            max_skipped_in_a_row=3,
+        )
+    )
+    c.update(overrides)
+    return c
+
+
+def _batch(poison, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    return {
+        "x": x,
+        "y": (x @ np.array([1.0, -2.0, 0.5], np.float32)),
+        "poison": np.full((8,), float(poison), np.float32),
+    }
+
+
+def test_a_non_finite_step_leaves_the_state_untouched_and_is_counted():
+    config = _train_config()
+    tx, schedule = train.create_optimizer(config)
+    state = train.create_train_state(jax.random.PRNGKey(0), {"w": jnp.zeros(3)}, tx)
+    step = train.make_train_step(_loss, tx, schedule, config.ema_decay, max_skipped_in_a_row=3)
+    state = jax_utils.replicate(state)
+    state, _ = step(state, train.shard(_batch(0)))  # one real update first: Adam state non-zero
+    before = train.first_replica(state)
+
+    state, metrics = step(state, train.shard(_batch(1)))
+    after = train.first_replica(state)
+    assert not np.isfinite(train.first_replica(metrics)["loss"])
+    for name in ("params", "ema_params", "opt_state"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(after, name), getattr(before, name))
+    assert (after.step, after.skipped_in_a_row, after.skipped_total) == (2, 1, 1)
+
+    state, _ = step(state, train.shard(_batch(0, seed=1)))
+    recovered = train.first_replica(state)
+    assert (recovered.skipped_in_a_row, recovered.skipped_total) == (0, 1)
+    assert not np.array_equal(recovered.params["w"], after.params["w"])
+
+    # The run counter saturates at the limit instead of resetting, so a loop that only looks
+    # every few steps still sees that the limit was reached.
+    for _ in range(5):
+        state, _ = step(state, train.shard(_batch(1)))
+    assert train.first_replica(state).skipped_in_a_row == 3
+    state, _ = step(state, train.shard(_batch(0)))
+    assert train.first_replica(state).skipped_in_a_row == 3
+
+
+def test_the_loop_stops_after_too_many_non_finite_steps_and_keeps_finite_checkpoints(tmp_path):
+    # Clean for 5 steps (a checkpoint at step 4), then poisoned for good.
+    batches = itertools.chain([_batch(0, s) for s in range(5)], itertools.repeat(_batch(1)))
+    config = ml_collections.ConfigDict({"seed": 0, "train": _train_config(log_every=4)})
+    job = train.Job(
+        init_params=lambda rng: {"w": jnp.zeros(3)}, loss_fn=_loss, train_batches=batches
+    )
+    with pytest.raises(FloatingPointError, match=r"3 training steps in a row .*\(latest: step 4\)"):
+        train.fit(config, str(tmp_path), job)
+    params, step = train.restore_params(str(tmp_path), ema=False)
+    assert step == 4 and np.all(np.isfinite(params["w"])) and np.any(params["w"] != 0)

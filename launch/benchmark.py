@@ -1,0 +1,42 @@
+"""Runs the speed benchmarks and prints one table (see pwavenet/benchmark.py).
+
+python -m launch.benchmark [--scenario=teacher_train --scenario=...] [--json=OUT.json]
+"""
+
+import dataclasses
+import json
+
+from absl import app
+from absl import flags
+
+from launch import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("scenario", None, "Scenario(s) to run; default: all.")
+flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    common.prepare_process()
+    import jax
+
+    from pwavenet import benchmark
+
+    rows = benchmark.run(FLAGS.scenario)
+    print(
+        f"device: {jax.devices()[0].device_kind} x {jax.device_count()} ({jax.default_backend()})"
+    )
+    print(benchmark.format_table(rows))
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(
+                [dict(dataclasses.asdict(r), matmul_ratio=r.matmul_ratio) for r in rows],
+                f,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,220 @@
+"""Speed benchmarks at fixed configurations, comparable across versions and implementations.
+
+Every scenario reports, in one process:
+
+  samples/s       audio samples processed per second: median of `repeats` timed runs after a
+                  warm-up (compile) run, each ended by `jax.block_until_ready`
+  GFLOP/s         the scenario's model FLOPs over the median time. FLOPs come from XLA's cost
+                  analysis of the compiled computation; XLA counts a loop body once, so the
+                  model's cycle scan is unrolled for the count, and generation's time loop is
+                  counted as one step's FLOPs times the number of steps
+  matmul GFLOP/s  this machine's float32 matmul rate, measured in the same run
+  ratio           GFLOP/s over the matmul rate: how close the scenario runs to the hardware
+  peak MiB        peak memory: the device's peak bytes in use where the backend reports it
+                  (GPU, TPU), else the process's peak resident set (CPU)
+
+Scenarios (model shapes are fixed; do not change them, add new scenarios instead):
+
+  teacher_train     one optimizer step (forward, backward, Adam) of a WaveNet with 24 layers
+                    in 4 cycles, kernel 3, residual 64, gate 128, skip 64, 10-component MoL,
+                    80-bin mel upsampled by 256; batch 2 x 7680 samples
+  teacher_generate  cached autoregressive sampling with that model, 1 s of audio at 22.05 kHz,
+                    at batch 1 and batch 16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import resource
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from pwavenet import wavenet
+
+SAMPLE_RATE = 22050
+HOP = 256
+N_MELS = 80
+
+
+@dataclasses.dataclass
+class Row:
+    scenario: str
+    samples_per_second: float
+    gflops_per_second: float
+    matmul_gflops_per_second: float
+    peak_mib: float
+    seconds: float
+
+    @property
+    def matmul_ratio(self) -> float:
+        return self.gflops_per_second / self.matmul_gflops_per_second
+
+
+def teacher_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
+    """The benchmark teacher: 4 cycles x 6 layers, kernel 3, 64/128/64, 10-MoL, 80 mels."""
+    return ml_collections.ConfigDict(
+        dict(
+            output="mol",
+            num_mixtures=10,
+            log_scale_min=-9.0,
+            num_cycles=4,
+            layers_per_cycle=6,
+            kernel_size=3,
+            residual_channels=64,
+            gate_channels=128,
+            skip_channels=64,
+            n_mels=N_MELS,
+            upsample_strides=(16, 16),
+            upsample_kernel_multiple=2,
+            num_speakers=0,
+            speaker_embedding_dim=16,
+            dtype="float32",
+            remat=False,
+            scan_unroll=scan_unroll,
+        )
+    )
+
+
+def time_median(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of fn() over `repeats` runs after one warm-up run."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compiled_flops(fn, *args) -> float:
+    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan")))
+
+
+@functools.lru_cache(maxsize=1)
+def matmul_gflops_per_second(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (an n x n by n x n product)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    return 2 * n**3 / time_median(lambda: matmul(a, b), repeats) / 1e9
+
+
+def peak_mib() -> float:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _teacher_inputs(batch: int, frames: int):
+    rng = jax.random.PRNGKey(0)
+    x = jax.random.uniform(rng, (batch, frames * HOP), minval=-0.5, maxval=0.5)
+    mel = jax.random.normal(jax.random.PRNGKey(1), (batch, frames, N_MELS)) - 4.0
+    return x, mel
+
+
+def teacher_train(repeats: int = 5) -> list[Row]:
+    model = wavenet.WaveNet(teacher_model_config())
+    counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
+    x, mel = _teacher_inputs(2, 7680 // HOP)
+    params = model.init(jax.random.PRNGKey(2), x, mel)["params"]
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+
+    def make_step(m):
+        def step(params, opt_state, x, mel):
+            def loss_fn(p):
+                out = m.apply({"params": p}, x, mel)
+                return wavenet.negative_log_likelihood(out, x, m.distribution)
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        return step
+
+    step = jax.jit(make_step(model))
+    seconds = time_median(lambda: step(params, opt_state, x, mel), repeats)
+    flops = compiled_flops(make_step(counted), params, opt_state, x, mel)
+    return [_row("teacher_train", x.size, flops, seconds)]
+
+
+def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
+    model = wavenet.WaveNet(teacher_model_config())
+    counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
+    frames = math.ceil(SAMPLE_RATE / HOP)  # 1 s of audio
+    rows = []
+    for batch in batch_sizes:
+        x, mel = _teacher_inputs(batch, frames)
+        params = model.init(jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])["params"]
+        gen = jax.jit(lambda p, m: wavenet.generate(model, p, jax.random.PRNGKey(3), mel=m))
+        seconds = time_median(lambda: gen(params, mel), repeats)
+        # One frame's generation is the time loop's body counted once plus that frame's
+        # upsampling: (one frame - its upsampling) is one sample step, taken T times; the
+        # upsampling runs once per frame.
+        one_frame = compiled_flops(
+            lambda p, m: wavenet.generate(counted, p, jax.random.PRNGKey(3), mel=m),
+            params,
+            mel[:, :1],
+        )
+        upsample = compiled_flops(
+            lambda p, m: counted.apply({"params": p}, m, None, method=counted.conditioning)[0],
+            params,
+            mel[:, :1],
+        )
+        flops = (one_frame - upsample) * frames * HOP + upsample * frames
+        rows.append(_row(f"teacher_generate/b{batch}", batch * frames * HOP, flops, seconds))
+    return rows
+
+
+def _row(name: str, samples: int, flops: float, seconds: float) -> Row:
+    return Row(
+        scenario=name,
+        samples_per_second=samples / seconds,
+        gflops_per_second=flops / seconds / 1e9,
+        matmul_gflops_per_second=matmul_gflops_per_second(),
+        peak_mib=peak_mib(),
+        seconds=seconds,
+    )
+
+
+SCENARIOS: dict[str, Callable[[], list[Row]]] = {
+    "teacher_train": teacher_train,
+    "teacher_generate": teacher_generate,
+}
+
+
+def run(names=None) -> list[Row]:
+    names = list(names or SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"Unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}.")
+    rows: list[Row] = []
+    for name in names:
+        rows.extend(SCENARIOS[name]())
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header = (
+        f"{'scenario':<22} {'samples/s':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} "
+        f"{'ratio':>6} {'peak MiB':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.scenario:<22} {r.samples_per_second:>12,.0f} {r.gflops_per_second:>9.1f} "
+            f"{r.matmul_gflops_per_second:>15.1f} {r.matmul_ratio:>6.2f} {r.peak_mib:>9.0f}"
+        )
+    return "\n".join(lines)

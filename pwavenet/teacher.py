@@ -71,22 +71,26 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
     def eval_fn(params, batch):
         return nll_metrics(model, config, params, batch)[1]
 
+    references = {}  # the validation utterances, read once at the first summary
+
     def summaries(writer: train.Writer, step: int, ema_params):
         from pwavenet import evaluate  # plotting; only when summaries are written
 
-        utterances = input_pipeline.validation_utterances(
-            config, num_utterances=2, max_seconds=config.train.audio_seconds
-        )
+        if not references:
+            references.update(
+                input_pipeline.validation_utterances(
+                    config, num_utterances=2, max_seconds=config.train.audio_seconds
+                )
+            )
+            writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
         generated = evaluate.generate_for(
-            model, config, ema_params, utterances, jax.random.PRNGKey(step)
+            model, config, ema_params, references, jax.random.PRNGKey(step)
         )
         writer.audio(step, "generated", generated, config.mel.sample_rate)
-        if step == config.train.audio_every or step <= config.train.audio_every:
-            writer.audio(step, "reference", utterances["audio"], config.mel.sample_rate)
         writer.image(
             step,
             "mel/reference_vs_generated",
-            evaluate.mel_comparison_image(config, utterances["audio"], {"generated": generated}),
+            evaluate.mel_comparison_image(config, references["audio"], {"generated": generated}),
         )
 
     return train.Job(

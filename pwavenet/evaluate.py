@@ -30,7 +30,6 @@ from absl import logging
 from flax import jax_utils
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from pwavenet import audio

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pwavenet import audio
 from pwavenet import input_pipeline
 from pwavenet import train
 from pwavenet import wavenet

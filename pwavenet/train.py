@@ -5,8 +5,10 @@ a pure train step `jax.pmap`ped over local devices with `axis_name='batch'` (gra
 metrics averaged with `lax.pmean`), orbax checkpoints with automatic resume, TensorBoard
 summaries written by process 0 only, and a progress line with throughput and ETA.
 
-Randomness inside a step is `fold_in(fold_in(state.rng, step), device index)`, and the data
-order is a function of the seed, so a resumed run continues the same streams.
+Randomness inside a step is one key per example, `fold_in(fold_in(state.rng, step), i)` for the
+example's index i in the global batch: it does not depend on how the batch is split over devices
+and hosts, so 8 devices draw what 1 device draws. The data order is a function of the seed, so a
+resumed run continues the same streams.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def make_train_step(
     *,
     pmap: bool = True,
     max_skipped_in_a_row: int = 10,
+    with_frozen: bool = False,
 ):
     """Builds the train step.
 
@@ -86,16 +89,21 @@ def make_train_step(
     unchanged) and counted; `skipped_in_a_row` stops counting, and stays, once it reaches
     `max_skipped_in_a_row`, so the loop sees the limit even between its log steps.
 
-    loss_fn(params, batch, rng) -> (loss, metrics dict). With pmap=True the step runs on every
-    local device with the batch split along a leading device axis; pmap=False gives the same
-    computation on one device (used to check the two agree).
+    loss_fn(params, batch, rngs) -> (loss, metrics dict), `rngs` holding one PRNG key per
+    example of `batch` (see the module docstring). With `with_frozen` the step takes a third
+    argument, a tree of frozen arrays (a distillation teacher's parameters), passed on as
+    loss_fn(params, batch, rngs, frozen) and never differentiated. With pmap=True the step runs
+    on every local device with the batch split along a leading device axis; pmap=False gives the
+    same computation on one device (used to check the two agree).
     """
 
-    def step(state: TrainState, batch: Batch):
+    def step(state: TrainState, batch: Batch, frozen=None):
         rng = jax.random.fold_in(state.rng, state.step)
-        if pmap:
-            rng = jax.random.fold_in(rng, jax.lax.axis_index("batch"))
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        local = jax.tree.leaves(batch)[0].shape[0]
+        first = jax.lax.axis_index("batch") * local if pmap else 0
+        rngs = jax.vmap(lambda i: jax.random.fold_in(rng, i))(first + jnp.arange(local))
+        args = (batch, rngs, frozen) if with_frozen else (batch, rngs)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
         if pmap:
             grads = jax.lax.pmean(grads, "batch")
             loss, metrics = jax.lax.pmean((loss, metrics), "batch")
@@ -136,10 +144,10 @@ def make_train_step(
 
 
 def make_eval_step(metrics_fn: Callable):
-    """metrics_fn(params, batch) -> metrics dict, averaged over devices."""
+    """metrics_fn(params, batch[, frozen]) -> metrics dict, averaged over devices."""
 
-    def step(params, batch):
-        return jax.lax.pmean(metrics_fn(params, batch), "batch")
+    def step(params, batch, *frozen):
+        return jax.lax.pmean(metrics_fn(params, batch, *frozen), "batch")
 
     return jax.pmap(step, axis_name="batch")
 
@@ -297,9 +305,10 @@ class Job:
     """What a model contributes to the shared loop.
 
     init_params(rng) -> params; loss_fn(params, batch, rng) -> (loss, metrics);
-    eval_fn(params, batch) -> metrics; eval_batches() -> iterable of host batches;
+    eval_fn(params, batch[, frozen]) -> metrics; eval_batches() -> iterable of host batches;
     summaries(writer, step, ema_params) writes audio/images (called on every process; it must
-    only write through `writer`).
+    only write through `writer`). `frozen`, if given, is a tree of arrays the loss needs but does
+    not train (a teacher's parameters): replicated once and passed as loss_fn's fourth argument.
     """
 
     init_params: Callable[[jax.Array], PyTree]
@@ -309,6 +318,7 @@ class Job:
     eval_batches: Callable[[], Iterable[Batch]] | None = None
     summaries: Callable[[Writer, int, PyTree], None] | None = None
     samples_per_example: int = 1  # for samples/s: e.g. the crop length
+    frozen: PyTree | None = None
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
@@ -341,7 +351,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
         schedule,
         train_config.ema_decay,
         max_skipped_in_a_row=train_config.max_skipped_in_a_row,
+        with_frozen=job.frozen is not None,
     )
+    frozen = () if job.frozen is None else (jax_utils.replicate(job.frozen),)
     eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
     state = jax_utils.replicate(state)
     batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
@@ -349,7 +361,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     last: dict[str, float] = {}
     t0, last_step = time.time(), start
     for step in range(start + 1, train_config.steps + 1):
-        state, metrics = train_step(state, next(batches))
+        state, metrics = train_step(state, next(batches), *frozen)
         if step % train_config.log_every == 0 or step == train_config.steps:
             last = {k: float(v) for k, v in first_replica(metrics).items()}
             elapsed = max(time.time() - t0, 1e-9)
@@ -384,7 +396,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
                     "data, or raise config.train.max_skipped_in_a_row."
                 )
         if eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
-            eval_metrics = evaluate_metrics(eval_step, state.ema_params, job.eval_batches())
+            eval_metrics = evaluate_metrics(
+                eval_step, state.ema_params, job.eval_batches(), *frozen
+            )
             writer.scalars(step, eval_metrics, "eval/")
             logging.info(
                 "step %d eval (EMA params): %s",
@@ -408,12 +422,14 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     return last
 
 
-def evaluate_metrics(eval_step, replicated_params, batches: Iterable[Batch]) -> dict[str, float]:
+def evaluate_metrics(
+    eval_step, replicated_params, batches: Iterable[Batch], *frozen
+) -> dict[str, float]:
     """Mean of eval_step's metrics over batches (each batch weighted equally)."""
     totals: dict[str, float] = {}
     count = 0
     for batch in batches:
-        metrics = first_replica(eval_step(replicated_params, shard(batch)))
+        metrics = first_replica(eval_step(replicated_params, shard(batch), *frozen))
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v)
         count += 1

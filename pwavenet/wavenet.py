@@ -51,7 +51,7 @@ Array = jax.Array
 
 __all__ = ["ResidualLayer", "WaveNet", "generate", "negative_log_likelihood", "sample_with_params"]
 
-_OUTPUTS = ("mol", "gaussian", "logistic", "mulaw")
+_OUTPUTS = ("mol", "gaussian", "logistic", "mulaw", "affine")
 
 
 class ResidualLayer(nn.Module):
@@ -218,9 +218,17 @@ class WaveNet(nn.Module):
         return math.prod(self.config.upsample_strides)
 
     @property
+    def num_outputs(self) -> int:
+        """P: output parameters per step. 2 for 'affine', the IAF flow's (shift, raw log-scale),
+        which is a transform rather than a distribution (pwavenet.iaf)."""
+        return 2 if self.config.output == "affine" else self.distribution.num_params
+
+    @property
     def distribution(self) -> distributions.Distribution:
         """The output family; P = distribution.num_params."""
         c = self.config
+        if c.output == "affine":
+            raise ValueError("an 'affine' WaveNet (an IAF flow) has no output distribution")
         if c.output == "mol":
             return distributions.get_distribution(
                 "mol", num_mixtures=c.num_mixtures, log_scale_min=c.log_scale_min
@@ -256,7 +264,15 @@ class WaveNet(nn.Module):
         self.skip_out = nn.Dense(c.skip_channels, dtype=dtype)
         # The output layer runs in float32 even for bfloat16 models: 16-bit floats cannot place
         # a mean within a 16-bit audio bin.
-        self.output = nn.Dense(self.distribution.num_params, dtype=jnp.float32)
+        # An IAF flow starts close to a fixed affine map: a small output kernel
+        # (model.output_init_scale) keeps every flow's shift and scale nearly constant at first.
+        init_scale = c.get("output_init_scale")
+        kernel_init = (
+            nn.initializers.normal(init_scale)
+            if init_scale is not None
+            else nn.initializers.lecun_normal()
+        )
+        self.output = nn.Dense(self.num_outputs, dtype=jnp.float32, kernel_init=kernel_init)
 
     def _head(self, skip_sum: Array) -> Array:
         h = self.skip_out(nn.relu(skip_sum).astype(jnp.dtype(self.config.dtype)))
@@ -284,9 +300,15 @@ class WaveNet(nn.Module):
           (B, T, P) float32 parameters of p(x_t | x_<t) for every t.
         """
         del train
-        c = self.config
         _check_inputs(self, x.shape, mel, speaker)
         mel_up, speaker_emb = self.conditioning(mel, speaker)
+        return self.network(x, mel_up, speaker_emb)
+
+    def network(self, x: Array, mel_up: Array | None, speaker_emb: Array | None) -> Array:
+        """`__call__` after the conditioning: x (B, T), mel_up (B, T, C) and speaker_emb (B, E)
+        as `conditioning` returns them (or computed elsewhere: IAF flows receive the student's
+        shared upsampled mel). Returns (B, T, P)."""
+        c = self.config
         dtype = jnp.dtype(c.dtype)
         shifted = jnp.pad(x, ((0, 0), (1, 0)))[:, :-1]  # x_{t-1} at position t, x_{-1} = 0
         h = self.input_conv(shifted[..., None].astype(dtype))

@@ -1,0 +1,137 @@
+"""Parallel WaveNet student: `python -m launch.distill --config=configs/student.py:<variant>
+--workdir=DIR --config.teacher_workdir=TDIR`.
+
+Variants (each pairs with the teacher variant of the same name in configs/teacher.py, whose
+`mel`, `data` and `eval` sections it starts from; the job checks them against the teacher's
+saved config and refuses a mismatch)
+  tiny      two tiny flows on the tiny teacher (a 3-component MoL: Monte Carlo KL), for tests
+  espeak    the embedded corpus on a CPU (the README's default): Gaussian base, closed-form KL
+  ljspeech  the Parallel WaveNet layout: logistic base, flows of 10, 10, 10 and 30 layers,
+            width 64, Monte Carlo cross-entropy against the 10-component MoL teacher
+  clarinet  ClariNet: Gaussian base, six flows of 10 layers, closed-form KL and regularizer
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _teacher_config(variant: str) -> ml_collections.ConfigDict:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teacher.py")
+    spec = importlib.util.spec_from_file_location("_pwavenet_teacher_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "espeak"
+    if variant not in ("tiny", "espeak", "ljspeech", "clarinet"):
+        raise ValueError(
+            f"Unknown variant {variant!r} of configs/student.py; use one of "
+            "tiny, espeak, ljspeech, clarinet."
+        )
+    t = _teacher_config(variant)
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+    c.teacher_workdir = ""  # the trained teacher's workdir (required)
+
+    c.mel = t.mel
+    c.data = t.data
+    c.eval = t.eval
+
+    c.model = ml_collections.ConfigDict()
+    c.model.base = "logistic"  # logistic (Parallel WaveNet) | gaussian (ClariNet)
+    c.model.flow_layers = (10, 10, 10, 30)  # layers of each flow, first flow first
+    c.model.layers_per_cycle = 10  # dilations 1 .. 2^(layers_per_cycle - 1), repeated
+    c.model.kernel_size = 3
+    c.model.residual_channels = 64
+    c.model.gate_channels = 128
+    c.model.skip_channels = 64
+    c.model.n_mels = c.mel.get_ref("n_mels")
+    c.model.upsample_strides = tuple(t.model.upsample_strides)
+    c.model.upsample_kernel_multiple = t.model.upsample_kernel_multiple
+    # frozen: the teacher's upsampler, not trained; fine_tune: initialised from the teacher's
+    # and trained; own: a new one.
+    c.model.upsampler = "frozen"
+    c.model.num_speakers = t.model.num_speakers
+    c.model.speaker_embedding_dim = t.model.speaker_embedding_dim
+    # The untrained student is about z * exp(init_log_scale): base noise at speech level.
+    c.model.init_log_scale = -3.0
+    c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
+    c.model.flow_log_scale_max = 3.0
+    c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
+    c.model.dtype = "float32"
+    c.model.remat = False
+
+    c.distill = ml_collections.ConfigDict()
+    c.distill.kl = "auto"  # auto | closed_form | monte_carlo (auto: closed form if both Gaussian)
+    c.distill.num_draws = 16  # Monte Carlo draws per step for the cross-entropy
+    c.distill.log_scale_min = -7.0  # floor of both log-scales in the closed-form KL
+    c.distill.regularizer_weight = 4.0  # closed form: weight of (log S - log s_T)^2
+    c.distill.power_weight = 1.0
+    # (n_fft, hop, window) of each STFT resolution of the power loss.
+    c.distill.stft_resolutions = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
+    c.distill.contrastive_weight = 0.0  # > 0 subtracts the KL under a mismatched mel
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 8
+    c.train.steps = 200_000
+    c.train.learning_rate = 1e-3
+    c.train.warmup_steps = 1000
+    c.train.end_learning_rate_fraction = 0.05
+    c.train.grad_clip = 1.0
+    c.train.max_skipped_in_a_row = 10
+    c.train.ema_decay = 0.9999
+    c.train.log_every = 100
+    c.train.eval_every = 2000
+    c.train.eval_batches = 4
+    c.train.checkpoint_every = 2000
+    c.train.keep_checkpoints = 3
+    c.train.audio_every = 10_000
+    c.train.audio_seconds = 1.0
+
+    if variant == "clarinet":
+        c.model.base = "gaussian"
+        c.model.flow_layers = (10,) * 6
+    elif variant == "espeak":
+        c.model.base = "gaussian"
+        c.model.flow_layers = (8, 8, 8, 8)
+        c.model.layers_per_cycle = 8
+        c.model.kernel_size = 2
+        c.model.residual_channels = 32
+        c.model.gate_channels = 64
+        c.model.skip_channels = 32
+        c.distill.stft_resolutions = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
+        c.train.batch_size = 8
+        c.train.steps = 600
+        c.train.learning_rate = 1e-3
+        c.train.warmup_steps = 50
+        c.train.ema_decay = 0.99
+        c.train.log_every = 50
+        c.train.eval_every = 200
+        c.train.checkpoint_every = 200
+        c.train.audio_every = 300
+    elif variant == "tiny":
+        c.model.flow_layers = (3, 3)
+        c.model.layers_per_cycle = 3
+        c.model.kernel_size = 2
+        c.model.residual_channels = 8
+        c.model.gate_channels = 16
+        c.model.skip_channels = 8
+        c.model.output_init_scale = 0.1
+        c.distill.num_draws = 4
+        c.distill.stft_resolutions = ((256, 64, 256), (128, 32, 128))
+        c.train.batch_size = 8
+        c.train.steps = 6
+        c.train.warmup_steps = 2
+        c.train.ema_decay = 0.9
+        c.train.log_every = 2
+        c.train.eval_every = 3
+        c.train.eval_batches = 1
+        c.train.checkpoint_every = 3
+        c.train.audio_every = 6
+        c.train.audio_seconds = 0.05
+    return c

@@ -1,0 +1,409 @@
+"""Probability density distillation: the objective and the distillation job.
+
+One forward pass, for a batch of mels (and speakers) and the real audio they came from:
+
+  1. z ~ base, one noise sequence per example; the student maps it to x with the per-step
+     (M_t, S_t) of p_S(x_t | z_<t) (pwavenet.iaf).
+  2. The frozen teacher, teacher-forced on x, gives p_T(x_t | x_<t) for every t at once.
+  3. KL(P_S || P_T) = H(P_S, P_T) - H(P_S), per sample (nats), from those:
+     - entropy, analytic: H(P_S) = E_z[mean_t log S_t] + H(base); no sample of x is needed;
+     - cross-entropy, 'monte_carlo': for every step N draws x_t^n = M_t + S_t eps_n
+       (reparameterized, so gradients reach M and S) scored under the teacher's step-t
+       distribution; they cost distribution evaluations only, no teacher passes. A 16-bit MoL
+       teacher is scored as a density: its bin mass at x (centred on x) over the bin width;
+     - 'closed_form' (Gaussian student base and Gaussian teacher): the per-step Gaussian KL,
+       with both log-scales floored at distill.log_scale_min, plus the regularizer
+       distill.regularizer_weight * (log S_t - log s_T,t)^2 (ClariNet).
+     Gradients flow through the teacher into x (its context) but never into its weights.
+  4. The power loss: the mean squared difference of STFT magnitudes (not squared, not log)
+     of x and the real audio, averaged over the configured resolutions. It is what keeps the
+     student from whispering: the KL alone is satisfied by too little energy in voiced sounds.
+  5. Optionally the contrastive term: the KL against the teacher under another example's mel
+     (the batch rolled by one), subtracted with weight distill.contrastive_weight, so that
+     the student's output must depend on its own conditioning.
+
+loss = kl + regularizer_weight * regularizer + power_weight * power - contrastive_weight *
+contrastive_kl; every term is logged on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pwavenet import distributions
+from pwavenet import iaf
+from pwavenet import input_pipeline
+from pwavenet import teacher as teacher_lib
+from pwavenet import train
+
+Array = jax.Array
+
+KL_METHODS = ("auto", "closed_form", "monte_carlo")
+UPSAMPLER_MODES = ("frozen", "fine_tune", "own")
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def stft_magnitude(x: Array, n_fft: int, hop: int, win_length: int) -> Array:
+    """|STFT| (B, frames, n_fft // 2 + 1) of x (B, T) with a periodic Hann window.
+
+    Frames start every `hop` samples and lie wholly inside x (no padding); the DFT is not
+    normalized (a full-scale sinusoid peaks near win_length / 4). The magnitude is
+    sqrt(|X|^2 + 1e-9) so its gradient stays finite where |X| = 0.
+    """
+    if win_length > n_fft:
+        raise ValueError(f"STFT win_length={win_length} exceeds n_fft={n_fft}")
+    length = x.shape[-1]
+    if length < win_length:
+        raise ValueError(
+            f"audio of {length} samples is shorter than the STFT window ({win_length}); "
+            "shorten distill.stft_resolutions or use longer crops (data.crop_samples)"
+        )
+    frames = 1 + (length - win_length) // hop
+    index = hop * jnp.arange(frames)[:, None] + jnp.arange(win_length)[None, :]
+    window = 0.5 - 0.5 * jnp.cos(2.0 * jnp.pi * jnp.arange(win_length) / win_length)
+    spectrum = jnp.fft.rfft(x[..., index] * window, n=n_fft, axis=-1)
+    return jnp.sqrt(jnp.square(spectrum.real) + jnp.square(spectrum.imag) + 1e-9)
+
+
+def power_loss(x: Array, reference: Array, resolutions) -> Array:
+    """Mean over resolutions of mean((|STFT x| - |STFT reference|)^2)."""
+    losses = [
+        jnp.mean(jnp.square(stft_magnitude(x, *r) - stft_magnitude(reference, *r)))
+        for r in resolutions
+    ]
+    return sum(losses) / len(losses)
+
+
+def teacher_log_density(dist, params: Array, x: Array) -> Array:
+    """log p_T(x) as a density in x, differentiable in x, for the continuous or MoL teacher."""
+    if isinstance(dist, distributions.DiscretizedMixtureOfLogistics):
+        return dist.log_prob(params, x, quantize=False) - math.log(dist.bin_width)
+    if isinstance(dist, distributions.MuLawCategorical):
+        raise ValueError(
+            "a mu-law softmax teacher cannot be distilled: its probability is piecewise "
+            "constant in x, so no gradient reaches the student. Train the teacher with "
+            "model.output='mol' or 'gaussian'."
+        )
+    return dist.log_prob(params, x)
+
+
+def kl_method(distill_config, student: iaf.IAFStudent, teacher_dist) -> str:
+    method = distill_config.kl
+    if method not in KL_METHODS:
+        raise ValueError(f"distill.kl={method!r}; expected one of {KL_METHODS}")
+    gaussian_pair = student.config.base == "gaussian" and isinstance(
+        teacher_dist, distributions.Gaussian
+    )
+    if method == "auto":
+        return "closed_form" if gaussian_pair else "monte_carlo"
+    if method == "closed_form" and not gaussian_pair:
+        raise ValueError(
+            "distill.kl='closed_form' needs a Gaussian student (model.base='gaussian') and a "
+            f"Gaussian teacher; got base {student.config.base!r} and a "
+            f"{type(teacher_dist).__name__} teacher. Use distill.kl='monte_carlo'."
+        )
+    return method
+
+
+def kl_terms(
+    mu_tot: Array,
+    log_s_tot: Array,
+    teacher_params: Array,
+    teacher_dist,
+    student: iaf.IAFStudent,
+    eps: Array | None,
+    *,
+    method: str,
+    log_scale_min: float,
+) -> dict[str, Array]:
+    """Per-sample means of the KL and its parts.
+
+    Args:
+      mu_tot, log_s_tot: (B, T) the student's p_S(x_t | z_<t).
+      teacher_params: (B, T, P) the teacher's p_T(x_t | x_<t) on the student's sample.
+      teacher_dist: the teacher's output family.
+      student: for the base distribution.
+      eps: (N, B, T) standard base draws for 'monte_carlo' (None for 'closed_form').
+      method: 'closed_form' or 'monte_carlo'.
+      log_scale_min: floor of both log-scales in the closed form.
+
+    Returns:
+      {'kl', 'cross_entropy', 'entropy'} and, for the closed form, 'regularizer'.
+    """
+    entropy = jnp.mean(log_s_tot) + student.base_entropy()
+    if method == "closed_form":
+        mu_t, log_s_t = teacher_dist.split_params(teacher_params)
+        log_s_s = distributions.clamp_log_scale(log_s_tot, log_scale_min)
+        log_s_t = distributions.clamp_log_scale(log_s_t, log_scale_min)
+        kl = jnp.mean(distributions.gaussian_kl(mu_tot, log_s_s, mu_t, log_s_t))
+        regularizer = jnp.mean(jnp.square(log_s_s - log_s_t))
+        return dict(kl=kl, cross_entropy=kl + entropy, entropy=entropy, regularizer=regularizer)
+    draws = mu_tot + jnp.exp(log_s_tot) * eps  # (N, B, T)
+    log_p = jax.vmap(lambda d: teacher_log_density(teacher_dist, teacher_params, d))(draws)
+    cross_entropy = -jnp.mean(log_p)
+    return dict(kl=cross_entropy - entropy, cross_entropy=cross_entropy, entropy=entropy)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distiller:
+    """The student, the frozen teacher and the objective's settings.
+
+    `teacher_fn(teacher_params, x, batch) -> (B, T, P)` computes the teacher's per-step
+    parameters on x, conditioned on the batch's mel and speaker; for the job, the WaveNet
+    teacher's teacher-forced pass. Tests
+    substitute other teachers (e.g. the student's own conditional).
+    """
+
+    student: iaf.IAFStudent
+    teacher_dist: Any
+    teacher_fn: Any
+    config: Any  # the `distill` section
+    upsampler: str = "frozen"
+
+    @property
+    def method(self) -> str:
+        return kl_method(self.config, self.student, self.teacher_dist)
+
+    def noise(self, rngs: Array, length: int) -> tuple[Array, Array | None]:
+        """z (B, T) and, for 'monte_carlo', eps (N, B, T); example b's from rngs[b] only."""
+        num_draws = self.config.num_draws if self.method == "monte_carlo" else 0
+
+        def one(key):
+            kz, ke = jax.random.split(key)
+            z = self.student.sample_base(kz, (length,))
+            eps = self.student.sample_base(ke, (num_draws, length)) if num_draws else None
+            return z, eps
+
+        z, eps = jax.vmap(one)(rngs)
+        return z, (None if eps is None else jnp.swapaxes(eps, 0, 1))
+
+    def losses(self, params, teacher_params, batch, rngs) -> tuple[Array, dict[str, Array]]:
+        """(loss, metrics) for a batch {'audio', 'mel', 'speaker'} with one key per example."""
+        c = self.config
+        if self.upsampler == "frozen" and "upsampler" in params:
+            params = dict(params, upsampler=jax.lax.stop_gradient(params["upsampler"]))
+        audio = batch["audio"]
+        mel = batch.get("mel") if self.student.config.n_mels else None
+        speaker = batch.get("speaker") if self.student.config.num_speakers else None
+        z, eps = self.noise(rngs, audio.shape[1])
+        x, mu_tot, log_s_tot = self.student.apply({"params": params}, z, mel, speaker)
+        method = self.method
+        teacher_out = self.teacher_fn(teacher_params, x, batch)
+        terms = kl_terms(
+            mu_tot,
+            log_s_tot,
+            teacher_out,
+            self.teacher_dist,
+            self.student,
+            eps,
+            method=method,
+            log_scale_min=c.log_scale_min,
+        )
+        loss = terms["kl"]
+        if "regularizer" in terms:
+            loss = loss + c.regularizer_weight * terms["regularizer"]
+        metrics = dict(terms)
+        if c.power_weight:
+            metrics["power_loss"] = power_loss(x, audio, c.stft_resolutions)
+            loss = loss + c.power_weight * metrics["power_loss"]
+        if c.contrastive_weight and audio.shape[0] > 1:
+            rolled = {k: jnp.roll(v, 1, axis=0) for k, v in batch.items()}
+            mismatched = kl_terms(
+                mu_tot,
+                log_s_tot,
+                self.teacher_fn(teacher_params, x, rolled),
+                self.teacher_dist,
+                self.student,
+                eps,
+                method=method,
+                log_scale_min=c.log_scale_min,
+            )
+            metrics["contrastive_kl"] = mismatched["kl"]
+            loss = loss - c.contrastive_weight * mismatched["kl"]
+        metrics["student_log_scale"] = jnp.mean(log_s_tot)
+        metrics["student_rms"] = jnp.sqrt(jnp.mean(jnp.square(x)))
+        metrics["loss"] = loss
+        return loss, metrics
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def build_student(config: ml_collections.ConfigDict) -> iaf.IAFStudent:
+    """The student from a job config, after checking it against the mel features."""
+    hop = int(np.prod(config.model.upsample_strides))
+    if config.model.n_mels and hop != config.mel.hop_length:
+        raise ValueError(
+            f"config.model.upsample_strides={tuple(config.model.upsample_strides)} upsample by "
+            f"{hop}, but config.mel.hop_length={config.mel.hop_length}; their product must equal "
+            "the hop."
+        )
+    if config.model.upsampler not in UPSAMPLER_MODES:
+        raise ValueError(
+            f"config.model.upsampler={config.model.upsampler!r}; expected one of {UPSAMPLER_MODES}"
+        )
+    return iaf.IAFStudent(config.model)
+
+
+@dataclasses.dataclass
+class Teacher:
+    config: ml_collections.ConfigDict
+    model: Any
+    params: Any
+    step: int
+    workdir: str
+
+
+def load_teacher(teacher_workdir: str) -> Teacher:
+    """The teacher's saved config, model and EMA parameters from its workdir."""
+    if not teacher_workdir:
+        raise ValueError(
+            "config.teacher_workdir is empty: pass --config.teacher_workdir=DIR, the workdir of "
+            "a trained teacher (python -m launch.train_teacher --workdir=DIR)."
+        )
+    if not os.path.isdir(teacher_workdir):
+        raise FileNotFoundError(
+            f"config.teacher_workdir={teacher_workdir!r} does not exist; train a teacher there "
+            "first (python -m launch.train_teacher --workdir=...)."
+        )
+    teacher_config = train.load_config(teacher_workdir)
+    model = teacher_lib.build_model(teacher_config)
+    params, step = train.restore_params(teacher_workdir, ema=True)
+    return Teacher(teacher_config, model, params, step, teacher_workdir)
+
+
+def teacher_mismatches(
+    config: ml_collections.ConfigDict, teacher_config: ml_collections.ConfigDict
+) -> list[str]:
+    """Every student setting that contradicts the teacher's saved config."""
+    problems = [
+        p.replace("saved", "teacher").replace("now", "student")
+        for p in train.config_mismatches(teacher_config, config, ("mel",))
+    ]
+    if config.model.upsampler != "own" and config.model.n_mels:
+        for field in ("upsample_strides", "upsample_kernel_multiple"):
+            t, s = teacher_config.model[field], config.model[field]
+            if tuple(np.atleast_1d(t)) != tuple(np.atleast_1d(s)):
+                problems.append(
+                    f"model.{field}: teacher {t!r}, student {s!r} (model.upsampler="
+                    f"{config.model.upsampler!r} shares the teacher's upsampler; set "
+                    "model.upsampler='own' to train a separate one)"
+                )
+    if teacher_config.model.output == "mulaw":
+        problems.append(
+            "model.output: teacher 'mulaw' cannot be distilled (no gradient through a "
+            "categorical); train a 'mol' or 'gaussian' teacher"
+        )
+    return problems
+
+
+def check_teacher(config, teacher: Teacher) -> None:
+    problems = teacher_mismatches(config, teacher.config)
+    if problems:
+        raise ValueError(
+            f"The student config does not match the teacher in {teacher.workdir}:\n  "
+            + "\n  ".join(problems)
+            + "\nOverride the student's fields to the teacher's values, or distill another "
+            "teacher."
+        )
+
+
+def make_distiller(config, student: iaf.IAFStudent, teacher: Teacher) -> Distiller:
+    def teacher_fn(teacher_params, x, batch):
+        mel, speaker = teacher_lib.model_inputs(teacher.config, batch)
+        return teacher.model.apply({"params": teacher_params}, x, mel, speaker)
+
+    return Distiller(
+        student=student,
+        teacher_dist=teacher.model.distribution,
+        teacher_fn=teacher_fn,
+        config=config.distill,
+        upsampler=config.model.upsampler,
+    )
+
+
+def init_params(student: iaf.IAFStudent, config, rng, teacher_params=None):
+    """Student parameters; the teacher's upsampler weights copied in unless upsampler='own'."""
+    frames = config.data.crop_samples // config.mel.hop_length
+    z = jnp.zeros((1, config.data.crop_samples))
+    mel = jnp.zeros((1, frames, config.mel.n_mels)) if config.model.n_mels else None
+    speaker = jnp.zeros((1,), jnp.int32) if config.model.num_speakers else None
+    params = student.init(rng, z, mel, speaker)["params"]
+    if config.model.upsampler != "own" and config.model.n_mels and teacher_params is not None:
+        params = dict(params, upsampler=jax.tree.map(jnp.array, teacher_params["upsampler"]))
+    return params
+
+
+def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
+    datasets = input_pipeline.create_datasets(config)
+    distiller = make_distiller(config, student, teacher)
+
+    def loss_fn(params, batch, rngs, teacher_params):
+        return distiller.losses(params, teacher_params, batch, rngs)
+
+    def eval_fn(params, batch, teacher_params):
+        # A fixed key per example position, so every evaluation scores the same noise.
+        rngs = jax.random.split(jax.random.PRNGKey(0), batch["audio"].shape[0])
+        return distiller.losses(params, teacher_params, batch, rngs)[1]
+
+    references = {}
+
+    def summaries(writer: train.Writer, step: int, ema_params):
+        from pwavenet import evaluate
+
+        if not references:
+            references.update(
+                input_pipeline.validation_utterances(
+                    config, num_utterances=2, max_seconds=config.train.audio_seconds
+                )
+            )
+            writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
+        mel, speaker = teacher_lib.model_inputs(config, references)
+        generated = np.asarray(
+            iaf.sample(student, ema_params, jax.random.PRNGKey(step), mel, speaker)
+        )
+        writer.audio(step, "student", generated, config.mel.sample_rate)
+        writer.image(
+            step,
+            "mel/reference_vs_student",
+            evaluate.mel_comparison_image(config, references["audio"], {"student": generated}),
+        )
+
+    return train.Job(
+        init_params=lambda rng: init_params(student, config, rng, teacher.params),
+        loss_fn=loss_fn,
+        train_batches=datasets.train,
+        eval_fn=eval_fn,
+        eval_batches=lambda: datasets.eval(config.train.eval_batches),
+        summaries=summaries,
+        samples_per_example=config.data.crop_samples,
+        frozen=teacher.params,
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Distills the teacher in config.teacher_workdir into a student in `workdir` (resuming if
+    it has checkpoints)."""
+    teacher = load_teacher(config.teacher_workdir)
+    check_teacher(config, teacher)
+    train.check_workdir_config(config, workdir, sections=("model", "mel"))
+    student = build_student(config)
+    logging.info(
+        "Distilling the teacher of %s (step %d) into a %d-flow student; KL: %s.",
+        teacher.workdir,
+        teacher.step,
+        student.num_flows,
+        kl_method(config.distill, student, teacher.model.distribution),
+    )
+    return train.fit(config, workdir, make_job(config, student, teacher))

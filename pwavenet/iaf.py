@@ -1,0 +1,376 @@
+"""The Parallel WaveNet student: a stack of inverse autoregressive flows over white noise.
+
+`IAFStudent(config)` is built from the `model` section of configs/student.py. Flow k (of K) is
+a WaveNet-style causal stack (`pwavenet.wavenet.WaveNet` with output 'affine') run on its
+input x^{k-1} (x^0 = z, the base noise) shifted right by one step, conditioned on the shared
+upsampled mel and the speaker embedding, and emitting per step a shift mu_k,t and a scale
+s_k,t > 0:
+
+  x^k_t = x^{k-1}_t * s_k,t + mu_k,t,   (mu_k,t, s_k,t) functions of x^{k-1}_<t only.
+
+The one-step shift makes every flow strictly causal, so each is a valid IAF: dx^k/dx^{k-1}
+is lower triangular with diagonal s_k. The K flows compose to one affine map per step,
+
+  x_t = z_t * S_t + M_t,   S_t = prod_k s_k,t,   M <- M * s_k + mu_k (M = 0 before flow 1),
+
+with S_t and M_t functions of z_<t only. So given z_<t, x_t is the base distribution
+(logistic or Gaussian) shifted by M_t and scaled by S_t: p_S(x_t | z_<t) is known in closed
+form, which is what distillation needs (pwavenet.distill).
+
+Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) recovers z
+from x one step at a time: z_t needs x^{k-1}_<t of every flow, so it runs the flows' cached
+one-step form (the teacher's generation machinery) under one `lax.scan`.
+
+Scales: a flow's raw log-scale r becomes log s = lo + softplus(r - lo) - softplus(r - hi), a
+smooth clamp to (lo, hi) = (model.flow_log_scale_min, model.flow_log_scale_max) that is the
+identity well inside the interval, so no flow can shrink or blow up its input without bound.
+Each flow's output layer starts small (model.output_init_scale) with its log-scale offset by
+model.init_log_scale / K, so the untrained student is close to x = z * exp(init_log_scale):
+noise at roughly the level of speech rather than of the unit-scale base.
+
+Conditioning: the mel is upsampled once (`upsampler`, the same module and parameter layout as
+the teacher's, so the distillation job can copy the teacher's weights in) and shared by every
+flow; each flow's layers have their own 1x1 projections of it and of the speaker embedding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+
+from pwavenet import wavenet
+from pwavenet.layers import ConditioningUpsampler, check_hop_length
+
+Array = jax.Array
+
+__all__ = ["IAFStudent", "chunked_sample", "inverse", "log_prob", "sample"]
+
+BASES = ("logistic", "gaussian")
+
+
+def soft_clip(x: Array, lo: float, hi: float) -> Array:
+    """Smooth clamp to (lo, hi): lo + softplus(x - lo) - softplus(x - hi), monotone, with
+    slope 1 - O(exp(-distance to a bound))."""
+    return lo + jax.nn.softplus(x - lo) - jax.nn.softplus(x - hi)
+
+
+def flow_configs(config) -> list[ml_collections.FrozenConfigDict]:
+    """The `model` config of each flow's WaveNet."""
+    c = config
+    out = []
+    for k, layers in enumerate(c.flow_layers):
+        per_cycle = min(layers, c.layers_per_cycle)
+        if layers < 1 or layers % per_cycle:
+            raise ValueError(
+                f"model.flow_layers[{k}]={layers}: each flow needs a positive number of layers "
+                f"that is a multiple of model.layers_per_cycle={c.layers_per_cycle} (or fewer "
+                "than it, for one short cycle)."
+            )
+        out.append(
+            ml_collections.FrozenConfigDict(
+                dict(
+                    output="affine",
+                    num_cycles=layers // per_cycle,
+                    layers_per_cycle=per_cycle,
+                    kernel_size=c.kernel_size,
+                    residual_channels=c.residual_channels,
+                    gate_channels=c.gate_channels,
+                    skip_channels=c.skip_channels,
+                    # The flow gets the student's upsampled mel and speaker embedding.
+                    n_mels=0,
+                    num_speakers=0,
+                    upsample_strides=(1,),
+                    dtype=c.dtype,
+                    remat=c.remat,
+                    scan_unroll=c.get("scan_unroll", 1),
+                    output_init_scale=c.output_init_scale,
+                )
+            )
+        )
+    return out
+
+
+def _validate(c) -> None:
+    if c.base not in BASES:
+        raise ValueError(f"model.base={c.base!r}; expected one of {BASES}")
+    if not c.flow_layers:
+        raise ValueError("model.flow_layers is empty; give the layer count of each flow")
+    if not c.flow_log_scale_min < c.init_log_scale / len(c.flow_layers) < c.flow_log_scale_max:
+        raise ValueError(
+            f"model.init_log_scale / number of flows = {c.init_log_scale / len(c.flow_layers)} "
+            f"must lie inside (model.flow_log_scale_min, model.flow_log_scale_max) = "
+            f"({c.flow_log_scale_min}, {c.flow_log_scale_max})"
+        )
+    if c.n_mels and c.get("hop_length") is not None:
+        check_hop_length(c.upsample_strides, c.hop_length)
+    for fc in flow_configs(c):
+        wavenet._validate(fc)
+
+
+class IAFStudent(nn.Module):
+    """K inverse autoregressive flows on base noise z, conditioned on mel and speaker.
+
+    Attributes:
+      config: the `model` ConfigDict of configs/student.py (stored frozen).
+
+    Parameter subtrees: `upsampler` (n_mels > 0; the teacher's layout), `speaker_embedding`
+    (num_speakers > 0), `flows_<k>` (each a WaveNet with output 'affine').
+    """
+
+    config: Any
+
+    def __post_init__(self):
+        object.__setattr__(self, "config", wavenet._freeze(self.config))
+        _validate(self.config)
+        super().__post_init__()
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.config.upsample_strides)
+
+    @property
+    def num_flows(self) -> int:
+        return len(self.config.flow_layers)
+
+    @property
+    def flow_receptive_fields(self) -> tuple[int, ...]:
+        """Per flow R_k: x^k_t depends on x^{k-1}_t and x^{k-1}_{t - R_k}, ..., x^{k-1}_{t - 1}."""
+        out = []
+        for fc in flow_configs(self.config):
+            dilations = sum(2**i for i in range(fc.layers_per_cycle)) * fc.num_cycles
+            out.append((fc.kernel_size - 1) * dilations + 1)
+        return tuple(out)
+
+    @property
+    def receptive_field(self) -> int:
+        """x_t depends on z_{t - receptive_field}, ..., z_t: the sum of the flows' fields."""
+        return sum(self.flow_receptive_fields)
+
+    def base_entropy(self) -> float:
+        """Entropy in nats of the standard base distribution (logistic(0, 1) or N(0, 1))."""
+        if self.config.base == "logistic":
+            return 2.0
+        return 0.5 * math.log(2.0 * math.pi * math.e)
+
+    def sample_base(self, rng: Array, shape: tuple[int, ...]) -> Array:
+        """Standard base noise z of the given shape."""
+        if self.config.base == "logistic":
+            return jax.random.logistic(rng, shape, jnp.float32)
+        return jax.random.normal(rng, shape, jnp.float32)
+
+    def base_log_prob(self, z: Array) -> Array:
+        """Elementwise log density of the standard base."""
+        if self.config.base == "logistic":
+            return jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
+        return -0.5 * jnp.square(z) - 0.5 * math.log(2.0 * math.pi)
+
+    def setup(self):
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        if c.n_mels:
+            self.upsampler = ConditioningUpsampler(
+                strides=tuple(c.upsample_strides),
+                kernel_multiple=c.upsample_kernel_multiple,
+                dtype=dtype,
+            )
+        if c.num_speakers:
+            self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
+        self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
+
+    def conditioning(self, mel, speaker):
+        """Upsampled mel (B, frames * hop, n_mels) and speaker embedding (B, E), None where the
+        student is unconditioned."""
+        mel_up = self.upsampler(mel) if self.config.n_mels else None
+        speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
+        return mel_up, speaker_emb
+
+    def _affine(self, outputs: Array) -> tuple[Array, Array]:
+        """(shift, log-scale) of one flow from its (..., 2) outputs."""
+        c = self.config
+        offset = c.init_log_scale / self.num_flows
+        log_s = soft_clip(outputs[..., 1] + offset, c.flow_log_scale_min, c.flow_log_scale_max)
+        return outputs[..., 0], log_s
+
+    def __call__(
+        self, z: Array, mel: Array | None = None, speaker: Array | None = None
+    ) -> tuple[Array, Array, Array]:
+        """Transforms base noise into audio in one parallel pass.
+
+        Args:
+          z: (B, T) standard base noise.
+          mel: (B, frames, n_mels) with T = frames * hop, iff n_mels > 0.
+          speaker: int (B,), iff num_speakers > 0.
+
+        Returns:
+          (x, mu_tot, log_s_tot), each (B, T) float32: x_t = z_t exp(log_s_tot_t) + mu_tot_t,
+          with mu_tot_t and log_s_tot_t functions of z_<t only.
+        """
+        mel_up, speaker_emb = self.conditioning_checked(z.shape, mel, speaker)
+        return self.transform(z, mel_up, speaker_emb)
+
+    def conditioning_checked(self, z_shape, mel, speaker):
+        wavenet._check_inputs(self, z_shape, mel, speaker)
+        return self.conditioning(mel, speaker)
+
+    def transform(self, z, mel_up, speaker_emb):
+        """`__call__` after the conditioning."""
+        x = z.astype(jnp.float32)
+        mu_tot = jnp.zeros_like(x)
+        log_s_tot = jnp.zeros_like(x)
+        for flow in self.flows:
+            mu, log_s = self._affine(flow.network(x, mel_up, speaker_emb))
+            scale = jnp.exp(log_s)
+            x = x * scale + mu
+            mu_tot = mu_tot * scale + mu
+            log_s_tot = log_s_tot + log_s
+        return x, mu_tot, log_s_tot
+
+    def flow_step(self, k: int, cache, x_prev, mel_t, speaker_emb, t):
+        """Flow k's (shift, log-scale) at step t from its input at t - 1 and its cache."""
+        outputs, cache = self.flows[k].step(cache, x_prev, mel_t, speaker_emb, t)
+        mu, log_s = self._affine(outputs)
+        return mu, log_s, cache
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
+def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_samples=None):
+    """Audio (B, T) from fresh base noise in one parallel pass (jitted).
+
+    `num_samples` (T) is needed only without a mel; with one, T = frames * hop.
+    """
+    batch = wavenet._check_inputs(model, None, mel, speaker) or 1
+    length = mel.shape[1] * model.hop_length if mel is not None else num_samples
+    z = model.sample_base(rng, (batch, length))
+    return model.apply(_variables(params), z, mel, speaker)[0]
+
+
+def _variables(params) -> dict:
+    return wavenet._as_variables(params)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
+    """Recovers z from x = student(z) one step at a time.
+
+    Args:
+      model, params: the student.
+      x: (B, T) audio.
+      mel, speaker: the conditioning x was produced with.
+
+    Returns:
+      (z, log_s_tot), each (B, T): the noise, and the composed log-scale of every step (so
+      log p_S(x) = sum_t [log base(z_t) - log_s_tot_t]).
+    """
+    variables = _variables(params)
+    x = x.astype(jnp.float32)
+    batch, length = x.shape
+    mel_up, speaker_emb = model.apply(
+        variables, x.shape, mel, speaker, method=IAFStudent.conditioning_checked
+    )
+    mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)
+    configs = flow_configs(model.config)
+
+    def one_step(carry, inputs):
+        caches, prevs = carry
+        t, x_t, mel_t = inputs
+        y = x_t
+        log_s_t = jnp.zeros_like(x_t)
+        new_caches, new_prevs = list(caches), list(prevs)
+        # Undo the flows from the last: flow k maps x^{k-1}_t to x^k_t with (mu, s) computed
+        # from x^{k-1}_<t, which flow k's cache already holds.
+        for k in reversed(range(len(configs))):
+            mu, log_s, new_caches[k] = model.apply(
+                variables,
+                k,
+                caches[k],
+                prevs[k],
+                mel_t,
+                speaker_emb,
+                t,
+                method=IAFStudent.flow_step,
+            )
+            y = (y - mu) * jnp.exp(-log_s)
+            new_prevs[k] = y
+            log_s_t = log_s_t + log_s
+        return (tuple(new_caches), tuple(new_prevs)), (y, log_s_t)
+
+    caches = tuple(wavenet._zero_cache(fc, batch) for fc in configs)
+    prevs = tuple(jnp.zeros((batch,), jnp.float32) for _ in configs)
+    steps = (jnp.arange(length, dtype=jnp.int32), x.T, mel_steps)
+    _, (z, log_s) = lax.scan(one_step, (caches, prevs), steps)
+    return z.T, log_s.T
+
+
+def log_prob(model: IAFStudent, params, x: Array, mel=None, speaker=None) -> Array:
+    """log p_S(x) per utterance (B,), in nats, through the sequential inverse."""
+    z, log_s = inverse(model, params, x, mel, speaker)
+    return jnp.sum(model.base_log_prob(z) - log_s, axis=-1)
+
+
+def chunk_context(model: IAFStudent) -> tuple[int, int]:
+    """(left, right) mel frames a chunk needs around it to match the one-pass output exactly.
+
+    Left: the flows' total receptive field in frames, plus the upsampler's reach; right: the
+    upsampler's reach (each transposed-convolution stage's kernel spans kernel_multiple of its
+    input steps, so a sample sees at most that many frames on either side per stage).
+    """
+    reach = model.config.upsample_kernel_multiple * len(model.config.upsample_strides)
+    if not model.config.n_mels:
+        reach = 0
+    left = -(-model.receptive_field // model.hop_length) + reach
+    return left, reach
+
+
+def chunked_sample(
+    model: IAFStudent,
+    params,
+    z: Array,
+    mel: Array | None = None,
+    speaker: Array | None = None,
+    *,
+    chunk_frames: int,
+):
+    """The student's x for noise z, computed in chunks of `chunk_frames` mel frames.
+
+    Each chunk is computed with `chunk_context` frames of mel and noise around it and only its
+    own samples are kept, so the result equals `model.apply(params, z, mel, speaker)[0]` while
+    memory is bounded by the chunk plus its context. Without a mel, chunks are
+    `chunk_frames * hop` samples.
+    """
+    hop = model.hop_length
+    variables = _variables(params)
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    total = z.shape[1] // hop if mel is None else mel.shape[1]
+    if mel is not None and z.shape[1] != total * hop:
+        raise ValueError(
+            f"noise of shape {z.shape} must have frames x hop = {total} x {hop} samples"
+        )
+    if mel is None and z.shape[1] % hop:
+        total = -(-z.shape[1] // hop)
+    left, right = chunk_context(model)
+    apply = _apply_jit(model)
+    pieces = []
+    for start in range(0, total, chunk_frames):
+        stop = min(start + chunk_frames, total)
+        lo, hi = max(0, start - left), min(total, stop + right)
+        z_chunk = z[:, lo * hop : hi * hop]
+        mel_chunk = None if mel is None else mel[:, lo:hi]
+        x = apply(variables, z_chunk, mel_chunk, speaker)
+        pieces.append(x[:, (start - lo) * hop : (stop - lo) * hop])
+    return jnp.concatenate(pieces, axis=1)[:, : z.shape[1]]
+
+
+@functools.lru_cache(maxsize=8)
+def _apply_jit(model: IAFStudent):
+    return jax.jit(lambda variables, z, mel, speaker: model.apply(variables, z, mel, speaker)[0])

@@ -1,10 +1,13 @@
 """The whole vocoder pipeline on one corpus (by default the embedded espeak-ng corpus):
-build the data set, train the WaveNet teacher, evaluate it, and write a report.
+build the data set, train the WaveNet teacher, distill it into the Parallel WaveNet student,
+evaluate both, and write a report.
 
   python -m launch.pipeline --workdir=runs/espeak
 
-Each stage resumes: rerunning continues training from the latest checkpoint and re-evaluates.
-Any teacher config field can be overridden, e.g. --teacher_config.train.steps=500.
+Writes <workdir>/teacher, <workdir>/student (checkpoints, TensorBoard, eval_<step>/ with wavs,
+spectrograms and report.json) and <workdir>/report.md. Each stage resumes: rerunning continues
+training from the latest checkpoints and re-evaluates. Any config field can be overridden,
+e.g. --teacher_config.train.steps=500 --student_config.train.steps=300.
 """
 
 import os
@@ -23,26 +26,42 @@ config_flags.DEFINE_config_file(
     "Teacher config file[:variant].",
     lock_config=True,
 )
-flags.DEFINE_string("workdir", "runs/espeak", "Root of the run: teacher/ and report.md.")
-flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for generation speed.")
+config_flags.DEFINE_config_file(
+    "student_config",
+    "configs/student.py:espeak",
+    "Student config file[:variant]; its teacher_workdir is set to <workdir>/teacher.",
+    lock_config=True,
+)
+flags.DEFINE_string("workdir", "runs/espeak", "Root of the run: teacher/, student/, report.md.")
+flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher generation speed.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     common.prepare_process()
+    from pwavenet import distill
     from pwavenet import evaluate
     from pwavenet import report
     from pwavenet import teacher
 
     teacher_dir = os.path.join(FLAGS.workdir, "teacher")
-    logging.info("Stage 1/2: training the teacher in %s", teacher_dir)
+    student_dir = os.path.join(FLAGS.workdir, "student")
+    logging.info("Stage 1/4: training the teacher in %s", teacher_dir)
     teacher.train_and_evaluate(FLAGS.teacher_config, teacher_dir)
-    logging.info("Stage 2/2: evaluating the teacher")
+    logging.info("Stage 2/4: evaluating the teacher")
     teacher_report = evaluate.evaluate(
         teacher_dir, speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes)
     )
-    path = report.write_markdown(FLAGS.workdir, {"teacher": teacher_report})
+    logging.info("Stage 3/4: distilling the student in %s", student_dir)
+    student_config = FLAGS.student_config
+    student_config.teacher_workdir = teacher_dir
+    distill.train_and_evaluate(student_config, student_dir)
+    logging.info("Stage 4/4: evaluating the student against the teacher")
+    student_report = evaluate.evaluate(student_dir)
+    path = report.write_markdown(
+        FLAGS.workdir, {"teacher": teacher_report, "student": student_report}
+    )
     print(f"Report: {path}")
 
 

@@ -69,9 +69,15 @@ def log_mel_l1(config, generated: np.ndarray, reference: np.ndarray) -> np.ndarr
 
 
 def mel_comparison_image(
-    config, reference: np.ndarray, others: dict[str, np.ndarray], path: str | None = None
+    config,
+    reference: np.ndarray,
+    others: dict[str, np.ndarray],
+    path: str | None = None,
+    *,
+    models_as_rows: bool = False,
 ) -> np.ndarray:
-    """Rows of log-mel images (reference, then each entry of `others`) per utterance."""
+    """Log-mel images: per utterance a row with the reference, then each entry of `others`;
+    with `models_as_rows`, a row per model (reference first) and a column per utterance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,12 +89,13 @@ def mel_comparison_image(
         for k, v in columns.items()
     }
     n = reference.shape[0]
-    fig, axes = plt.subplots(n, len(columns), figsize=(4.5 * len(columns), 2.4 * n), squeeze=False)
+    rows, cols = (len(columns), n) if models_as_rows else (n, len(columns))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 2.4 * rows), squeeze=False)
     vmin = min(float(m.min()) for m in mels.values())
     vmax = max(float(m.max()) for m in mels.values())
     for i in range(n):
         for j, (name, m) in enumerate(mels.items()):
-            ax = axes[i, j]
+            ax = axes[j, i] if models_as_rows else axes[i, j]
             ax.imshow(m[i].T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma")
             ax.set_title(f"{name} #{i}", fontsize=9)
             ax.set_xlabel("frame")
@@ -140,11 +147,21 @@ def evaluate(
     speed_seconds: float = 0.5,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Evaluates the teacher checkpoint in `workdir`; returns the report it writes."""
+    """Evaluates the checkpoint in `workdir` (a teacher's, or a student's: then
+    `evaluate_student`); returns the report it writes."""
     from pwavenet import teacher
     import soundfile
 
     config = train.load_config(workdir)
+    if "teacher_workdir" in config:
+        return evaluate_student(
+            workdir,
+            step=step,
+            output_dir=output_dir,
+            num_utterances=num_utterances,
+            max_seconds=max_seconds,
+            seed=seed,
+        )
     model = teacher.build_model(config)
     params, step = train.restore_params(workdir, step)
     out = output_dir or os.path.join(workdir, f"eval_{step}")
@@ -194,6 +211,140 @@ def evaluate(
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / sr,
         "generation_speed": speed,
+        "files": sorted(os.listdir(out)),
+    }
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    logging.info("Evaluation of %s step %d: %s", workdir, step, json.dumps(report))
+    return report
+
+
+def _timed(fn, repeats: int = 2) -> float:
+    """Best wall time of `repeats` calls after one compiling call."""
+    jax.block_until_ready(fn())
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def evaluate_student(
+    workdir: str,
+    *,
+    step: int | None = None,
+    output_dir: str | None = None,
+    num_utterances: int | None = None,
+    max_seconds: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Student vs teacher vs reference on validation mels; writes `<workdir>/eval_<step>/`:
+
+    report.json   the log-mel L1 of the student's and of the teacher's audio to the
+                  reference; the teacher's NLL (nats/sample) of the student's samples, of
+                  the teacher's own samples and of the real audio; the distillation terms
+                  (KL, cross-entropy, entropy, power loss) on these mels; the speed of
+                  student synthesis (one parallel pass) and of the teacher's cached
+                  generation on the same mels, and their ratio
+    reference_<i>.wav, teacher_<i>.wav, student_<i>.wav
+    mels.png      three rows of log-mel spectrograms: reference, teacher, student
+    """
+    import soundfile
+
+    from pwavenet import distill
+    from pwavenet import iaf
+    from pwavenet import teacher as teacher_lib
+
+    config = train.load_config(workdir)
+    student = distill.build_student(config)
+    params, step = train.restore_params(workdir, step)
+    teacher = distill.load_teacher(config.teacher_workdir)
+    out = output_dir or os.path.join(workdir, f"eval_{step}")
+    os.makedirs(out, exist_ok=True)
+    utterances = input_pipeline.validation_utterances(
+        config,
+        num_utterances=num_utterances or config.eval.num_utterances,
+        max_seconds=max_seconds or config.eval.max_seconds,
+    )
+    reference = utterances["audio"]
+    mel, speaker = teacher_lib.model_inputs(config, utterances)
+    t_mel, t_speaker = teacher_lib.model_inputs(teacher.config, utterances)
+    rng = jax.random.PRNGKey(seed)
+
+    student_fn = lambda: iaf.sample(student, params, rng, mel, speaker)  # noqa: E731
+    teacher_gen = _generate_jit(teacher.model)
+    teacher_fn = lambda: teacher_gen(  # noqa: E731
+        teacher.params, rng, t_mel, t_speaker, reference.shape[1]
+    )
+    student_audio = np.asarray(student_fn())
+    teacher_audio = np.asarray(teacher_fn())
+    student_seconds = _timed(student_fn)
+    teacher_seconds = _timed(teacher_fn, repeats=1)
+    samples = reference.size
+
+    forced = jax.jit(lambda x: teacher.model.apply({"params": teacher.params}, x, t_mel, t_speaker))
+    dist = teacher.model.distribution
+
+    def teacher_nll(x):
+        return float(wavenet.negative_log_likelihood(forced(jnp.asarray(x)), x, dist))
+
+    distiller = distill.make_distiller(config, student, teacher)
+    batch = {k: jnp.asarray(utterances[k]) for k in ("audio", "mel", "speaker")}
+    rngs = jax.random.split(jax.random.PRNGKey(seed + 1), reference.shape[0])
+    terms = jax.jit(lambda p, tp, b, r: distiller.losses(p, tp, b, r)[1])(
+        params, teacher.params, batch, rngs
+    )
+
+    sr = config.mel.sample_rate
+    for i in range(reference.shape[0]):
+        for name, x in (
+            ("reference", reference),
+            ("teacher", teacher_audio),
+            ("student", student_audio),
+        ):
+            soundfile.write(
+                os.path.join(out, f"{name}_{i}.wav"), np.clip(x[i], -1, 1), sr, subtype="PCM_16"
+            )
+    mel_comparison_image(
+        config,
+        reference,
+        {"teacher": teacher_audio, "student": student_audio},
+        os.path.join(out, "mels.png"),
+        models_as_rows=True,
+    )
+    student_l1 = log_mel_l1(config, student_audio, reference)
+    teacher_l1 = log_mel_l1(config, teacher_audio, reference)
+    unrelated = (
+        log_mel_l1(config, np.roll(reference, 1, axis=0), reference)
+        if reference.shape[0] > 1
+        else np.full(1, np.nan)
+    )
+    report = {
+        "workdir": workdir,
+        "kind": "student",
+        "step": int(step),
+        "variant": config.get("variant", ""),
+        "teacher_workdir": config.teacher_workdir,
+        "teacher_step": int(teacher.step),
+        "num_utterances": int(reference.shape[0]),
+        "seconds_per_utterance": reference.shape[1] / sr,
+        "log_mel_l1_student": float(np.mean(student_l1)),
+        "log_mel_l1_teacher": float(np.mean(teacher_l1)),
+        "log_mel_l1_between_references": float(np.mean(unrelated)),
+        "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
+        "teacher_nll_of_student_audio": teacher_nll(student_audio),
+        "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
+        "teacher_nll_of_real_audio": teacher_nll(reference),
+        "distillation": {k: float(v) for k, v in terms.items()},
+        "speed": {
+            "batch_size": int(reference.shape[0]),
+            "student_samples_per_second": samples / student_seconds,
+            "teacher_samples_per_second": samples / teacher_seconds,
+            "student_real_time_factor": student_seconds / (samples / sr),
+            "teacher_real_time_factor": teacher_seconds / (samples / sr),
+            "student_over_teacher": teacher_seconds / student_seconds,
+        },
         "files": sorted(os.listdir(out)),
     }
     with open(os.path.join(out, "report.json"), "w") as f:

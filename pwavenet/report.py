@@ -6,33 +6,71 @@ import os
 from typing import Any
 
 
+def _teacher_section(r: dict[str, Any], eval_dir: str) -> list[str]:
+    lines = [
+        "| metric | value |",
+        "| --- | --- |",
+        f"| validation NLL | {r['validation_nll']:.4f} nats/sample "
+        f"({r['validation_bits_per_sample']:.3f} bits) |",
+        f"| log-mel L1, generated vs reference | {r['log_mel_l1']:.3f} |",
+        f"| log-mel L1, reference vs another reference | "
+        f"{r['log_mel_l1_between_references']:.3f} |",
+    ]
+    for s in r["generation_speed"]:
+        lines.append(
+            f"| generation, batch {s['batch_size']} | {s['samples_per_second']:,.0f} "
+            f"samples/s (real-time factor {s['real_time_factor']:.2f}) |"
+        )
+    lines += ["", f"![spectrograms]({eval_dir}/mels.png)", ""]
+    for i in range(r["num_utterances"]):
+        lines.append(
+            f"- utterance {i}: [reference]({eval_dir}/reference_{i}.wav), "
+            f"[generated]({eval_dir}/generated_{i}.wav)"
+        )
+    return lines
+
+
+def _student_section(r: dict[str, Any], eval_dir: str) -> list[str]:
+    d, s = r["distillation"], r["speed"]
+    lines = [
+        "| metric | value |",
+        "| --- | --- |",
+        f"| log-mel L1, student vs reference | {r['log_mel_l1_student']:.3f} |",
+        f"| log-mel L1, teacher vs reference | {r['log_mel_l1_teacher']:.3f} |",
+        f"| student / teacher spectral distance | {r['student_to_teacher_l1_ratio']:.3f} |",
+        f"| log-mel L1, reference vs another reference | "
+        f"{r['log_mel_l1_between_references']:.3f} |",
+        f"| teacher NLL of student audio | {r['teacher_nll_of_student_audio']:.3f} nats/sample |",
+        f"| teacher NLL of teacher audio | {r['teacher_nll_of_teacher_audio']:.3f} nats/sample |",
+        f"| teacher NLL of real audio | {r['teacher_nll_of_real_audio']:.3f} nats/sample |",
+        f"| KL(student, teacher) estimate | {d['kl']:.3f} nats/sample |",
+        f"| power loss | {d.get('power_loss', float('nan')):.4f} |",
+        f"| student synthesis, batch {s['batch_size']} | "
+        f"{s['student_samples_per_second']:,.0f} samples/s (real-time factor "
+        f"{s['student_real_time_factor']:.4f}) |",
+        f"| teacher generation, same mels | {s['teacher_samples_per_second']:,.0f} samples/s "
+        f"(real-time factor {s['teacher_real_time_factor']:.3f}) |",
+        f"| student speed / teacher speed | {s['student_over_teacher']:.1f}x |",
+        "",
+        f"![spectrograms: reference, teacher, student]({eval_dir}/mels.png)",
+        "",
+    ]
+    for i in range(r["num_utterances"]):
+        lines.append(
+            f"- utterance {i}: [reference]({eval_dir}/reference_{i}.wav), "
+            f"[teacher]({eval_dir}/teacher_{i}.wav), [student]({eval_dir}/student_{i}.wav)"
+        )
+    return lines
+
+
 def write_markdown(root: str, reports: dict[str, dict[str, Any]]) -> str:
     """Writes `<root>/report.md` from evaluation reports keyed by model name; returns its path."""
     lines = ["# pwavenet run report", ""]
     for name, r in reports.items():
         eval_dir = os.path.relpath(os.path.join(r["workdir"], f"eval_{r['step']}"), root)
-        lines += [
-            f"## {name} (step {r['step']}, variant {r.get('variant') or 'custom'})",
-            "",
-            "| metric | value |",
-            "| --- | --- |",
-            f"| validation NLL | {r['validation_nll']:.4f} nats/sample "
-            f"({r['validation_bits_per_sample']:.3f} bits) |",
-            f"| log-mel L1, generated vs reference | {r['log_mel_l1']:.3f} |",
-            f"| log-mel L1, reference vs another reference | "
-            f"{r['log_mel_l1_between_references']:.3f} |",
-        ]
-        for s in r["generation_speed"]:
-            lines.append(
-                f"| generation, batch {s['batch_size']} | {s['samples_per_second']:,.0f} "
-                f"samples/s (real-time factor {s['real_time_factor']:.2f}) |"
-            )
-        lines += ["", f"![spectrograms]({eval_dir}/mels.png)", ""]
-        for i in range(r["num_utterances"]):
-            lines.append(
-                f"- utterance {i}: [reference]({eval_dir}/reference_{i}.wav), "
-                f"[generated]({eval_dir}/generated_{i}.wav)"
-            )
+        lines += [f"## {name} (step {r['step']}, variant {r.get('variant') or 'custom'})", ""]
+        section = _student_section if r.get("kind") == "student" else _teacher_section
+        lines += section(r, eval_dir)
         lines.append("")
     path = os.path.join(root, "report.md")
     with open(path, "w") as f:

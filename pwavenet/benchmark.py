@@ -20,6 +20,12 @@ Scenarios (model shapes are fixed; do not change them, add new scenarios instead
                     80-bin mel upsampled by 256; batch 2 x 7680 samples
   teacher_generate  cached autoregressive sampling with that model, 1 s of audio at 22.05 kHz,
                     at batch 1 and batch 16
+  distill_step      one optimizer step of distillation: a frozen Gaussian WaveNet teacher of
+                    2 cycles x 10 layers, kernel 2, 64/128/64, and a Gaussian-base IAF student
+                    of 6 flows x 10 layers, kernel 3, 64/128/64, sharing the teacher's frozen
+                    upsampler; closed-form KL + regularizer + STFT magnitude loss (3
+                    resolutions); batch 2 x 7680 samples
+  student_generate  that student synthesizing 1 s of audio at batch 1 (one parallel pass)
 """
 
 from __future__ import annotations
@@ -189,9 +195,125 @@ def _row(name: str, samples: int, flops: float, seconds: float) -> Row:
     )
 
 
+def distill_teacher_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
+    c = teacher_model_config(scan_unroll)
+    c.output = "gaussian"
+    c.log_scale_min = -7.0
+    c.num_cycles = 2
+    c.layers_per_cycle = 10
+    c.kernel_size = 2
+    return c
+
+
+def student_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
+    """The benchmark student: 6 Gaussian-base flows x 10 layers, kernel 3, 64/128/64."""
+    return ml_collections.ConfigDict(
+        dict(
+            base="gaussian",
+            flow_layers=(10,) * 6,
+            layers_per_cycle=10,
+            kernel_size=3,
+            residual_channels=64,
+            gate_channels=128,
+            skip_channels=64,
+            n_mels=N_MELS,
+            upsample_strides=(16, 16),
+            upsample_kernel_multiple=2,
+            cond_channels=0,
+            num_speakers=0,
+            speaker_embedding_dim=16,
+            init_log_scale=-3.0,
+            flow_log_scale_min=-7.0,
+            flow_log_scale_max=3.0,
+            output_init_scale=0.01,
+            dtype="float32",
+            remat=False,
+            scan_unroll=scan_unroll,
+        )
+    )
+
+
+def _distiller(student, teacher):
+    from pwavenet import distill
+
+    config = ml_collections.ConfigDict(
+        dict(
+            kl="closed_form",
+            num_draws=1,
+            log_scale_min=-7.0,
+            regularizer_weight=4.0,
+            power_weight=1.0,
+            stft_resolutions=((1024, 256, 1024), (512, 128, 512), (256, 64, 256)),
+            contrastive_weight=0.0,
+        )
+    )
+    return distill.Distiller(
+        student=student,
+        teacher_dist=teacher.distribution,
+        teacher_fn=lambda tp, x, b: teacher.apply({"params": tp}, x, b["mel"]),
+        config=config,
+        upsampler="frozen",
+    )
+
+
+def distill_step(repeats: int = 5) -> list[Row]:
+    from pwavenet import iaf
+
+    teacher = wavenet.WaveNet(distill_teacher_config())
+    x, mel = _teacher_inputs(2, 7680 // HOP)
+    teacher_params = teacher.init(jax.random.PRNGKey(2), x, mel)["params"]
+    tx = optax.adam(1e-3)
+
+    def make_step(student, teacher):
+        distiller = _distiller(student, teacher)
+
+        def step(params, opt_state, teacher_params, batch, rngs):
+            grads, metrics = jax.grad(
+                lambda p: distiller.losses(p, teacher_params, batch, rngs), has_aux=True
+            )(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, metrics["loss"]
+
+        return step
+
+    student = iaf.IAFStudent(student_model_config())
+    params = student.init(jax.random.PRNGKey(4), x, mel)["params"]
+    params = dict(params, upsampler=teacher_params["upsampler"])
+    opt_state = tx.init(params)
+    batch = {"audio": x, "mel": mel}
+    rngs = jax.random.split(jax.random.PRNGKey(5), 2)
+    args = (params, opt_state, teacher_params, batch, rngs)
+    step = jax.jit(make_step(student, teacher))
+    seconds = time_median(lambda: step(*args), repeats)
+    counted = make_step(
+        iaf.IAFStudent(student_model_config(scan_unroll=1)),
+        wavenet.WaveNet(distill_teacher_config(scan_unroll=2)),
+    )
+    flops = compiled_flops(counted, *args)
+    return [_row("distill_step", x.size, flops, seconds)]
+
+
+def student_generate(repeats: int = 5) -> list[Row]:
+    from pwavenet import iaf
+
+    student = iaf.IAFStudent(student_model_config())
+    frames = math.ceil(SAMPLE_RATE / HOP)
+    x, mel = _teacher_inputs(1, frames)
+    params = student.init(jax.random.PRNGKey(4), x, mel)["params"]
+
+    def synth(params, mel):
+        return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
+
+    seconds = time_median(lambda: synth(params, mel), repeats)
+    flops = compiled_flops(synth, params, mel)
+    return [_row("student_generate", x.size, flops, seconds)]
+
+
 SCENARIOS: dict[str, Callable[[], list[Row]]] = {
     "teacher_train": teacher_train,
     "teacher_generate": teacher_generate,
+    "distill_step": distill_step,
+    "student_generate": student_generate,
 }
 
 

@@ -29,7 +29,9 @@ model.init_log_scale / K, so the untrained student is close to x = z * exp(init_
 noise at roughly the level of speech rather than of the unit-scale base.
 
 Conditioning: the mel is upsampled once (`upsampler`, the same module and parameter layout as
-the teacher's, so the distillation job can copy the teacher's weights in) and shared by every
+the teacher's, so the distillation job can copy the teacher's weights in), optionally
+projected to model.cond_channels by one shared 1x1 (`cond_proj`; a low-rank factorization of
+the per-layer projections that cuts their cost by n_mels / cond_channels), and shared by every
 flow; each flow's layers have their own 1x1 projections of it and of the speaker embedding.
 """
 
@@ -120,7 +122,8 @@ class IAFStudent(nn.Module):
     Attributes:
       config: the `model` ConfigDict of configs/student.py (stored frozen).
 
-    Parameter subtrees: `upsampler` (n_mels > 0; the teacher's layout), `speaker_embedding`
+    Parameter subtrees: `upsampler` (n_mels > 0; the teacher's layout), `cond_proj`
+    (model.cond_channels > 0), `speaker_embedding`
     (num_speakers > 0), `flows_<k>` (each a WaveNet with output 'affine').
     """
 
@@ -180,14 +183,22 @@ class IAFStudent(nn.Module):
                 kernel_multiple=c.upsample_kernel_multiple,
                 dtype=dtype,
             )
+            if c.get("cond_channels"):
+                self.cond_proj = nn.Dense(c.cond_channels, use_bias=False, dtype=dtype)
         if c.num_speakers:
             self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
         self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
 
     def conditioning(self, mel, speaker):
-        """Upsampled mel (B, frames * hop, n_mels) and speaker embedding (B, E), None where the
-        student is unconditioned."""
-        mel_up = self.upsampler(mel) if self.config.n_mels else None
+        """Upsampled mel (B, frames * hop, C) and speaker embedding (B, E), None where the
+        student is unconditioned. C = model.cond_channels if set (one shared 1x1 projection
+        of the upsampled mel, so each layer's own projection is C x G rather than
+        n_mels x G), else n_mels."""
+        mel_up = None
+        if self.config.n_mels:
+            mel_up = self.upsampler(mel)
+            if self.config.get("cond_channels"):
+                mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
         return mel_up, speaker_emb
 

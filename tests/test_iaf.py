@@ -1,0 +1,273 @@
+"""Tests for pwavenet.iaf, the Parallel WaveNet student.
+
+Each claim is checked against an independent computation: the inverse against the forward pass,
+the composed affine map and its log-determinant against autodiff Jacobians (and numpy's
+slogdet), causality against the Jacobians' supports, the analytic entropy against a Monte Carlo
+estimate through the sequential inverse, and chunked synthesis against the one-pass forward.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from pwavenet import iaf
+
+HOP = 8  # upsample_strides (4, 2)
+
+
+def _config(base="logistic", **overrides):
+    config = ml_collections.ConfigDict(
+        dict(
+            base=base,
+            flow_layers=(3, 3),
+            layers_per_cycle=3,
+            kernel_size=2,
+            residual_channels=8,
+            gate_channels=16,
+            skip_channels=8,
+            n_mels=4,
+            upsample_strides=(4, 2),
+            upsample_kernel_multiple=2,
+            num_speakers=3,
+            speaker_embedding_dim=4,
+            init_log_scale=-2.0,
+            flow_log_scale_min=-7.0,
+            flow_log_scale_max=3.0,
+            output_init_scale=0.3,
+            dtype="float32",
+            remat=False,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def _random_params(model, seed=1):
+    """Parameters filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3 for
+    vectors), as in test_wavenet: no zero biases, so every path of every flow is live and the
+    flows' shifts and scales vary strongly with their inputs. Shapes come from `eval_shape`,
+    which compiles nothing."""
+    args = (jnp.zeros((1, HOP)), jnp.zeros((1, 1, model.config.n_mels)), jnp.zeros((1,), jnp.int32))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
+    rng = np.random.default_rng(seed)
+
+    def fill(leaf):
+        std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
+        return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
+
+    return jax.tree.map(fill, shapes)
+
+
+def _conditioning(batch, frames, seed=0):
+    rng = np.random.default_rng(seed)
+    mel = jnp.asarray(rng.normal(size=(batch, frames, 4)), jnp.float32)
+    speaker = jnp.asarray(np.arange(batch) % 3, jnp.int32)
+    return mel, speaker
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(model, params, z, mel, speaker):
+    """(x, mu_tot, log_s_tot) in one parallel pass; one compilation per model and shape."""
+    return model.apply({"params": params}, z, mel, speaker)
+
+
+LENGTH = 4 * HOP  # T of the sampled sequences
+NUM_SAMPLES = 256  # rows of each independent batch of noise
+
+
+@pytest.fixture(scope="module", params=["logistic", "gaussian"])
+def sampled(request):
+    """The student of one base, and two independent batches of NUM_SAMPLES noise sequences
+    z_a, z_b pushed through it under the same conditioning (row i of each batch gets mel i % 2
+    and speaker i % 3), with the sequential inverse run on x_b."""
+    model = iaf.IAFStudent(_config(request.param))
+    params = _random_params(model)
+    mel2, _ = _conditioning(batch=2, frames=LENGTH // HOP)
+    rows = np.arange(NUM_SAMPLES)
+    mel = mel2[rows % 2]
+    speaker = jnp.asarray(rows % 3, jnp.int32)
+    k_a, k_b = jax.random.split(jax.random.key(11))
+    z_a = model.sample_base(k_a, (NUM_SAMPLES, LENGTH))
+    z_b = model.sample_base(k_b, (NUM_SAMPLES, LENGTH))
+    _, _, log_s_a = _forward(model, params, z_a, mel, speaker)
+    x_b, mu_b, log_s_b = _forward(model, params, z_b, mel, speaker)
+    z_back, log_s_back = iaf.inverse(model, params, x_b, mel, speaker)
+    return dict(
+        model=model,
+        params=params,
+        mel=mel,
+        speaker=speaker,
+        log_s_a=np.asarray(log_s_a),
+        z_b=np.asarray(z_b),
+        x_b=np.asarray(x_b),
+        mu_b=np.asarray(mu_b),
+        log_s_b=np.asarray(log_s_b),
+        z_back=np.asarray(z_back),
+        log_s_back=np.asarray(log_s_back),
+        log_prob_b=np.asarray(iaf.log_prob(model, params, x_b, mel, speaker), np.float64),
+    )
+
+
+# ------------------------------------------------------------------ inverse and density
+
+
+def test_inverse_recovers_the_noise_and_log_prob_is_the_change_of_variables(sampled):
+    """Independent computations: the forward pass (x from z) inverted by the sequential
+    one-step inverse; x against the composed affine map from the returned (mu_tot, log_s_tot);
+    log_prob against sum(base_log_prob(z)) - sum(log_s_tot) from the forward pass, with the
+    base log density itself checked against scipy."""
+    s = sampled
+    model, z, x, mu, log_s = s["model"], s["z_b"], s["x_b"], s["mu_b"], s["log_s_b"]
+    # The flows are far from a constant affine map: their shift and scale vary along time.
+    assert np.std(log_s) > 0.1 and np.std(mu) > 0.05
+
+    np.testing.assert_allclose(x, z * np.exp(log_s) + mu, rtol=1e-5, atol=1e-6)
+    # float32: the one-step path sums in another order than the parallel pass, and each
+    # step's rounding error reaches later steps through the flows' caches (amplified by 1/S,
+    # up to e^3 here). Typical errors are ~1e-6 with a tail near ~1e-3 for large |z|; a wrong
+    # cache or an off-by-one shift gives errors of order 1.
+    np.testing.assert_allclose(s["z_back"], z, rtol=1e-3, atol=1e-3)
+    assert np.median(np.abs(s["z_back"] - z)) < 1e-5
+    np.testing.assert_allclose(s["log_s_back"], log_s, atol=1e-3)
+
+    from scipy import stats
+
+    dist = stats.logistic if model.config.base == "logistic" else stats.norm
+    base = np.asarray(model.base_log_prob(jnp.asarray(z)))
+    np.testing.assert_allclose(base, dist.logpdf(z.astype(np.float64)), atol=1e-5)
+    expected = np.sum(dist.logpdf(z.astype(np.float64)) - log_s, axis=-1)
+    np.testing.assert_allclose(s["log_prob_b"], expected, rtol=1e-4, atol=1e-2)
+
+
+# ------------------------------------------------------------------ Jacobians
+
+
+@pytest.fixture(scope="module")
+def jacobians():
+    """Autodiff Jacobians of (x, mu_tot, log_s_tot) w.r.t. z for one example of T = 24
+    (3 mel frames; longer than the receptive field, 16, so its lower edge is visible). The base
+    only matters for sampling and densities, so one (logistic) student serves."""
+    model = iaf.IAFStudent(_config("logistic"))
+    params = _random_params(model)
+    mel, speaker = _conditioning(batch=1, frames=3)
+    z = model.sample_base(jax.random.key(5), (1, 3 * HOP))
+    f = lambda z: model.apply({"params": params}, z, mel, speaker)
+    outputs = _forward(model, params, z, mel, speaker)
+    jacs = jax.jit(jax.jacfwd(f))(z)  # each (1, T, 1, T): [0, t, 0, s] = d out_t / d z_s
+    names = ("x", "mu", "log_s")
+    values = {n: np.asarray(o)[0] for n, o in zip(names, outputs)}
+    return model, values, {n: np.asarray(j)[0, :, 0, :] for n, j in zip(names, jacs)}
+
+
+def test_jacobian_is_lower_triangular_with_the_scales_on_its_diagonal(jacobians):
+    """dx/dz from forward-mode autodiff: zero above the diagonal, exp(log_s_tot) on it, and
+    numpy's slogdet of the full matrix equals sum(log_s_tot) (the log-determinant the density
+    uses)."""
+    _, values, jac = jacobians
+    dx = jac["x"].astype(np.float64)
+    length = dx.shape[0]
+    assert np.all(np.triu(dx, k=1) == 0.0)
+    np.testing.assert_allclose(np.diag(dx), np.exp(values["log_s"]), rtol=1e-5)
+    sign, logdet = np.linalg.slogdet(dx)
+    assert sign == 1.0
+    np.testing.assert_allclose(logdet, np.sum(values["log_s"]), rtol=1e-5, atol=1e-4)
+    # Not merely diagonal: x_t depends on the past noise through the flows.
+    assert np.count_nonzero(np.tril(dx, k=-1)) > length * (length - 1) // 4
+
+
+def test_shift_and_scale_depend_only_on_past_noise_within_the_receptive_field(jacobians):
+    """d mu_tot_t / dz and d log_s_tot_t / dz from autodiff are strictly lower triangular (no
+    dependence on z_t or later), non-zero below the diagonal, and for the last step supported
+    on exactly z_{t - R}, ..., z_{t - 1} with R = model.receptive_field."""
+    model, _, jac = jacobians
+    for name in ("mu", "log_s"):
+        j = jac[name]
+        length = j.shape[0]
+        assert np.all(np.triu(j) == 0.0), f"{name}_t depends on z_t or later"
+        assert np.count_nonzero(np.tril(j, k=-1)) > length * (length - 1) // 4
+        support = np.flatnonzero(j[-1])
+        r = model.receptive_field
+        np.testing.assert_array_equal(support, np.arange(length - 1 - r, length - 1))
+
+
+# ------------------------------------------------------------------ entropy
+
+
+def test_analytic_entropy_matches_monte_carlo_through_the_inverse(sampled):
+    """H(p_S) = E_z[sum_t log_s_tot_t] + T H(base) (the analytic form distillation uses), from
+    the batch z_a, against the Monte Carlo mean of -log p_S(x) with log p_S from the sequential
+    inverse, on the independent batch x_b = student(z_b) under the same per-row conditioning
+    (so both means estimate the same average entropy). Tolerance: 4 standard errors of the
+    difference of two independent means, sqrt((var_a + var_b) / n) from the sample variances
+    (which include the spread between conditionings, so they only overstate the error)."""
+    s = sampled
+    model, n = s["model"], NUM_SAMPLES
+    analytic = np.sum(s["log_s_a"].astype(np.float64), axis=-1) + LENGTH * model.base_entropy()
+    neg_log_p = -s["log_prob_b"]
+
+    tolerance = 4.0 * math.sqrt((analytic.var() + neg_log_p.var()) / n)
+    assert abs(analytic.mean() - neg_log_p.mean()) < tolerance, (
+        analytic.mean(),
+        neg_log_p.mean(),
+        tolerance,
+    )
+    # The tolerance is tight enough to see a base entropy wrong by 0.1 nats a step (a missing
+    # or doubled log-scale term would be off by ~2 nats a step).
+    assert tolerance < 0.1 * LENGTH
+    # The base entropy constant itself, against scipy.
+    from scipy import stats
+
+    dist = stats.logistic if model.config.base == "logistic" else stats.norm
+    np.testing.assert_allclose(model.base_entropy(), dist.entropy(), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ chunked synthesis
+
+
+def test_chunked_synthesis_equals_one_pass_and_needs_its_context(monkeypatch):
+    """chunked_sample against the one-pass forward on the same noise; then the same chunks
+    computed with no left or no right context (chunk_context patched) differ, so the context is
+    what makes them agree."""
+    model = iaf.IAFStudent(_config("logistic"))
+    params = _random_params(model, seed=2)
+    frames, chunk = 24, 8  # chunks [0, 8), [8, 16), [16, 24); the middle one has full context
+    left, right = iaf.chunk_context(model)
+    assert (left, right) == (math.ceil(model.receptive_field / HOP) + 4, 4)
+    assert frames > chunk + left + right  # several chunks with full context on both sides
+    mel, speaker = _conditioning(batch=2, frames=frames, seed=3)
+    z = model.sample_base(jax.random.key(7), (2, frames * HOP))
+    one_pass = np.asarray(_forward(model, params, z, mel, speaker)[0])
+
+    chunked = np.asarray(iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=chunk))
+    assert chunked.shape == one_pass.shape
+    np.testing.assert_allclose(chunked, one_pass, atol=1e-5, rtol=1e-5)
+
+    for context in [(0, 0), (0, right), (left, 0)]:
+        monkeypatch.setattr(iaf, "chunk_context", lambda m, c=context: c)
+        cut = np.asarray(iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=chunk))
+        error = np.max(np.abs(cut - one_pass))
+        assert error > 1e-3 * np.max(np.abs(one_pass)), (context, error)
+
+    with pytest.raises(ValueError, match="chunk_frames"):
+        iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=0)
+
+
+# ------------------------------------------------------------------ config errors
+
+
+def test_bad_configs_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"flow_layers\[1\]=4.*multiple of model.layers_per_cycle=3"):
+        iaf.IAFStudent(_config(flow_layers=(3, 4)))
+    with pytest.raises(ValueError, match=r"model.base='laplace'.*logistic.*gaussian"):
+        iaf.IAFStudent(_config("laplace"))
+    with pytest.raises(ValueError, match="flow_layers is empty"):
+        iaf.IAFStudent(_config(flow_layers=()))
+    with pytest.raises(ValueError, match="init_log_scale"):
+        iaf.IAFStudent(_config(init_log_scale=-20.0))  # -10 per flow, below the clamp at -7
+    # A flow shorter than one cycle is allowed (one short cycle): its field is 2^2 = 4.
+    assert iaf.IAFStudent(_config(flow_layers=(2, 3))).flow_receptive_fields == (4, 8)

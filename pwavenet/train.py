@@ -13,9 +13,12 @@ resumed run continues the same streams.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -300,6 +303,53 @@ class Writer:
 # ----------------------------------------------------------------------------- the loop
 
 
+class Preempted(SystemExit):
+    """Raised by `fit` after SIGTERM once the current step's checkpoint is saved; exit code 0,
+    so a job manager sees a clean exit and the rerun resumes from that step."""
+
+    def __init__(self, step: int, workdir: str):
+        super().__init__(0)
+        self.step = step
+        self.workdir = workdir
+
+
+class _PreemptionNotice:
+    """Turns SIGTERM (what cloud VMs send before preempting) into a flag the loop polls.
+
+    Single process: the flag is local. Several processes: they must stop at the same step to
+    save collectively, so the loop asks JAX's coordination service
+    (`multihost_utils.reached_preemption_sync_point`), which turns one host's SIGTERM into an
+    agreed step for all.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.received = True
+        logging.warning("SIGTERM received: saving a checkpoint after this step, then exiting.")
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            with contextlib.suppress(Exception):  # no preemption service: fall back to local
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+        return self.received
+
+
 @dataclasses.dataclass
 class Job:
     """What a model contributes to the shared loop.
@@ -356,8 +406,40 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     frozen = () if job.frozen is None else (jax_utils.replicate(job.frozen),)
     eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
     state = jax_utils.replicate(state)
-    batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
 
+    last: dict[str, float] = {}
+    with _PreemptionNotice() as preemption:
+        last = _loop(
+            config,
+            workdir,
+            job,
+            state,
+            ckpt,
+            writer,
+            train_step,
+            eval_step,
+            frozen,
+            start,
+            preemption,
+        )
+    return last
+
+
+def _save(ckpt, state, step: int) -> None:
+    host_state = first_replica(state)
+    if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_state.params)):
+        raise FloatingPointError(
+            f"Parameters are not finite at step {step}; not saving them. The latest "
+            f"checkpoint (step {ckpt.latest_step()}) is intact."
+        )
+    ckpt.save(step, args=ocp.args.StandardSave(host_state))
+
+
+def _loop(
+    config, workdir, job, state, ckpt, writer, train_step, eval_step, frozen, start, preemption
+):
+    train_config = config.train
+    batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
     last: dict[str, float] = {}
     t0, last_step = time.time(), start
     for step in range(start + 1, train_config.steps + 1):
@@ -408,14 +490,17 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
             last.update({f"eval_{k}": v for k, v in eval_metrics.items()})
         if job.summaries and (step % train_config.audio_every == 0 or step == train_config.steps):
             job.summaries(writer, step, first_replica(state.ema_params))
-        if step % train_config.checkpoint_every == 0 or step == train_config.steps:
-            host_state = first_replica(state)
-            if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_state.params)):
-                raise FloatingPointError(
-                    f"Parameters are not finite at step {step}; not saving them. The latest "
-                    f"checkpoint (step {ckpt.latest_step()}) is intact."
-                )
-            ckpt.save(step, args=ocp.args.StandardSave(host_state))
+        stop = preemption.reached(step)
+        if step % train_config.checkpoint_every == 0 or step == train_config.steps or stop:
+            _save(ckpt, state, step)
+        if stop and step < train_config.steps:
+            ckpt.wait_until_finished()
+            ckpt.close()
+            writer.flush()
+            logging.warning(
+                "Preempted: saved step %d in %s; rerun the same command to resume.", step, workdir
+            )
+            raise Preempted(step, workdir)
     ckpt.wait_until_finished()
     ckpt.close()
     writer.flush()

@@ -10,7 +10,7 @@ One forward pass, for a batch of mels (and speakers) and the real audio they cam
      - cross-entropy, 'monte_carlo': for every step N draws x_t^n = M_t + S_t eps_n
        (reparameterized, so gradients reach M and S) scored under the teacher's step-t
        distribution; they cost distribution evaluations only, no teacher passes. A 16-bit MoL
-       teacher is scored as a density: its bin mass at x (centred on x) over the bin width;
+       teacher is scored as the continuous mixture of logistics it discretizes;
      - 'closed_form' (Gaussian student base and Gaussian teacher): the per-step Gaussian KL,
        with both log-scales floored at distill.log_scale_min, plus the regularizer
        distill.regularizer_weight * (log S_t - log s_T,t)^2 (ClariNet).
@@ -18,9 +18,11 @@ One forward pass, for a batch of mels (and speakers) and the real audio they cam
   4. The power loss: the mean squared difference of STFT magnitudes (not squared, not log)
      of x and the real audio, averaged over the configured resolutions. It is what keeps the
      student from whispering: the KL alone is satisfied by too little energy in voiced sounds.
-  5. Optionally the contrastive term: the KL against the teacher under another example's mel
-     (the batch rolled by one), subtracted with weight distill.contrastive_weight, so that
-     the student's output must depend on its own conditioning.
+  5. Optionally the contrastive term: the KL against the teacher under mismatched
+     conditioning (each example's mel rolled by half its length in time, its speaker id
+     advanced by one; per example, so independent of the device layout), subtracted with
+     weight distill.contrastive_weight, so that the student's output must depend on its own
+     conditioning.
 
 loss = kl + regularizer_weight * regularizer + power_weight * power - contrastive_weight *
 contrastive_kl; every term is logged on its own.
@@ -29,7 +31,6 @@ contrastive_kl; every term is logged on its own.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
@@ -88,7 +89,14 @@ def power_loss(x: Array, reference: Array, resolutions) -> Array:
 def teacher_log_density(dist, params: Array, x: Array) -> Array:
     """log p_T(x) as a density in x, differentiable in x, for the continuous or MoL teacher."""
     if isinstance(dist, distributions.DiscretizedMixtureOfLogistics):
-        return dist.log_prob(params, x, quantize=False) - math.log(dist.bin_width)
+        # The continuous mixture of logistics the 16-bit distribution discretizes. (The bin
+        # mass over the bin width would match it inside (-1, 1), but the edge bins hold the
+        # tails: scored that way the density would not integrate to one, and the KL could
+        # be driven negative by samples outside [-1, 1].)
+        log_weights, means, log_scales = dist.split_params(params)
+        z = (x[..., None] - means) * jnp.exp(-log_scales)
+        log_pdf = jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z) - log_scales
+        return jax.scipy.special.logsumexp(log_weights + log_pdf, axis=-1)
     if isinstance(dist, distributions.MuLawCategorical):
         raise ValueError(
             "a mu-law softmax teacher cannot be distilled: its probability is piecewise "
@@ -188,6 +196,17 @@ class Distiller:
         z, eps = jax.vmap(one)(rngs)
         return z, (None if eps is None else jnp.swapaxes(eps, 0, 1))
 
+    def mismatched(self, batch):
+        """Each example's conditioning, made wrong: its mel rolled by half its frames along
+        time (another stretch of speech) and its speaker id advanced by one. Built from the
+        example alone, so the term is the same however the batch is split over devices."""
+        out = dict(batch)
+        if "mel" in batch:
+            out["mel"] = jnp.roll(batch["mel"], batch["mel"].shape[1] // 2, axis=1)
+        if "speaker" in batch and self.student.config.num_speakers > 1:
+            out["speaker"] = (batch["speaker"] + 1) % self.student.config.num_speakers
+        return out
+
     def losses(self, params, teacher_params, batch, rngs) -> tuple[Array, dict[str, Array]]:
         """(loss, metrics) for a batch {'audio', 'mel', 'speaker'} with one key per example."""
         c = self.config
@@ -217,12 +236,11 @@ class Distiller:
         if c.power_weight:
             metrics["power_loss"] = power_loss(x, audio, c.stft_resolutions)
             loss = loss + c.power_weight * metrics["power_loss"]
-        if c.contrastive_weight and audio.shape[0] > 1:
-            rolled = {k: jnp.roll(v, 1, axis=0) for k, v in batch.items()}
+        if c.contrastive_weight:
             mismatched = kl_terms(
                 mu_tot,
                 log_s_tot,
-                self.teacher_fn(teacher_params, x, rolled),
+                self.teacher_fn(teacher_params, x, self.mismatched(batch)),
                 self.teacher_dist,
                 self.student,
                 eps,
@@ -383,7 +401,7 @@ def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
     return train.Job(
         init_params=lambda rng: init_params(student, config, rng, teacher.params),
         loss_fn=loss_fn,
-        train_batches=datasets.train,
+        train_batches=datasets.train_from,
         eval_fn=eval_fn,
         eval_batches=lambda: datasets.eval(config.train.eval_batches),
         summaries=summaries,

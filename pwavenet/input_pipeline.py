@@ -37,7 +37,7 @@ raises ValueError naming it.
 Training: per-process slice of the split (tfds.split_for_jax_process), shuffled files and
 examples (seeded by config.seed and the process index), repeated forever, random crops drawn
 from stateless seeds (seed, example counter): the stream is a deterministic function of the
-config and the process index.
+config and the process index, and `Datasets.train_from(step)` resumes it exactly at a batch.
 """
 
 from __future__ import annotations
@@ -370,8 +370,11 @@ def train_dataset(
     process_count: int,
     batch_size: int,
     dropped: DroppedUtterances,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
-    """Infinite stream of training batches for one process (see the module docstring)."""
+    """Infinite stream of training batches for one process (see the module docstring),
+    from its batch `start_batch` on: the examples before it are skipped before their mels are
+    computed, so resuming at step N costs reading N batches' records, not computing them."""
     crop_frames = config.data.crop_samples // config.mel.hop_length
     split = tfds.split_for_jax_process(
         resolve_split(config, config.data.train_split),
@@ -382,7 +385,11 @@ def train_dataset(
     ds = _utterances(builder, config, split, shuffle_seed=seed)
     ds = ds.filter(dropped.keep).repeat()
     ds = ds.shuffle(config.data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate()
+    if start_batch:
+        ds = ds.skip(start_batch * batch_size)
+    features = _features(config.mel)
+    ds = ds.map(lambda i, ex: (i, features(ex)), num_parallel_calls=tf.data.AUTOTUNE)
 
     def random_crop(index, example):
         frames = tf.shape(example["mel"])[0]
@@ -395,7 +402,7 @@ def train_dataset(
         )
         return _crop(example, start, crop_frames, config.mel)
 
-    ds = ds.enumerate().map(random_crop, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(random_crop, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
@@ -436,6 +443,9 @@ class Datasets:
     """What `create_datasets` returns.
 
     train: iterator of per-process training batches (None when built with train=False).
+    train_from(step): the same stream from batch `step` on: the batches a run that has done
+      `step` steps has not seen yet, so a resumed run sees exactly what an uninterrupted one
+      would.
     eval(num_batches=None): a fresh iterator of validation batches, identical on every call;
       with num_batches it yields exactly that many (cycling the split when it is smaller),
       so that every process runs the same number of collective eval steps.
@@ -447,6 +457,7 @@ class Datasets:
     info: DataInfo
     dropped: DroppedUtterances
     batch_size: int
+    train_from: Callable[[int], Iterator[Batch]] | None = None
 
 
 def create_datasets(
@@ -497,10 +508,10 @@ def create_datasets(
         batch_size=batch_size,
         dropped=dropped,
     )
-    train_iter = None
-    if train:
-        train_iter = _numpy_batches(
-            train_dataset(config, builder, **kwargs),
+
+    def train_from(step: int) -> Iterator[Batch]:
+        return _numpy_batches(
+            train_dataset(config, builder, start_batch=step, **kwargs),
             dropped,
             endless=lambda: (
                 f"The training split {config.data.train_split!r} of {config.data.name} gave "
@@ -509,6 +520,8 @@ def create_datasets(
                 f"({len(dropped)} dropped as shorter)."
             ),
         )
+
+    train_iter = train_from(0) if train else None
     eval_ds = eval_dataset(config, builder, **kwargs)
 
     def eval_batches(num_batches: int | None = None) -> Iterator[Batch]:
@@ -527,7 +540,12 @@ def create_datasets(
         config.train.batch_size,
     )
     return Datasets(
-        train=train_iter, eval=eval_batches, info=info, dropped=dropped, batch_size=batch_size
+        train=train_iter,
+        eval=eval_batches,
+        info=info,
+        dropped=dropped,
+        batch_size=batch_size,
+        train_from=train_from if train else None,
     )
 
 

@@ -95,7 +95,7 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
     return train.Job(
         init_params=lambda rng: init_params(model, config, rng),
         loss_fn=loss_fn,
-        train_batches=datasets.train,
+        train_batches=datasets.train_from,
         eval_fn=eval_fn,
         eval_batches=lambda: datasets.eval(config.train.eval_batches),
         summaries=summaries,

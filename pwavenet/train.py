@@ -5,10 +5,13 @@ a pure train step `jax.pmap`ped over local devices with `axis_name='batch'` (gra
 metrics averaged with `lax.pmean`), orbax checkpoints with automatic resume, TensorBoard
 summaries written by process 0 only, and a progress line with throughput and ETA.
 
-Randomness inside a step is one key per example, `fold_in(fold_in(state.rng, step), i)` for the
-example's index i in the global batch: it does not depend on how the batch is split over devices
-and hosts, so 8 devices draw what 1 device draws. The data order is a function of the seed, so a
-resumed run continues the same streams.
+A resumed run continues exactly where the interrupted one was: the state (params, EMA,
+optimizer, RNG, step) comes from the checkpoint and the data stream restarts at the batch of
+the restored step (`Job.train_batches` as a function of the step).
+
+Randomness inside a step is one key per example, `fold_in(fold_in(state.rng, step), i)` for
+the example's index i in the global batch: it does not depend on how the batch is split over
+devices and hosts, so 8 devices draw what 1 device draws.
 """
 
 from __future__ import annotations
@@ -363,7 +366,9 @@ class Job:
 
     init_params: Callable[[jax.Array], PyTree]
     loss_fn: Callable
-    train_batches: Iterator[Batch]
+    # Training batches: an iterator, or a function of the first step's index returning one
+    # (`input_pipeline.Datasets.train_from`), which makes a resumed run exact.
+    train_batches: Iterator[Batch] | Callable[[int], Iterator[Batch]]
     eval_fn: Callable | None = None
     eval_batches: Callable[[], Iterable[Batch]] | None = None
     summaries: Callable[[Writer, int, PyTree], None] | None = None
@@ -439,11 +444,15 @@ def _loop(
     config, workdir, job, state, ckpt, writer, train_step, eval_step, frozen, start, preemption
 ):
     train_config = config.train
-    batches = jax_utils.prefetch_to_device(map(shard, job.train_batches), 2)
+    stream = job.train_batches(start) if callable(job.train_batches) else job.train_batches
+    batches = jax_utils.prefetch_to_device(map(shard, stream), 2)
     last: dict[str, float] = {}
     t0, last_step = time.time(), start
     for step in range(start + 1, train_config.steps + 1):
         state, metrics = train_step(state, next(batches), *frozen)
+        # Polled once per step; a SIGTERM skips this step's evaluation and summaries.
+        stop = preemption.reached(step)
+        last_step_or_stop = step == train_config.steps or stop
         if step % train_config.log_every == 0 or step == train_config.steps:
             last = {k: float(v) for k, v in first_replica(metrics).items()}
             elapsed = max(time.time() - t0, 1e-9)
@@ -477,7 +486,9 @@ def _loop(
                     f"config.train.learning_rate (now {train_config.learning_rate}), check the "
                     "data, or raise config.train.max_skipped_in_a_row."
                 )
-        if eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
+        if stop:
+            pass
+        elif eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
             eval_metrics = evaluate_metrics(
                 eval_step, state.ema_params, job.eval_batches(), *frozen
             )
@@ -488,10 +499,13 @@ def _loop(
                 "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
             )
             last.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-        if job.summaries and (step % train_config.audio_every == 0 or step == train_config.steps):
+        if (
+            job.summaries
+            and not stop
+            and (step % train_config.audio_every == 0 or step == train_config.steps)
+        ):
             job.summaries(writer, step, first_replica(state.ema_params))
-        stop = preemption.reached(step)
-        if step % train_config.checkpoint_every == 0 or step == train_config.steps or stop:
+        if step % train_config.checkpoint_every == 0 or last_step_or_stop:
             _save(ckpt, state, step)
         if stop and step < train_config.steps:
             ckpt.wait_until_finished()

@@ -1,0 +1,552 @@
+"""Tests for pwavenet.distill: the distillation objective and the distillation job.
+
+Each claim is checked against an independent computation: the STFT against numpy's FFT of
+hand-framed, Hann-windowed frames; the closed-form Gaussian KL against a numpy Monte Carlo
+estimate; the Monte Carlo KL against its exact value by quadrature (zero for a teacher that is
+the student's own conditional, computed through the sequential inverse); learning against the
+starting KL; the pmapped step against the single-device step; the job against its own
+checkpoints.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+import re
+import shutil
+
+from flax import jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy import integrate, signal, stats
+
+from configs import student as student_config
+from configs import teacher as teacher_config
+from pwavenet import distill
+from pwavenet import distributions
+from pwavenet import iaf
+from pwavenet import teacher as teacher_lib
+from pwavenet import train
+
+# ------------------------------------------------------------------ helpers
+
+
+def _iaf_config(base):
+    """The small student of tests/test_iaf.py: two 3-layer flows, hop 8, 4 mels, 3 speakers."""
+    return ml_collections.ConfigDict(
+        dict(
+            base=base,
+            flow_layers=(3, 3),
+            layers_per_cycle=3,
+            kernel_size=2,
+            residual_channels=8,
+            gate_channels=16,
+            skip_channels=8,
+            n_mels=4,
+            upsample_strides=(4, 2),
+            upsample_kernel_multiple=2,
+            num_speakers=3,
+            speaker_embedding_dim=4,
+            init_log_scale=-2.0,
+            flow_log_scale_min=-7.0,
+            flow_log_scale_max=3.0,
+            output_init_scale=0.3,
+            dtype="float32",
+            remat=False,
+        )
+    )
+
+
+def _random_params(module, *args, seed=1):
+    """Parameters filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3 for
+    vectors): a random model with every path live. `eval_shape` compiles nothing."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), *args)["params"]
+    rng = np.random.default_rng(seed)
+
+    def fill(leaf):
+        std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
+        return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
+
+    return jax.tree.map(fill, shapes)
+
+
+def _batch(batch, frames, hop, n_mels, num_speakers, seed=0):
+    """{'audio', 'mel', 'speaker'} as numpy: quiet sines (the power loss's reference), random
+    mels and speakers."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames * hop)
+    amplitude = rng.uniform(0.05, 0.1, (batch, 1))
+    return {
+        "audio": (amplitude * np.sin(2 * np.pi * t / 16.0)).astype(np.float32),
+        "mel": rng.normal(-4.0, 1.0, (batch, frames, n_mels)).astype(np.float32),
+        "speaker": rng.integers(0, num_speakers, batch).astype(np.int32),
+    }
+
+
+# ------------------------------------------------------------------ STFT and power loss
+
+
+def _numpy_stft_magnitude(x, n_fft, hop, win_length):
+    """|rfft| of frames taken by hand, each multiplied by scipy's periodic Hann window."""
+    window = signal.get_window("hann", win_length, fftbins=True)
+    frames = [
+        x[..., start : start + win_length] * window
+        for start in range(0, x.shape[-1] - win_length + 1, hop)
+    ]
+    spectrum = np.fft.rfft(np.stack(frames, axis=-2), n=n_fft, axis=-1)
+    return np.sqrt(np.abs(spectrum) ** 2 + 1e-9)
+
+
+def test_stft_magnitude_and_power_loss_against_numpy():
+    """Independent computation: numpy's rfft of hand-framed frames with scipy's periodic Hann
+    window (win_length < n_fft exercises the zero padding); the power loss against the numpy
+    mean over resolutions of the mean squared magnitude difference."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 300)).astype(np.float32)
+    y = rng.normal(size=(2, 300)).astype(np.float32)
+    resolutions = ((64, 16, 48), (32, 8, 32))
+    for r in resolutions:
+        got = np.asarray(distill.stft_magnitude(jnp.asarray(x), *r))
+        expected = _numpy_stft_magnitude(x.astype(np.float64), *r)
+        assert got.shape == (2, 1 + (300 - r[2]) // r[1], r[0] // 2 + 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    assert float(distill.power_loss(jnp.asarray(x), jnp.asarray(x), resolutions)) == 0.0
+    expected_loss = np.mean(
+        [
+            np.mean((_numpy_stft_magnitude(x, *r) - _numpy_stft_magnitude(y, *r)) ** 2)
+            for r in resolutions
+        ]
+    )
+    got_loss = float(distill.power_loss(jnp.asarray(x), jnp.asarray(y), resolutions))
+    assert got_loss > 0
+    np.testing.assert_allclose(got_loss, expected_loss, rtol=1e-4)
+
+    with pytest.raises(ValueError, match="win_length=128 exceeds n_fft=64"):
+        distill.stft_magnitude(jnp.asarray(x), 64, 16, 128)
+    with pytest.raises(ValueError, match="300 samples is shorter than the STFT window \\(512\\)"):
+        distill.stft_magnitude(jnp.asarray(x), 512, 128, 512)
+
+
+# ------------------------------------------------------------------ KL terms
+
+
+def test_closed_form_gaussian_kl_matches_monte_carlo():
+    """kl_terms(method='closed_form') against a numpy Monte Carlo KL: draws from the student's
+    per-step Gaussian, log q - log p with scipy's normal log density, both log-scales floored at
+    log_scale_min (set to -0.5 so the floor binds for some steps). r_n = the mean over steps of
+    draw n's log ratio are i.i.d. over n with mean the closed form; tolerance 4 std(r) /
+    sqrt(N)."""
+    rng = np.random.default_rng(3)
+    shape, floor = (2, 64), -0.5
+    mu_s, mu_t = rng.normal(0.0, 0.5, shape), rng.normal(0.0, 0.5, shape)
+    log_s_s, log_s_t = rng.uniform(-1.0, 0.5, shape), rng.uniform(-1.0, 0.5, shape)
+    student = iaf.IAFStudent(_iaf_config("gaussian"))
+    gaussian = distributions.get_distribution("gaussian", log_scale_min=-7.0)
+    terms = distill.kl_terms(
+        jnp.asarray(mu_s, jnp.float32),
+        jnp.asarray(log_s_s, jnp.float32),
+        jnp.asarray(np.stack([mu_t, log_s_t], -1), jnp.float32),
+        gaussian,
+        student,
+        None,
+        method="closed_form",
+        log_scale_min=floor,
+    )
+    sd_s, sd_t = np.exp(np.maximum(log_s_s, floor)), np.exp(np.maximum(log_s_t, floor))
+    draws = 4000
+    x = mu_s + sd_s * rng.standard_normal((draws, *shape))
+    log_ratio = stats.norm.logpdf(x, mu_s, sd_s) - stats.norm.logpdf(x, mu_t, sd_t)
+    r = log_ratio.mean(axis=(1, 2))
+    tolerance = 4.0 * r.std() / math.sqrt(draws)
+    assert abs(float(terms["kl"]) - r.mean()) < tolerance, (float(terms["kl"]), r.mean())
+    assert tolerance < 0.05 * r.mean()  # the check resolves the KL to a few percent
+
+    entropy = np.mean(log_s_s) + 0.5 * math.log(2 * math.pi * math.e)
+    np.testing.assert_allclose(terms["entropy"], entropy, rtol=1e-5)
+    np.testing.assert_allclose(terms["cross_entropy"], terms["kl"] + entropy, rtol=1e-5)
+    regularizer = np.mean((np.maximum(log_s_s, floor) - np.maximum(log_s_t, floor)) ** 2)
+    np.testing.assert_allclose(terms["regularizer"], regularizer, rtol=1e-5)
+
+
+def test_kl_method_choice_and_refusals():
+    gaussian = distributions.get_distribution("gaussian")
+    logistic_student = iaf.IAFStudent(_iaf_config("logistic"))
+    gaussian_student = iaf.IAFStudent(_iaf_config("gaussian"))
+    auto = ml_collections.ConfigDict(dict(kl="auto"))
+    assert distill.kl_method(auto, gaussian_student, gaussian) == "closed_form"
+    assert distill.kl_method(auto, logistic_student, gaussian) == "monte_carlo"
+    mol = distributions.get_distribution("mol", num_mixtures=3)
+    assert distill.kl_method(auto, gaussian_student, mol) == "monte_carlo"
+    closed = ml_collections.ConfigDict(dict(kl="closed_form"))
+    with pytest.raises(ValueError, match="model.base='gaussian'.*'logistic'.*Gaussian"):
+        distill.kl_method(closed, logistic_student, gaussian)
+    with pytest.raises(ValueError, match="distill.kl='exact'"):
+        distill.kl_method(ml_collections.ConfigDict(dict(kl="exact")), gaussian_student, gaussian)
+    with pytest.raises(ValueError, match="mu-law softmax teacher cannot be distilled"):
+        distill.teacher_log_density(distributions.get_distribution("mulaw"), None, None)
+
+
+def test_mol_teacher_density_inside_the_bins_is_the_logistic_density():
+    """Away from the edge bins, a 16-bit MoL teacher scored with teacher_log_density is its
+    continuous mixture's density (bin mass of a width-w bin centred at x, over w), against
+    scipy's logistic pdf mixture."""
+    mol = distributions.get_distribution("mol", num_mixtures=2, log_scale_min=-9.0)
+    weights, means, scales = np.array([0.3, 0.7]), np.array([-0.2, 0.4]), np.array([0.1, 0.3])
+    params = jnp.asarray(np.concatenate([np.log(weights), means, np.log(scales)]), jnp.float32)
+    x = np.linspace(-0.99, 0.99, 101)
+    got = distill.teacher_log_density(mol, jnp.broadcast_to(params, (x.size, 6)), jnp.asarray(x))
+    expected = np.log(np.sum(weights * stats.logistic.pdf(x[:, None], means, scales), axis=-1))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_mol_teacher_density_integrates_to_one():
+    """teacher_log_density must be a density in x: a single logistic (mean 0, scale 0.5) scored
+    as a 16-bit MoL teacher integrates to 1 - P(|X| > 4) = 0.99933 over [-4, 4] (trapezoid on
+    a 5e-5 grid; the interior is smooth, so the rule's error is far below the 1e-2 tolerance)."""
+    mol = distributions.get_distribution("mol", num_mixtures=1, log_scale_min=-9.0)
+    params = jnp.asarray([0.0, 0.0, math.log(0.5)], jnp.float32)
+    x = np.linspace(-4.0, 4.0, 160_001)
+    log_p = distill.teacher_log_density(
+        mol, jnp.broadcast_to(params, (x.size, 3)), jnp.asarray(x, jnp.float32)
+    )
+    integral = np.trapezoid(np.exp(np.asarray(log_p, np.float64)), x)
+    assert abs(integral - (1.0 - 2.0 * stats.logistic.sf(8.0))) < 1e-2, integral
+
+
+# ------------------------------------------------------------------ Monte Carlo KL: self-teacher
+
+
+def _base_log_pdf(base):
+    return stats.logistic.logpdf if base == "logistic" else stats.norm.logpdf
+
+
+def _shift_kl_moments(base, shift):
+    """Mean and variance, over eps ~ base, of -log base(eps - shift) - H(base): one draw's
+    Monte Carlo KL between the student's step distribution and the same distribution shifted
+    by `shift` scales. The mean is the exact KL (0 for shift 0). By quadrature."""
+    dist = stats.logistic if base == "logistic" else stats.norm
+    f = lambda e: -_base_log_pdf(base)(e - shift) - dist.entropy()
+    mean = integrate.quad(lambda e: f(e) * dist.pdf(e), -60, 60, limit=200)[0]
+    second = integrate.quad(lambda e: f(e) ** 2 * dist.pdf(e), -60, 60, limit=200)[0]
+    return mean, second - mean**2
+
+
+@pytest.mark.parametrize("base", ["logistic", "gaussian"])
+def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
+    """The teacher is the student itself: teacher_fn inverts x to z (iaf.inverse), runs the
+    student forward on z and returns its (mu_tot, log_s_tot) -- plus `shift` scales on the mean,
+    the shift being the teacher's "parameters". With shift 0 the cross-entropy draws cost
+    -log base(eps) + log S, so the Monte Carlo KL is the base entropy's MC error: its mean is 0
+    and its standard error sqrt(Var(-log base(eps)) / (N B T)), the variance by quadrature. With
+    shift 2 its mean is the exact KL between the base and the base shifted by 2 (quadrature;
+    2 for the Gaussian). Tolerances: 4 standard errors."""
+    model = iaf.IAFStudent(_iaf_config(base))
+    batch_size, frames, draws = 2, 4, 64
+    batch = {k: jnp.asarray(v) for k, v in _batch(batch_size, frames, 8, 4, 3, seed=1).items()}
+    params = _random_params(
+        model, jnp.zeros((1, 8)), jnp.zeros((1, 1, 4)), jnp.zeros((1,), jnp.int32)
+    )
+
+    def teacher_fn(shift, x, batch):
+        z, _ = iaf.inverse(model, params, x, batch["mel"], batch["speaker"])
+        _, mu, log_s = model.apply({"params": params}, z, batch["mel"], batch["speaker"])
+        return jnp.stack([mu + shift * jnp.exp(log_s), log_s], axis=-1)
+
+    distiller = distill.Distiller(
+        student=model,
+        teacher_dist=distributions.get_distribution(base, log_scale_min=-20.0),
+        teacher_fn=teacher_fn,
+        config=ml_collections.ConfigDict(
+            dict(
+                kl="monte_carlo",
+                num_draws=draws,
+                log_scale_min=-20.0,
+                regularizer_weight=0.0,
+                power_weight=0.0,
+                stft_resolutions=(),
+                contrastive_weight=0.0,
+            )
+        ),
+        upsampler="own",
+    )
+    losses = jax.jit(lambda shift, rngs: distiller.losses(params, shift, batch, rngs)[1])
+    rngs = jax.random.split(jax.random.key(4), batch_size)
+    n = draws * batch_size * frames * 8
+
+    zero = losses(0.0, rngs)
+    _, variance = _shift_kl_moments(base, 0.0)
+    tolerance = 4.0 * math.sqrt(variance / n)
+    assert abs(float(zero["kl"])) < tolerance, (float(zero["kl"]), tolerance)
+
+    shifted = losses(2.0, rngs)
+    exact, variance = _shift_kl_moments(base, 2.0)
+    if base == "gaussian":
+        np.testing.assert_allclose(exact, 2.0, rtol=1e-6)  # shift^2 / 2
+    assert abs(float(shifted["kl"]) - exact) < 4.0 * math.sqrt(variance / n)
+    assert exact > 10 * tolerance  # a wrong teacher is far outside the zero test's tolerance
+    np.testing.assert_allclose(shifted["entropy"], zero["entropy"])  # analytic, teacher-free
+
+
+# ------------------------------------------------------------------ training steps
+
+
+@pytest.fixture(scope="module")
+def gaussian_teacher_setup():
+    """A random tiny WaveNet teacher with a Gaussian output (configs/teacher.py:tiny's model),
+    the tiny student (configs/student.py:tiny: logistic base, so a Monte Carlo KL; its upsampler
+    the teacher's, frozen), the job's Distiller (distill.make_distiller), a fixed batch of 8, and
+    the single-device train step."""
+    tconfig = teacher_config.get_config("tiny")
+    tconfig.model.output = "gaussian"
+    tconfig.model.log_scale_min = -7.0
+    tmodel = teacher_lib.build_model(tconfig)
+    hop, n_mels = tconfig.mel.hop_length, tconfig.mel.n_mels
+    tparams = _random_params(
+        tmodel, jnp.zeros((1, hop)), jnp.zeros((1, 1, n_mels)), jnp.zeros((1,), jnp.int32)
+    )
+    teacher = distill.Teacher(tconfig, tmodel, tparams, 0, "")
+
+    config = student_config.get_config("tiny")
+    config.distill.stft_resolutions = ((64, 16, 64), (32, 8, 32))
+    config.distill.power_weight = 0.1
+    config.train.steps = 30
+    config.train.learning_rate = 3e-3
+    student = distill.build_student(config)
+    params = jax.jit(functools.partial(distill.init_params, student, config))(
+        jax.random.key(0), tparams
+    )
+    distiller = distill.make_distiller(config, student, teacher)
+    assert distiller.method == "monte_carlo"
+    tx, schedule = train.create_optimizer(config.train)
+
+    def loss_fn(params, batch, rngs, frozen):
+        return distiller.losses(params, frozen, batch, rngs)
+
+    single = train.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False, with_frozen=True)
+    batch = _batch(8, 2, hop, n_mels, tconfig.model.num_speakers)
+    return dict(
+        params=params,
+        tparams=tparams,
+        tx=tx,
+        schedule=schedule,
+        loss_fn=loss_fn,
+        single=single,
+        batch=batch,
+    )
+
+
+def _fresh_state(setup, rng, params=None):
+    params = setup["params"] if params is None else params
+    return train.create_train_state(rng, jax.tree.map(jnp.copy, params), setup["tx"])
+
+
+def test_distillation_steps_reduce_the_kl(gaussian_teacher_setup):
+    """30 train steps (train.make_train_step, frozen teacher) on a fixed batch against the
+    starting point: the KL on a fixed evaluation noise, different from the training noise,
+    falls by more than half. The evaluation runs the same compiled step on a fresh state
+    whose key is fixed and reads its metrics (computed before the update). The KL stays
+    positive, and the frozen upsampler stays exactly the teacher's weights."""
+    s = gaussian_teacher_setup
+    step, batch, frozen = s["single"], s["batch"], s["tparams"]
+
+    def evaluate(params):
+        # A new key every time: the step donates the state, rng included.
+        return float(step(_fresh_state(s, jax.random.PRNGKey(99), params), batch, frozen)[1]["kl"])
+
+    before = evaluate(s["params"])
+    state = _fresh_state(s, jax.random.PRNGKey(1))
+    for _ in range(30):
+        state, metrics = step(state, batch, frozen)
+        assert np.isfinite(float(metrics["loss"]))
+    after = evaluate(state.params)
+    assert after < 0.5 * before, (before, after)
+    # A KL is >= 0: a student that drove the estimate below zero would be exploiting an
+    # unnormalized teacher density, not matching the teacher (the fixed-noise estimate of
+    # several nats here is far from 0 compared with its Monte Carlo error over 4096 draws).
+    assert after > 0.0, after
+    jax.tree.map(
+        np.testing.assert_array_equal, state.params["upsampler"], s["tparams"]["upsampler"]
+    )
+
+
+@pytest.mark.slow
+def test_pmapped_distillation_step_equals_a_single_device_step(gaussian_teacher_setup):
+    """One step over 8 devices (one example each) against one step on one device from the same
+    state and batch: per-example keys give both layouts the same noise, so the loss, its KL and
+    power terms, the gradient norm, the updated parameters and EMA, and Adam's moments (which
+    after one step are 0.1 g and 0.001 g^2: the averaged gradient itself) agree to float
+    tolerance. (One step: the pmapped step compiles again on its second call.)"""
+    s = gaussian_teacher_setup
+    assert jax.local_device_count() == 8
+    batch, frozen = s["batch"], s["tparams"]
+    state1, metrics1 = s["single"](_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
+    multi = train.make_train_step(
+        s["loss_fn"], s["tx"], s["schedule"], 0.9, pmap=True, with_frozen=True
+    )
+    state8 = jax_utils.replicate(_fresh_state(s, jax.random.PRNGKey(2)))
+    state8, metrics8 = multi(state8, train.shard(batch), jax_utils.replicate(frozen))
+    state8, metrics8 = train.first_replica(state8), train.first_replica(metrics8)
+    for name in ("loss", "kl", "power_loss", "entropy", "grad_norm"):
+        np.testing.assert_allclose(metrics8[name], metrics1[name], rtol=1e-4, err_msg=name)
+    trees = [(state8.params, state1.params), (state8.ema_params, state1.ema_params)]
+    adam8, adam1 = state8.opt_state[1][0], state1.opt_state[1][0]
+    trees += [(adam8.mu, adam1.mu), (adam8.nu, adam1.nu)]
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(adam1.mu)) > 0
+    for tree8, tree1 in trees:
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), tree8, tree1
+        )
+
+
+def test_contrastive_loss_does_not_depend_on_the_device_layout():
+    """The pmapped step's loss is the mean over devices of the losses on each device's examples;
+    with 8 devices and 8 examples that is the mean of the 8 one-example losses. With the
+    contrastive term on, it must equal the loss of the whole batch on one device, as it does for
+    every other term. Teacher: a Gaussian whose mean follows the example's mel (its mean over
+    channels, held for a frame) and speaker, so the mismatched conditioning changes it and the
+    contrastive KL is large."""
+    model = iaf.IAFStudent(_iaf_config("gaussian"))
+    params = _random_params(
+        model, jnp.zeros((1, 8)), jnp.zeros((1, 1, 4)), jnp.zeros((1,), jnp.int32)
+    )
+
+    def teacher_fn(_, x, batch):
+        mean = jnp.repeat(0.1 * jnp.mean(batch["mel"] + 4.0, axis=-1), 8, axis=1)
+        mean = mean + 0.05 * batch["speaker"][:, None]
+        return jnp.stack([mean, jnp.full_like(mean, -2.0)], axis=-1)
+
+    distiller = distill.Distiller(
+        student=model,
+        teacher_dist=distributions.get_distribution("gaussian"),
+        teacher_fn=teacher_fn,
+        config=ml_collections.ConfigDict(
+            dict(
+                kl="closed_form",
+                num_draws=0,
+                log_scale_min=-7.0,
+                regularizer_weight=0.0,
+                power_weight=0.0,
+                stft_resolutions=(),
+                contrastive_weight=0.5,
+            )
+        ),
+        upsampler="own",
+    )
+    batch = {k: jnp.asarray(v) for k, v in _batch(8, 2, 8, 4, 3, seed=2).items()}
+    rngs = jax.random.split(jax.random.key(0), 8)
+    losses = jax.jit(lambda b, r: distiller.losses(params, None, b, r))
+    whole, metrics = losses(batch, rngs)
+    # The term is on and matters: the mismatched KL is well above the matched one.
+    assert float(metrics["contrastive_kl"]) > float(metrics["kl"]) + 0.1, metrics
+    np.testing.assert_allclose(whole, metrics["kl"] - 0.5 * metrics["contrastive_kl"], rtol=1e-6)
+    per_device = [
+        float(losses({k: v[i : i + 1] for k, v in batch.items()}, rngs[i : i + 1])[0])
+        for i in range(8)
+    ]
+    np.testing.assert_allclose(np.mean(per_device), float(whole), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the job
+
+
+@pytest.fixture(scope="module")
+def teacher_workdir(tmp_path_factory):
+    """A tiny MoL teacher (configs/teacher.py:tiny) trained for 1 step on the small espeak
+    corpus by the shared loop (train.fit on teacher.make_job's job, less its evaluation and
+    audio summaries, which tests/test_teacher_job.py covers), with the data directory."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    config = teacher_config.get_config("tiny")
+    config.data.data_dir = data_dir
+    config.train.steps = 1
+    model = teacher_lib.build_model(config)
+    job = teacher_lib.make_job(config, model)
+    job = dataclasses.replace(
+        job,
+        init_params=jax.jit(job.init_params),
+        eval_fn=None,
+        eval_batches=None,
+        summaries=None,
+    )
+    workdir = str(tmp_path_factory.mktemp("teacher"))
+    train.fit(config, workdir, job)
+    return workdir, data_dir
+
+
+def _student_config(teacher_workdir, data_dir, **overrides):
+    config = student_config.get_config("tiny")
+    config.teacher_workdir = teacher_workdir
+    config.data.data_dir = data_dir
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def test_the_job_refuses_a_student_that_does_not_match_the_teacher(teacher_workdir, tmp_path):
+    """Mismatched features and missing teachers are refused before anything is trained or
+    written, naming the field and both values, or the teacher workdir."""
+    workdir, data_dir = teacher_workdir
+    out = str(tmp_path / "student")
+    hop = _student_config(
+        workdir, data_dir, **{"mel.hop_length": 128, "model.upsample_strides": (16, 8)}
+    )
+    with pytest.raises(ValueError, match=r"mel.hop_length: teacher 64, student 128"):
+        distill.train_and_evaluate(hop, out)
+    mels = _student_config(workdir, data_dir, **{"mel.n_mels": 8})
+    assert mels.model.n_mels == 8  # linked to mel.n_mels
+    with pytest.raises(ValueError, match=r"mel.n_mels: teacher 16, student 8"):
+        distill.train_and_evaluate(mels, out)
+    assert not os.path.exists(out)
+
+    with pytest.raises(ValueError, match="config.teacher_workdir is empty"):
+        distill.train_and_evaluate(_student_config("", data_dir), out)
+    missing = str(tmp_path / "no_teacher")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"teacher_workdir='{missing}' does not")):
+        distill.train_and_evaluate(_student_config(missing, data_dir), out)
+    empty = tmp_path / "empty_teacher"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(empty)) + ".*not a training workdir"):
+        distill.train_and_evaluate(_student_config(str(empty), data_dir), out)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.slow
+def test_distillation_job_trains_checkpoints_and_resumes(teacher_workdir, tmp_path):
+    """The job end to end on the tiny configs: one step (no warmup, so it moves the weights)
+    writes a checkpoint and the config and returns finite train and eval metrics; asked for a
+    second step at learning rate 0, it resumes from the saved state: its parameters are exactly
+    the step-1 ones and its EMA (decay 0.9) is 0.9 ema_1 + 0.1 params_1, recomputed from the
+    step-1 checkpoint. A run started over would leave both at the initial parameters."""
+    workdir, data_dir = teacher_workdir
+    out = str(tmp_path / "student")
+    one = {"train.steps": 1, "train.warmup_steps": 0}
+    metrics = distill.train_and_evaluate(_student_config(workdir, data_dir, **one), out)
+    for name in ("loss", "kl", "power_loss", "grad_norm", "eval_kl", "eval_power_loss"):
+        assert np.isfinite(metrics[name]), (name, metrics)
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1"]
+    assert train.load_config(out).teacher_workdir == workdir
+    params1, _ = train.restore_params(out, ema=False)
+    ema1, _ = train.restore_params(out, ema=True)
+    gap = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params1, ema1)
+    assert max(jax.tree.leaves(gap)) > 1e-4  # the step moved the weights; the EMA lags
+
+    two = dict(one, **{"train.steps": 2, "train.learning_rate": 0.0})
+    metrics = distill.train_and_evaluate(_student_config(workdir, data_dir, **two), out)
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["eval_kl"])
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1", "2"]
+    params2, step = train.restore_params(out, ema=False)
+    ema2, _ = train.restore_params(out, ema=True)
+    assert step == 2
+    jax.tree.map(np.testing.assert_array_equal, params2, params1)
+    jax.tree.map(
+        lambda e2, e1, p1: np.testing.assert_allclose(
+            e2, 0.9 * e1 + 0.1 * p1, rtol=1e-5, atol=1e-7
+        ),
+        ema2,
+        ema1,
+        params1,
+    )

@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.batch_size = 8
         c.train.steps = 1200
         c.train.learning_rate = 2e-3
+        # Gradient norms run from about 10 to 2000 here; clipping them at 1 made every step a
+        # unit step. At 100 the validation NLL after 600 steps improved by 0.4 nats/sample.
+        c.train.grad_clip = 100.0
         c.train.warmup_steps = 100
         c.train.ema_decay = 0.99
         c.train.log_every = 50

@@ -40,6 +40,22 @@ def test_teacher_scenarios_run_and_count_every_layer():
         assert row.gflops_per_second * 1e9 * row.seconds > CONV_FLOPS_PER_SAMPLE * samples
 
 
+@pytest.mark.slow
+def test_student_scenarios_run_and_count_every_flow():
+    # The student's 60 dilated convolutions (kernel 3, 64 -> 128) per sample, forward.
+    student_conv_flops = 60 * 2 * 3 * 64 * 128
+    (step,) = benchmark.distill_step(repeats=1)
+    _check(step)
+    assert step.scenario == "distill_step"
+    # The student's forward and backward alone exceed 3x its convolutions on 2 x 7680 samples.
+    assert step.gflops_per_second * 1e9 * step.seconds > 3 * student_conv_flops * 2 * 7680
+    (gen,) = benchmark.student_generate(repeats=1)
+    _check(gen)
+    samples = gen.samples_per_second * gen.seconds
+    assert samples == pytest.approx(math.ceil(22050 / 256) * 256)
+    assert gen.gflops_per_second * 1e9 * gen.seconds > student_conv_flops * samples
+
+
 def test_unknown_scenarios_are_named():
     with pytest.raises(ValueError, match="teacher_train"):
         benchmark.run(["no_such_scenario"])

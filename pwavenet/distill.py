@@ -375,28 +375,9 @@ def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
         rngs = jax.random.split(jax.random.PRNGKey(0), batch["audio"].shape[0])
         return distiller.losses(params, teacher_params, batch, rngs)[1]
 
-    references = {}
-
-    def summaries(writer: train.Writer, step: int, ema_params):
-        from pwavenet import evaluate
-
-        if not references:
-            references.update(
-                input_pipeline.validation_utterances(
-                    config, num_utterances=2, max_seconds=config.train.audio_seconds
-                )
-            )
-            writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
-        mel, speaker = teacher_lib.model_inputs(config, references)
-        generated = np.asarray(
-            iaf.sample(student, ema_params, jax.random.PRNGKey(step), mel, speaker)
-        )
-        writer.audio(step, "student", generated, config.mel.sample_rate)
-        writer.image(
-            step,
-            "mel/reference_vs_student",
-            evaluate.mel_comparison_image(config, references["audio"], {"student": generated}),
-        )
+    def synthesize(params, utterances, rng):
+        mel, speaker = teacher_lib.model_inputs(config, utterances)
+        return iaf.sample(student, params, rng, mel, speaker)
 
     return train.Job(
         init_params=lambda rng: init_params(student, config, rng, teacher.params),
@@ -404,7 +385,7 @@ def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
         train_batches=datasets.train_from,
         eval_fn=eval_fn,
         eval_batches=lambda: datasets.eval(config.train.eval_batches),
-        summaries=summaries,
+        summaries=teacher_lib.audio_summaries(config, "student", synthesize),
         samples_per_example=config.data.crop_samples,
         frozen=teacher.params,
     )

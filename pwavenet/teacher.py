@@ -60,6 +60,39 @@ def init_params(model, config, rng):
     return model.init(rng, batch["audio"], *model_inputs(config, batch))["params"]
 
 
+def evaluate_lib():
+    from pwavenet import evaluate  # plotting; imported only when summaries are written
+
+    return evaluate
+
+
+def audio_summaries(config, name: str, synthesize):
+    """A `Job.summaries` that writes audio of validation utterances and a log-mel image.
+
+    synthesize(ema_params, utterances, rng) -> (B, T) audio for the utterances' mels. The
+    references are read once, at the first summary, and written beside the first audio.
+    """
+    references = {}
+
+    def summaries(writer: train.Writer, step: int, ema_params):
+        if not references:
+            references.update(
+                input_pipeline.validation_utterances(
+                    config, num_utterances=2, max_seconds=config.train.audio_seconds
+                )
+            )
+            writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
+        generated = np.asarray(synthesize(ema_params, references, jax.random.PRNGKey(step)))
+        writer.audio(step, name, generated, config.mel.sample_rate)
+        writer.image(
+            step,
+            f"mel/reference_vs_{name}",
+            evaluate_lib().mel_comparison_image(config, references["audio"], {name: generated}),
+        )
+
+    return summaries
+
+
 def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train.Job:
     datasets = input_pipeline.create_datasets(config)
 
@@ -70,27 +103,13 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
     def eval_fn(params, batch):
         return nll_metrics(model, config, params, batch)[1]
 
-    references = {}  # the validation utterances, read once at the first summary
-
-    def summaries(writer: train.Writer, step: int, ema_params):
-        from pwavenet import evaluate  # plotting; only when summaries are written
-
-        if not references:
-            references.update(
-                input_pipeline.validation_utterances(
-                    config, num_utterances=2, max_seconds=config.train.audio_seconds
-                )
-            )
-            writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
-        generated = evaluate.generate_for(
-            model, config, ema_params, references, jax.random.PRNGKey(step)
-        )
-        writer.audio(step, "generated", generated, config.mel.sample_rate)
-        writer.image(
-            step,
-            "mel/reference_vs_generated",
-            evaluate.mel_comparison_image(config, references["audio"], {"generated": generated}),
-        )
+    summaries = audio_summaries(
+        config,
+        "generated",
+        lambda params, utterances, rng: evaluate_lib().generate_for(
+            model, config, params, utterances, rng
+        ),
+    )
 
     return train.Job(
         init_params=lambda rng: init_params(model, config, rng),

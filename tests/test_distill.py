@@ -30,47 +30,13 @@ from pwavenet import distributions
 from pwavenet import iaf
 from pwavenet import teacher as teacher_lib
 from pwavenet import train
+from student_helpers import random_params, small_student_config
 
 # ------------------------------------------------------------------ helpers
 
 
-def _iaf_config(base):
-    """The small student of tests/test_iaf.py: two 3-layer flows, hop 8, 4 mels, 3 speakers."""
-    return ml_collections.ConfigDict(
-        dict(
-            base=base,
-            flow_layers=(3, 3),
-            layers_per_cycle=3,
-            kernel_size=2,
-            residual_channels=8,
-            gate_channels=16,
-            skip_channels=8,
-            n_mels=4,
-            upsample_strides=(4, 2),
-            upsample_kernel_multiple=2,
-            num_speakers=3,
-            speaker_embedding_dim=4,
-            init_log_scale=-2.0,
-            flow_log_scale_min=-7.0,
-            flow_log_scale_max=3.0,
-            output_init_scale=0.3,
-            dtype="float32",
-            remat=False,
-        )
-    )
-
-
-def _random_params(module, *args, seed=1):
-    """Parameters filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3 for
-    vectors): a random model with every path live. `eval_shape` compiles nothing."""
-    shapes = jax.eval_shape(module.init, jax.random.key(0), *args)["params"]
-    rng = np.random.default_rng(seed)
-
-    def fill(leaf):
-        std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
-        return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
-
-    return jax.tree.map(fill, shapes)
+_iaf_config = small_student_config
+_random_params = random_params
 
 
 def _batch(batch, frames, hop, n_mels, num_speakers, seed=0):

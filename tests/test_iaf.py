@@ -11,56 +11,22 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from pwavenet import iaf
 
+from student_helpers import random_params, small_student_config
+
 HOP = 8  # upsample_strides (4, 2)
 
 
-def _config(base="logistic", **overrides):
-    config = ml_collections.ConfigDict(
-        dict(
-            base=base,
-            flow_layers=(3, 3),
-            layers_per_cycle=3,
-            kernel_size=2,
-            residual_channels=8,
-            gate_channels=16,
-            skip_channels=8,
-            n_mels=4,
-            upsample_strides=(4, 2),
-            upsample_kernel_multiple=2,
-            num_speakers=3,
-            speaker_embedding_dim=4,
-            init_log_scale=-2.0,
-            flow_log_scale_min=-7.0,
-            flow_log_scale_max=3.0,
-            output_init_scale=0.3,
-            dtype="float32",
-            remat=False,
-        )
-    )
-    config.update(overrides)
-    return config
+_config = small_student_config
 
 
 def _random_params(model, seed=1):
-    """Parameters filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3 for
-    vectors), as in test_wavenet: no zero biases, so every path of every flow is live and the
-    flows' shifts and scales vary strongly with their inputs. Shapes come from `eval_shape`,
-    which compiles nothing."""
     args = (jnp.zeros((1, HOP)), jnp.zeros((1, 1, model.config.n_mels)), jnp.zeros((1,), jnp.int32))
-    shapes = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
-    rng = np.random.default_rng(seed)
-
-    def fill(leaf):
-        std = 1.0 / math.sqrt(leaf.shape[-2]) if len(leaf.shape) >= 2 else 0.3
-        return jnp.asarray(rng.normal(0.0, std, leaf.shape), jnp.float32)
-
-    return jax.tree.map(fill, shapes)
+    return random_params(model, *args, seed=seed)
 
 
 def _conditioning(batch, frames, seed=0):

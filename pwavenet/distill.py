@@ -260,13 +260,7 @@ class Distiller:
 
 def build_student(config: ml_collections.ConfigDict) -> iaf.IAFStudent:
     """The student from a job config, after checking it against the mel features."""
-    hop = int(np.prod(config.model.upsample_strides))
-    if config.model.n_mels and hop != config.mel.hop_length:
-        raise ValueError(
-            f"config.model.upsample_strides={tuple(config.model.upsample_strides)} upsample by "
-            f"{hop}, but config.mel.hop_length={config.mel.hop_length}; their product must equal "
-            "the hop."
-        )
+    teacher_lib.check_model_against_mel(config)
     if config.model.upsampler not in UPSAMPLER_MODES:
         raise ValueError(
             f"config.model.upsampler={config.model.upsampler!r}; expected one of {UPSAMPLER_MODES}"

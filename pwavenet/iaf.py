@@ -48,7 +48,7 @@ import ml_collections
 from jax import lax
 
 from pwavenet import wavenet
-from pwavenet.layers import ConditioningUpsampler, check_hop_length
+from pwavenet.layers import check_hop_length
 
 Array = jax.Array
 
@@ -176,17 +176,13 @@ class IAFStudent(nn.Module):
 
     def setup(self):
         c = self.config
-        dtype = jnp.dtype(c.dtype)
-        if c.n_mels:
-            self.upsampler = ConditioningUpsampler(
-                strides=tuple(c.upsample_strides),
-                kernel_multiple=c.upsample_kernel_multiple,
-                dtype=dtype,
-            )
+        upsampler, speaker_embedding = wavenet.conditioning_layers(c)
+        if upsampler is not None:
+            self.upsampler = upsampler
             if c.get("cond_channels"):
-                self.cond_proj = nn.Dense(c.cond_channels, use_bias=False, dtype=dtype)
-        if c.num_speakers:
-            self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
+                self.cond_proj = nn.Dense(c.cond_channels, use_bias=False, dtype=jnp.dtype(c.dtype))
+        if speaker_embedding is not None:
+            self.speaker_embedding = speaker_embedding
         self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
 
     def conditioning(self, mel, speaker):

@@ -22,6 +22,12 @@ from pwavenet import wavenet
 
 def build_model(config: ml_collections.ConfigDict) -> wavenet.WaveNet:
     """The teacher from a job config, after checking it against the mel features."""
+    check_model_against_mel(config)
+    return wavenet.WaveNet(config.model)
+
+
+def check_model_against_mel(config: ml_collections.ConfigDict) -> None:
+    """The model's upsampling must produce the mel's hop, and its n_mels equal the mel's."""
     hop = int(np.prod(config.model.upsample_strides))
     if config.model.n_mels and hop != config.mel.hop_length:
         raise ValueError(
@@ -34,7 +40,6 @@ def build_model(config: ml_collections.ConfigDict) -> wavenet.WaveNet:
             f"config.model.n_mels={config.model.n_mels} differs from "
             f"config.mel.n_mels={config.mel.n_mels}."
         )
-    return wavenet.WaveNet(config.model)
 
 
 def model_inputs(config, batch):

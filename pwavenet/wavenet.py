@@ -242,14 +242,11 @@ class WaveNet(nn.Module):
     def setup(self):
         c = self.config
         dtype = jnp.dtype(c.dtype)
-        if c.n_mels:
-            self.upsampler = ConditioningUpsampler(
-                strides=tuple(c.upsample_strides),
-                kernel_multiple=c.upsample_kernel_multiple,
-                dtype=dtype,
-            )
-        if c.num_speakers:
-            self.speaker_embedding = nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype)
+        upsampler, speaker_embedding = conditioning_layers(c)
+        if upsampler is not None:
+            self.upsampler = upsampler
+        if speaker_embedding is not None:
+            self.speaker_embedding = speaker_embedding
         self.input_conv = CausalConv(c.residual_channels, kernel_size=1, dtype=dtype)
         self.cycles = nn.scan(
             _Cycle,
@@ -366,6 +363,27 @@ class WaveNet(nn.Module):
             for i, buffer in enumerate(cache)
         )
         return self._head(skip_sum), cache
+
+
+def conditioning_layers(c) -> tuple[nn.Module | None, nn.Module | None]:
+    """(mel upsampler, speaker embedding) of a model config, None for each it does not use.
+
+    Shared by the WaveNet and the IAF student, so their `upsampler` subtrees have one layout
+    (the distillation job copies the teacher's into the student)."""
+    dtype = jnp.dtype(c.dtype)
+    upsampler = (
+        ConditioningUpsampler(
+            strides=tuple(c.upsample_strides),
+            kernel_multiple=c.upsample_kernel_multiple,
+            dtype=dtype,
+        )
+        if c.n_mels
+        else None
+    )
+    speaker_embedding = (
+        nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype) if c.num_speakers else None
+    )
+    return upsampler, speaker_embedding
 
 
 def _check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker) -> int | None:

@@ -82,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.steps = 200_000
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 1000
+    c.train.decay_steps = 0  # length of the warmup + cosine schedule; 0: train.steps
     c.train.end_learning_rate_fraction = 0.05
     c.train.grad_clip = 1.0
     c.train.max_skipped_in_a_row = 10

@@ -16,7 +16,6 @@ devices and hosts, so 8 devices draw what 1 device draws.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -52,13 +51,19 @@ class TrainState:
 
 
 def create_optimizer(train_config: ml_collections.ConfigDict):
-    """Adam with linear warmup, cosine decay and global-norm clipping; returns (tx, schedule)."""
+    """Adam with linear warmup, cosine decay and global-norm clipping; returns (tx, schedule).
+
+    The schedule spans train.decay_steps (0: train.steps) and holds its end value after it, so
+    a run whose train.steps is raised on resume keeps the learning rates it already used when
+    decay_steps is set.
+    """
     peak = train_config.learning_rate
+    decay_steps = train_config.get("decay_steps", 0) or train_config.steps
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         peak,
         train_config.warmup_steps,
-        max(train_config.steps, train_config.warmup_steps + 1),
+        max(decay_steps, train_config.warmup_steps + 1),
         end_value=peak * train_config.end_learning_rate_fraction,
     )
     tx = optax.chain(optax.clip_by_global_norm(train_config.grad_clip), optax.adam(schedule))
@@ -317,20 +322,24 @@ class Preempted(SystemExit):
 
 
 class _PreemptionNotice:
-    """Turns SIGTERM (what cloud VMs send before preempting) into a flag the loop polls.
+    """Turns SIGTERM (what cloud VMs send before preempting) into a step at which to stop.
 
-    Single process: the flag is local. Several processes: they must stop at the same step to
-    save collectively, so the loop asks JAX's coordination service
-    (`multihost_utils.reached_preemption_sync_point`), which turns one host's SIGTERM into an
-    agreed step for all.
+    Single process: a Python SIGTERM handler sets a flag the loop polls. Several processes:
+    they must stop at the same step to save collectively, so the handler is JAX's own (the
+    preemption notifier `jax.distributed.initialize` installs; a Python handler would replace
+    it) and the loop asks the coordination service
+    (`multihost_utils.reached_preemption_sync_point`), which turns one host's SIGTERM into a
+    step agreed by all.
     """
 
     def __init__(self):
         self.received = False
         self._previous = None
+        self._multiprocess = jax.process_count() > 1
+        self._warned = False
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if not self._multiprocess and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -345,12 +354,20 @@ class _PreemptionNotice:
         logging.warning("SIGTERM received: saving a checkpoint after this step, then exiting.")
 
     def reached(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+        if not self._multiprocess:
+            return self.received
+        from jax.experimental import multihost_utils
 
-            with contextlib.suppress(Exception):  # no preemption service: fall back to local
-                return bool(multihost_utils.reached_preemption_sync_point(step))
-        return self.received
+        try:
+            reached = bool(multihost_utils.reached_preemption_sync_point(step))
+        except Exception as e:  # noqa: BLE001  no preemption service in this cluster
+            if not self._warned:
+                self._warned = True
+                logging.warning("No preemption notice in this multi-process run: %s", e)
+            return False
+        if reached:
+            logging.warning("Preemption notice: all processes save step %d, then exit.", step)
+        return reached
 
 
 @dataclasses.dataclass
@@ -384,7 +401,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     tx, schedule = create_optimizer(train_config)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
-    state = create_train_state(state_rng, job.init_params(init_rng), tx)
+    # Jitted: an eager Flax init dispatches every op of the model one by one (tens of seconds).
+    state = create_train_state(state_rng, jax.jit(job.init_params)(init_rng), tx)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
     ckpt = checkpoint_manager(workdir, train_config)

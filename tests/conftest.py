@@ -10,3 +10,18 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+import shutil  # noqa: E402  (after the environment set-up above)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def espeak_small_data_dir(tmp_path_factory):
+    """A tfds data_dir for configs' tiny variants (data.name 'espeak_corpus/small'), shared
+    by the tests that train on it: the first job to read it builds the corpus (under the
+    input pipeline's file lock), the others reuse it. Tests of building itself use their own."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    return str(tmp_path_factory.mktemp("tfds_espeak_small"))

@@ -13,7 +13,6 @@ import functools
 import math
 import os
 import re
-import shutil
 
 from flax import jax_utils
 import jax
@@ -420,13 +419,11 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
 
 
 @pytest.fixture(scope="module")
-def teacher_workdir(tmp_path_factory):
+def teacher_workdir(tmp_path_factory, espeak_small_data_dir):
     """A tiny MoL teacher (configs/teacher.py:tiny) trained for 1 step on the small espeak
     corpus by the shared loop (train.fit on teacher.make_job's job, less its evaluation and
     audio summaries, which tests/test_teacher_job.py covers), with the data directory."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data_dir = espeak_small_data_dir
     config = teacher_config.get_config("tiny")
     config.data.data_dir = data_dir
     config.train.steps = 1
@@ -434,7 +431,6 @@ def teacher_workdir(tmp_path_factory):
     job = teacher_lib.make_job(config, model)
     job = dataclasses.replace(
         job,
-        init_params=jax.jit(job.init_params),
         eval_fn=None,
         eval_batches=None,
         summaries=None,

@@ -174,12 +174,9 @@ needs_espeak = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    path = tmp_path_factory.mktemp("tfds")
-    tfds.builder("espeak_corpus/small", data_dir=str(path)).download_and_prepare()
-    return str(path)
+def data_dir(espeak_small_data_dir):
+    input_pipeline.get_builder(_config(espeak_small_data_dir))  # builds it on first use
+    return espeak_small_data_dir
 
 
 def _config(data_dir, **data):

@@ -60,8 +60,8 @@ def _wait_for_step(proc, log_path, step, timeout=240):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(espeak_small_data_dir):
+    return espeak_small_data_dir
 
 
 def _restore_all(workdir):

@@ -17,8 +17,8 @@ from pwavenet import train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(espeak_small_data_dir):
+    return espeak_small_data_dir
 
 
 def _config(data_dir, **overrides):

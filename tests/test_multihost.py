@@ -1,0 +1,225 @@
+"""Multi-host training on one machine: 2 processes x 2 CPU devices joined by
+`jax.distributed.initialize` on loopback with gloo collectives, against 1 process x 4 devices.
+
+The one-process runs read, batch by batch, what processes 0 and 1 read side by side
+(tests/multihost_worker.py --emulate_processes=2), so both layouts train on the same global
+batches. With the same batches and the same per-example randomness (keys are folded from the
+global example index), the parameters must agree up to the order of the cross-device sums.
+
+Every run of the module is started by one fixture, in two waves of concurrent processes.
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
+TIMEOUT = 420
+STEPS = 4
+# The layouts sum the same 4 per-device gradients in different orders (gloo across processes,
+# XLA within one), so they agree to float32 rounding, not bit for bit: after 4 Adam steps of
+# the tiny teacher the largest parameter difference seen is 6e-8. A real difference (one
+# example, key or step off) moves parameters by the order of the learning rate, 1e-3.
+ATOL = 1e-6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Run:
+    """One job on one layout: a single process, or the processes of one 2-process cluster."""
+
+    def __init__(self, tmp, name, *, num_processes, **flags):
+        self.name, self.tmp = name, tmp
+        self.workdir = str(tmp / name)
+        port = _free_port()
+        self.procs, self.logs = [], []
+        for p in range(num_processes):
+            args = {"workdir": self.workdir, "out": str(tmp / f"{name}{p}"), **flags}
+            if num_processes == 1:
+                args.update(local_devices=4, emulate_processes=2)
+            else:
+                args.update(num_processes=num_processes, process_id=p, port=port)
+            cmd = [sys.executable, WORKER] + [
+                f"--{k}" if v is True else f"--{k}={v}" for k, v in args.items()
+            ]
+            env = dict(os.environ)
+            env.pop("XLA_FLAGS", None)  # the worker sets its own device count
+            self.logs.append(str(tmp / f"{name}{p}.log"))
+            with open(self.logs[-1], "w") as log:
+                self.procs.append(
+                    subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                )
+
+    def log(self, p=0) -> str:
+        with open(self.logs[p]) as f:
+            return f.read()
+
+    def wait(self):
+        deadline = time.time() + TIMEOUT
+        for p, proc in enumerate(self.procs):
+            try:
+                proc.wait(max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                for q in self.procs:
+                    q.kill()
+                raise AssertionError(f"{self.name} process {p} timed out:\n{self.log(p)[-3000:]}")
+        for p, proc in enumerate(self.procs):
+            assert proc.returncode == 0, f"{self.name} process {p} failed:\n{self.log(p)[-4000:]}"
+
+    def result(self, p=0, job="teacher"):
+        return dict(np.load(str(self.tmp / f"{self.name}{p}.{job}.npz")))
+
+
+def _params(result):
+    return {k: v for k, v in result.items() if k.startswith("[")}
+
+
+def _assert_params_close(a, b):
+    pa, pb = _params(a), _params(b)
+    assert pa and pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pb[k], rtol=0, atol=ATOL, err_msg=k)
+
+
+def _assert_same_training(a, b):
+    assert int(a["step"]) == int(b["step"])
+    np.testing.assert_array_equal(a["losses"][:, 0], b["losses"][:, 0])
+    np.testing.assert_allclose(a["losses"][:, 1], b["losses"][:, 1], rtol=1e-6)
+    _assert_params_close(a, b)
+
+
+def _resume_copy(src, dst):
+    """`src` as it was after step 2: its last checkpoint and summaries removed."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tensorboard", str(STEPS)))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, espeak_small_data_dir):
+    tmp = tmp_path_factory.mktemp("multihost")
+    common = dict(data_dir=espeak_small_data_dir, compile_cache=str(tmp / "xla_cache"))
+    # Wave 1: the teacher, then a student distilled from it, on both layouts. Both evaluate;
+    # the two-process run also writes audio summaries (generation on every process).
+    r = {
+        "two": _Run(tmp, "two", num_processes=2, student_steps=2, eval=True, audio=True, **common),
+        "one": _Run(tmp, "one", num_processes=1, student_steps=2, eval=True, **common),
+    }
+    r["two"].wait(), r["one"].wait()
+    # Wave 2: each layout resumes the other layout's step-2 checkpoint. The two-process one
+    # runs on until SIGTERM reaches its process 1 (a preempted host), after step 5.
+    _resume_copy(r["two"].workdir, tmp / "one_from_two")
+    _resume_copy(r["one"].workdir, tmp / "two_from_one")
+    r["one_from_two"] = _Run(tmp, "one_from_two", num_processes=1, **common)
+    r["two_from_one"] = _Run(
+        tmp, "two_from_one", num_processes=2, steps=100_000, keep_checkpoints=100, **common
+    )
+    term = r["two_from_one"]
+    deadline = time.time() + TIMEOUT
+    while "step 5/" not in term.log(1):
+        assert time.time() < deadline and term.procs[1].poll() is None, term.log(1)[-3000:]
+        time.sleep(0.2)
+    term.procs[1].send_signal(signal.SIGTERM)
+    term.wait(), r["one_from_two"].wait()
+    return r
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_four_devices(runs):
+    two0, two1, one = (runs["two"].result(0), runs["two"].result(1), runs["one"].result())
+    assert len(two0["losses"]) == STEPS
+    # Both processes hold the same replicated state, bit for bit.
+    for k in _params(two0):
+        np.testing.assert_array_equal(two0[k], two1[k], err_msg=k)
+    _assert_same_training(two0, one)
+    # Evaluation shards the validation split over processes; the pmean'd metrics agree.
+    assert two0["eval_metrics"].shape == one["eval_metrics"].shape == (1, 3)
+    np.testing.assert_allclose(two0["eval_metrics"], one["eval_metrics"], rtol=1e-6)
+    # Training moved the parameters by far more than the tolerance between layouts.
+    from pwavenet import train
+
+    step2, _ = train.restore_params(runs["two"].workdir, step=2, ema=False)
+    moved = [np.abs(np.asarray(v) - two0[k]).max() for k, v in _flat(step2).items()]
+    assert max(moved) > 100 * ATOL
+
+
+def _flat(tree):
+    import jax
+
+    return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.slow
+def test_student_distills_the_same_on_two_processes(runs):
+    """The student's loss draws noise per example: example i of the global batch gets the
+    same key whichever process and device holds it."""
+    two0, two1 = runs["two"].result(0, "student"), runs["two"].result(1, "student")
+    one = runs["one"].result(0, "student")
+    for k in _params(two0):
+        np.testing.assert_array_equal(two0[k], two1[k], err_msg=k)
+    _assert_same_training(two0, one)
+    assert any("flows" in k for k in _params(two0)), list(_params(two0))[:5]
+
+
+@pytest.mark.slow
+def test_only_process_zero_writes_summaries_and_config(runs):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    for workdir in (runs["two"].workdir, runs["two"].workdir + "_student"):
+        events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+        assert len(events) == 1, events
+        # Event files are named ...tfevents.<time>.<host>.<pid>.<n>.v2.
+        assert events[0].split(".")[-3] == str(runs["two"].procs[0].pid)
+        assert os.path.exists(os.path.join(workdir, "config.json"))
+    acc = event_accumulator.EventAccumulator(events[0], size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert "train/loss" in tags and "eval/kl" in tags
+    assert any(t.startswith("student") for t in tags), tags  # audio summaries ran
+
+
+@pytest.mark.slow
+def test_checkpoints_restore_across_process_layouts(runs):
+    """A step-2 checkpoint written by 2 processes resumes on 1, and the reverse, to the same
+    step-4 parameters and losses as the uninterrupted runs."""
+    from pwavenet import train
+
+    two = runs["two"].result(0)
+    one_from_two = runs["one_from_two"].result()
+    np.testing.assert_array_equal(one_from_two["losses"][:, 0], [3, 4])
+    np.testing.assert_allclose(one_from_two["losses"][:, 1], two["losses"][2:, 1], rtol=1e-6)
+    _assert_params_close(one_from_two, two)
+    for p in (0, 1):
+        two_from_one = runs["two_from_one"].result(p)
+        np.testing.assert_array_equal(two_from_one["losses"][:2, 0], [3, 4])
+        np.testing.assert_allclose(two_from_one["losses"][:2, 1], two["losses"][2:, 1], rtol=1e-6)
+    step4, _ = train.restore_params(runs["two_from_one"].workdir, step=STEPS, ema=False)
+    _assert_params_close({k: np.asarray(v) for k, v in _flat(step4).items()}, runs["one"].result())
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_at_one_saved_step(runs):
+    """SIGTERM reaches one host of a preemptible cluster: every process stops at one agreed
+    step, they save it together, and all exit 0 (checked by the fixture's wait)."""
+    run = runs["two_from_one"]
+    saved = []
+    for p in (0, 1):
+        lines = [x for x in run.log(p).splitlines() if "Preempted: saved step" in x]
+        assert len(lines) == 1, run.log(p)[-3000:]
+        saved.append(int(lines[0].split("saved step ")[1].split()[0]))
+        assert int(run.result(p)["step"]) == saved[p]
+    assert saved[0] == saved[1] >= 5
+    steps = sorted(int(d) for d in os.listdir(os.path.join(run.workdir, "checkpoints")))
+    assert steps[-1] == saved[0]

@@ -28,6 +28,9 @@ config.data.bad_audio). Never a silent wrong example:
     unreadable   soundfile cannot decode it (corrupt bytes, not audio)      skip | fail
     empty        0 bytes or 0 samples                                       skip | fail
     non-finite   NaN or inf samples (float wavs)                            skip | fail
+    implausible  a sample rate outside 1000..768000 Hz (a corrupt header;   skip | fail
+    rate         resampling 1 Hz to 22050 Hz would multiply the size by
+                 22050)
     multichannel downmixed to mono by averaging the channels                kept, counted
     sample rate  not the config's: resampled (windowed-sinc polyphase
                  filter, `resample` below, 16 zero crossings, Kaiser
@@ -65,6 +68,8 @@ import soundfile
 import tensorflow_datasets as tfds
 
 BAD_AUDIO_POLICIES = ("skip", "fail")
+# Sample rates a real recording can have; anything else is a corrupt or hostile header.
+PLAUSIBLE_RATES = (1000, 768_000)
 SPLIT_FRACTIONS = (("train", 0.90), ("validation", 0.95), ("test", 1.0))
 TOP_LEVEL_SPEAKER = "."
 
@@ -153,6 +158,11 @@ def read_wav(path: str, sample_rate: int | None) -> WavRead:
         raise BadAudioError(path, "unreadable", f"{type(e).__name__}: {e}") from e
     if data.shape[0] == 0:
         raise BadAudioError(path, "empty", "0 samples")
+    low, high = PLAUSIBLE_RATES
+    if not low <= rate <= high:
+        raise BadAudioError(
+            path, "implausible rate", f"{rate} Hz in the header, outside {low}..{high} Hz"
+        )
     finite = np.isfinite(data)
     if not finite.all():
         raise BadAudioError(

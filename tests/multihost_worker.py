@@ -3,7 +3,7 @@
     python tests/multihost_worker.py --workdir=DIR --data_dir=D --out=PREFIX
         [--process_id=P --num_processes=N --port=PORT] [--local_devices=2]
         [--emulate_processes=N] [--steps=4] [--student_steps=0] [--eval] [--audio]
-        [--keep_checkpoints=3] [--compile_cache=DIR]
+        [--keep_checkpoints=3]
 
 With --num_processes > 1 the process joins a jax.distributed cluster on 127.0.0.1:PORT with
 gloo CPU collectives. It then runs the real jobs on its --local_devices fake CPU devices: the
@@ -44,7 +44,6 @@ def parse():
     p.add_argument("--eval", action="store_true")
     p.add_argument("--audio", action="store_true")
     p.add_argument("--keep_checkpoints", type=int, default=3)
-    p.add_argument("--compile_cache", default="")
     return p.parse_args()
 
 
@@ -57,10 +56,6 @@ def main():
 
     import jax
 
-    if args.compile_cache:  # runs of the same layout share compiled programs
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if args.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(

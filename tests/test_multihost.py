@@ -110,7 +110,7 @@ def _resume_copy(src, dst):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, espeak_small_data_dir):
     tmp = tmp_path_factory.mktemp("multihost")
-    common = dict(data_dir=espeak_small_data_dir, compile_cache=str(tmp / "xla_cache"))
+    common = dict(data_dir=espeak_small_data_dir)
     # Wave 1: the teacher, then a student distilled from it, on both layouts. Both evaluate;
     # the two-process run also writes audio summaries (generation on every process).
     r = {

@@ -58,6 +58,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.upsample_kernel_multiple = 2  # transposed-conv kernel = multiple * stride
     c.model.num_speakers = 0  # > 0 enables a speaker embedding (global conditioning)
     c.model.speaker_embedding_dim = 16
+    # > 0: the output's mean is an order-lpc_order linear prediction from the past samples,
+    # with a fixed predictor computed from each mel frame (pwavenet.lpc), plus the network's
+    # output, which then models the excitation. Orders above the pitch period (320 at 22.05
+    # kHz covers pitch down to 69 Hz) with no lag window carry the harmonics the mel resolves.
+    c.model.lpc_order = 0
+    c.model.lpc_lag_window_hz = 0.0  # Gaussian lag window on the autocorrelation; 0: none
+    c.model.lpc_noise_floor = 1e-4  # added power, relative to the mean (-40 dB)
+    c.model.lpc_mel = ml_collections.ConfigDict()  # the mel definition the predictor inverts
+    for field in ("sample_rate", "n_fft", "n_mels", "fmin", "fmax"):
+        setattr(c.model.lpc_mel, field, c.mel.get_ref(field))
     c.model.dtype = "float32"  # compute dtype; bfloat16 on accelerators; params stay float32
     c.model.remat = False  # rematerialise each residual layer in the backward pass
 
@@ -106,6 +116,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.gate_channels = 64
         c.model.skip_channels = 32
         c.model.num_speakers = 8
+        # Without it, 600-1200 steps give noise shaped by the mel's envelope but no harmonics
+        # (periodicity of voiced frames 0.2-0.3 against 0.74 for the reference); with it,
+        # 0.54 and a log-mel L1 of 1.0 (2.0 without) after 600 steps.
+        c.model.lpc_order = 320
         c.data.crop_samples = 2560
         c.train.batch_size = 8
         c.train.steps = 1200

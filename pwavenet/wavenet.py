@@ -26,6 +26,11 @@ R = `receptive_field` = (k - 1) * num_cycles * (2^layers_per_cycle - 1) + 1 = (k
 dilations + 1; the "+ 1" is the newest sample x_{t - 1}, which the one-step shift moves into
 the window in place of x_t.
 
+Linear prediction (`model.lpc_order` = p > 0, pwavenet.lpc): the mean of the output (each
+MoL component's mean, the Gaussian's or logistic's) is sum_j a_j x_{t-1-j} plus the
+network's output, with a fixed per-frame predictor a computed from the mel frame of sample t;
+the network then models the excitation. Output t then also sees x_{t - p}, ..., x_{t - 1}.
+
 Sampling (`generate`) uses the one-step form of every convolution: each layer keeps a ring
 buffer of its last (k - 1) d inputs, and one `lax.scan` over time computes all layers for one
 new sample, so the cost per sample does not grow with the receptive field.
@@ -45,6 +50,7 @@ import ml_collections
 from jax import lax
 
 from pwavenet import distributions
+from pwavenet import lpc as lpc_lib
 from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 Array = jax.Array
@@ -175,6 +181,21 @@ def _validate(c: ml_collections.FrozenConfigDict) -> None:
         raise ValueError(
             f"model.n_mels and model.num_speakers must be >= 0, got {c.n_mels} and {c.num_speakers}"
         )
+    order = c.get("lpc_order", 0)
+    if order:
+        if c.output not in ("mol", "gaussian", "logistic"):
+            raise ValueError(
+                f"model.lpc_order={order} adds a linear prediction to the output's mean; "
+                f"model.output={c.output!r} has none. Use mol, gaussian or logistic, or set "
+                "model.lpc_order=0."
+            )
+        if not c.n_mels:
+            raise ValueError("model.lpc_order > 0 computes the predictor from the mel: set n_mels.")
+        if c.lpc_mel.n_mels != c.n_mels:
+            raise ValueError(
+                f"model.lpc_mel.n_mels={c.lpc_mel.n_mels} differs from model.n_mels={c.n_mels}; "
+                "lpc_mel must describe the mel the model is conditioned on."
+            )
     if c.n_mels and c.get("hop_length") is not None:
         check_hop_length(c.upsample_strides, c.hop_length)
     jnp.dtype(c.dtype)  # raises for an unknown dtype name
@@ -209,8 +230,10 @@ class WaveNet(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Number of past samples each output depends on: output t sees exactly
-        x_{t - receptive_field}, ..., x_{t - 1}. Equals (kernel_size - 1) * sum(dilations) + 1."""
-        return (self.config.kernel_size - 1) * sum(self.dilations) + 1
+        x_{t - receptive_field}, ..., x_{t - 1}. Equals (kernel_size - 1) * sum(dilations) + 1,
+        or lpc_order if that is larger."""
+        network = (self.config.kernel_size - 1) * sum(self.dilations) + 1
+        return max(network, self.config.get("lpc_order", 0))
 
     @property
     def hop_length(self) -> int:
@@ -299,7 +322,23 @@ class WaveNet(nn.Module):
         del train
         _check_inputs(self, x.shape, mel, speaker)
         mel_up, speaker_emb = self.conditioning(mel, speaker)
-        return self.network(x, mel_up, speaker_emb)
+        out = self.network(x, mel_up, speaker_emb)
+        if self.config.get("lpc_order", 0):
+            coefficients = jnp.repeat(self.lpc(mel), self.hop_length, axis=1)
+            out = self._add_to_means(out, lpc_lib.predict(x, coefficients))
+        return out
+
+    def lpc(self, mel: Array) -> Array:
+        """The per-frame linear predictors (B, frames, lpc_order) of a mel (pwavenet.lpc);
+        a fixed function of the data, not differentiated."""
+        return lpc_lib.lpc_from_log_mel(lax.stop_gradient(mel), self.config)
+
+    def _add_to_means(self, out: Array, prediction: Array) -> Array:
+        """Adds prediction (B, ...) to the mean(s) in output parameters (B, ..., P)."""
+        if self.config.output == "mol":
+            k = self.config.num_mixtures
+            return out.at[..., k : 2 * k].add(prediction[..., None])
+        return out.at[..., 0].add(prediction)
 
     def network(self, x: Array, mel_up: Array | None, speaker_emb: Array | None) -> Array:
         """`__call__` after the conditioning: x (B, T), mel_up (B, T, C) and speaker_emb (B, E)
@@ -329,6 +368,7 @@ class WaveNet(nn.Module):
         mel_t: Array | None,
         speaker_emb: Array | None,
         t: Array,
+        lpc_t: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
         """The output for timestep t from the previous sample and the layer caches.
 
@@ -340,12 +380,18 @@ class WaveNet(nn.Module):
           mel_t: upsampled mel at t (B, C), or None.
           speaker_emb: (B, E) or None.
           t: int scalar timestep.
+          lpc_t: with lpc_order = p > 0, the predictor (B, p) of t's mel frame; the cache then
+            ends with the last p samples (B, p), newest first.
 
         Returns:
           (B, P) float32 parameters of p(x_t | x_<t) and the updated cache.
         """
         c = self.config
         k = c.kernel_size
+        history = None
+        if c.get("lpc_order", 0):
+            cache, history = cache[:-1], cache[-1]
+            history = jnp.concatenate([x_prev[:, None].astype(history.dtype), history[:, :-1]], 1)
         h = self.input_conv.step(x_prev.reshape(-1, 1, 1))
         past = []
         for i, buffer in enumerate(cache):
@@ -362,7 +408,11 @@ class WaveNet(nn.Module):
             )
             for i, buffer in enumerate(cache)
         )
-        return self._head(skip_sum), cache
+        out = self._head(skip_sum)
+        if history is not None:
+            prediction = jnp.sum(lpc_t.astype(jnp.float32) * history, axis=-1)
+            out, cache = self._add_to_means(out, prediction), cache + (history,)
+        return out, cache
 
 
 def conditioning_layers(c) -> tuple[nn.Module | None, nn.Module | None]:
@@ -467,15 +517,19 @@ def negative_log_likelihood(
 
 
 def _zero_cache(config, batch: int) -> tuple[Array, ...]:
-    """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i."""
+    """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i; with
+    lpc_order = p > 0, then the sample history (batch, p)."""
     dtype = jnp.dtype(config.dtype)
-    return tuple(
+    order = config.get("lpc_order", 0)
+    history = (jnp.zeros((batch, order), jnp.float32),) if order else ()
+    layers = tuple(
         jnp.zeros(
             ((config.kernel_size - 1) * 2**i, config.num_cycles, batch, config.residual_channels),
             dtype,
         )
         for i in range(config.layers_per_cycle)
     )
+    return layers + history
 
 
 def _as_variables(params) -> dict:
@@ -501,12 +555,21 @@ def _sample(
     distribution = model.distribution
     mel_up, speaker_emb = model.apply(variables, mel, speaker, method=WaveNet.conditioning)
     mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)  # (T, B, C)
+    # Per-frame linear predictors (frames, B, p), looked up by t // hop inside the loop.
+    lpc_frames = (
+        jnp.swapaxes(model.apply(variables, mel, method=WaveNet.lpc), 0, 1)
+        if model.config.get("lpc_order", 0)
+        else None
+    )
 
     def one_sample(carry, inputs):
         cache, x_prev = carry
         t, mel_t = inputs
+        lpc_t = None
+        if lpc_frames is not None:
+            lpc_t = lax.dynamic_index_in_dim(lpc_frames, t // model.hop_length, keepdims=False)
         params_t, cache = model.apply(
-            variables, cache, x_prev, mel_t, speaker_emb, t, method=WaveNet.step
+            variables, cache, x_prev, mel_t, speaker_emb, t, lpc_t, method=WaveNet.step
         )
         x_t = distribution.sample(jax.random.fold_in(rng, t), params_t).astype(jnp.float32)
         return (cache, x_t), (x_t, params_t if return_params else None)

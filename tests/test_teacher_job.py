@@ -145,3 +145,30 @@ def test_upsampling_must_match_the_hop():
     config = _config("", **{"mel.hop_length": 128})
     with pytest.raises(ValueError, match=r"upsample_strides=\(8, 8\).*hop_length=128"):
         teacher.build_model(config)
+
+
+def test_an_unknown_config_field_is_an_error_before_anything_is_written(tmp_path):
+    """The entry points lock their configs: a misspelt override fails with the field's name
+    and the likely intended one, and creates no workdir."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path / "never"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.train_teacher",
+            "--config=configs/teacher.py:tiny",
+            f"--workdir={workdir}",
+            "--config.model.residual_chanels=4",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "residual_chanels" in result.stderr and "residual_channels" in result.stderr
+    assert not workdir.exists()

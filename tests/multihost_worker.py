@@ -19,8 +19,8 @@ the N-process run, and must reach the same parameters.
 PREFIX.teacher.npz and PREFIX.student.npz get this process's final parameters (flattened by
 key path), the logged train losses [(step, loss)] and eval metrics [(step, metrics in name
 order)]; a preempted job writes its file too, then exits 0 as the job does. Evaluation and
-audio summaries are off unless --eval / --audio (their compiles dominate a short run;
---audio applies to the student, whose one-pass synthesis compiles in seconds).
+audio summaries are off unless --eval / --audio (their compiles dominate a short run):
+--eval evaluates the teacher, --audio writes the student's (one-pass, quick to compile).
 """
 
 import argparse
@@ -90,7 +90,7 @@ def main():
         job = dataclasses.replace(
             job,
             summaries=job.summaries if args.audio and workdir != args.workdir else None,
-            eval_fn=job.eval_fn if args.eval else None,
+            eval_fn=job.eval_fn if args.eval and workdir == args.workdir else None,
         )
         return fit(config, workdir, job)
 

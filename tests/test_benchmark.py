@@ -31,9 +31,10 @@ def test_teacher_scenarios_run_and_count_every_layer():
     # Forward, backward (about twice the forward) over 2 x 7680 samples.
     assert flops > 3 * CONV_FLOPS_PER_SAMPLE * 2 * 7680
 
-    rows = benchmark.teacher_generate(batch_sizes=(1, 2), repeats=1)
-    assert [r.scenario for r in rows] == ["teacher_generate/b1", "teacher_generate/b2"]
-    for batch, row in zip((1, 2), rows):
+    # Batch 2 only: batch 1 runs the same code, and each batch size compiles its own loop.
+    rows = benchmark.teacher_generate(batch_sizes=(2,), repeats=1)
+    assert [r.scenario for r in rows] == ["teacher_generate/b2"]
+    for batch, row in zip((2,), rows):
         _check(row)
         samples = row.samples_per_second * row.seconds
         assert samples == pytest.approx(batch * math.ceil(22050 / 256) * 256)  # >= 1 s of audio

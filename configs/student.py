@@ -64,6 +64,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
     c.model.flow_log_scale_max = 3.0
     c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
+    # > 0: a last, fixed layer after the flows (pwavenet.iaf): u = g * flows(z) with each mel
+    # frame's excitation level g, then the all-pole synthesis x_t = u_t + sum_j a_j x_{t-1-j}
+    # with the frame's predictor (pwavenet.lpc: exactly the teacher's, so the teacher's
+    # residual of x is u). The flows then model the excitation, as the teacher's network
+    # does. Defaults to the teacher's predictor settings.
+    c.model.lpc_order = t.model.lpc_order
+    c.model.lpc_lag_window_hz = t.model.lpc_lag_window_hz
+    c.model.lpc_noise_floor = t.model.lpc_noise_floor
+    c.model.lpc_mel = ml_collections.ConfigDict()
+    for field in ("sample_rate", "n_fft", "win_length", "n_mels", "fmin", "fmax"):
+        setattr(c.model.lpc_mel, field, c.mel.get_ref(field))
     c.model.dtype = "float32"
     c.model.remat = False
 
@@ -110,6 +121,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.gate_channels = 32
         c.model.skip_channels = 16
         c.model.cond_channels = 16
+        # The synthesis filter's gain g is the residual level the mel implies; the teacher's
+        # scale is about 0.8 g on this corpus, so the flows start there (log 0.8 = -0.22).
+        c.model.init_log_scale = -0.25 if c.model.lpc_order else -3.0
         c.train.batch_size = 8
         c.train.steps = 500
         c.train.learning_rate = 2e-3

@@ -17,9 +17,25 @@ with S_t and M_t functions of z_<t only. So given z_<t, x_t is the base distribu
 (logistic or Gaussian) shifted by M_t and scaled by S_t: p_S(x_t | z_<t) is known in closed
 form, which is what distillation needs (pwavenet.distill).
 
-Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) recovers z
-from x one step at a time: z_t needs x^{k-1}_<t of every flow, so it runs the flows' cached
-one-step form (the teacher's generation machinery) under one `lax.scan`.
+Synthesis filter (model.lpc_order = p > 0): a last, fixed layer that gives the student the
+teacher's linear prediction (pwavenet.lpc). Each mel frame gives a predictor a and an
+excitation level g (the residual level its spectrum implies); with e the flows' output,
+
+  u_t = g e_t,   x_t = u_t + sum_j a_j x_{t-1-j}   (all-pole synthesis, frame by frame),
+
+so x - prediction(x) = u exactly: the teacher's residual of the student's audio is the
+student's excitation. The prediction depends on x_<t, hence on z_<t only, so it joins the
+shift and g the scale: M_t <- g M_t + prediction_t, S_t <- g S_t, and the Jacobian stays
+lower triangular with log-determinant sum_t log S_t. The flows then only have to model the
+excitation, as the teacher's network does, and the untrained student is already noise with
+the mel's envelope and harmonics. The filter is recursive, so x_t depends on all of z_<t;
+it runs as a scan over frames (pwavenet.lpc.synthesize), and chunked synthesis carries its
+last p samples from chunk to chunk.
+
+Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
+synthesis filter in parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t
+of every flow, so it runs the flows' cached one-step form (the teacher's generation
+machinery) under one `lax.scan`.
 
 Scales: a flow's raw log-scale r becomes log s = lo + softplus(r - lo) - softplus(r - hi), a
 smooth clamp to (lo, hi) = (model.flow_log_scale_min, model.flow_log_scale_max) that is the
@@ -47,6 +63,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from pwavenet import lpc as lpc_lib
 from pwavenet import wavenet
 from pwavenet.layers import check_hop_length
 
@@ -112,6 +129,17 @@ def _validate(c) -> None:
         )
     if c.n_mels and c.get("hop_length") is not None:
         check_hop_length(c.upsample_strides, c.hop_length)
+    if c.get("lpc_order", 0):
+        if not c.n_mels:
+            raise ValueError(
+                "model.lpc_order > 0 computes the synthesis filter from the mel: set n_mels, "
+                "or model.lpc_order=0."
+            )
+        if c.lpc_mel.n_mels != c.n_mels:
+            raise ValueError(
+                f"model.lpc_mel.n_mels={c.lpc_mel.n_mels} differs from model.n_mels={c.n_mels}; "
+                "lpc_mel must describe the mel the student is conditioned on."
+            )
     for fc in flow_configs(c):
         wavenet._validate(fc)
 
@@ -152,8 +180,14 @@ class IAFStudent(nn.Module):
         return tuple(out)
 
     @property
+    def has_synthesis_filter(self) -> bool:
+        return bool(self.config.get("lpc_order", 0))
+
+    @property
     def receptive_field(self) -> int:
-        """x_t depends on z_{t - receptive_field}, ..., z_t: the sum of the flows' fields."""
+        """The flows' output at t depends on z_{t - receptive_field}, ..., z_t: the sum of
+        their fields. (The synthesis filter, if any, is recursive: x_t then depends on all of
+        the past noise, and chunks carry its state; see `chunked_sample`.)"""
         return sum(self.flow_receptive_fields)
 
     def base_entropy(self) -> float:
@@ -186,17 +220,26 @@ class IAFStudent(nn.Module):
         self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
 
     def conditioning(self, mel, speaker):
-        """Upsampled mel (B, frames * hop, C) and speaker embedding (B, E), None where the
-        student is unconditioned. C = model.cond_channels if set (one shared 1x1 projection
-        of the upsampled mel, so each layer's own projection is C x G rather than
-        n_mels x G), else n_mels."""
+        """(mel_up, speaker_emb, filters): the upsampled mel (B, frames * hop, C), the speaker
+        embedding (B, E) and the synthesis filters (`synthesis_filters`), None where the
+        student has none. C = model.cond_channels if set (one shared 1x1 projection of the
+        upsampled mel, so each layer's own projection is C x G rather than n_mels x G), else
+        n_mels."""
         mel_up = None
         if self.config.n_mels:
             mel_up = self.upsampler(mel)
             if self.config.get("cond_channels"):
                 mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
-        return mel_up, speaker_emb
+        return mel_up, speaker_emb, self.synthesis_filters(mel)
+
+    def synthesis_filters(self, mel):
+        """With model.lpc_order > 0: (coefficients (B, frames, lpc_order), log_gain (B,
+        frames)), each mel frame's predictor and excitation level
+        (pwavenet.lpc.synthesis_filters), a fixed function of the data; else None."""
+        if not self.config.get("lpc_order", 0):
+            return None
+        return lpc_lib.synthesis_filters(lax.stop_gradient(mel), self.config)
 
     def _affine(self, outputs: Array) -> tuple[Array, Array]:
         """(shift, log-scale) of one flow from its (..., 2) outputs."""
@@ -219,15 +262,15 @@ class IAFStudent(nn.Module):
           (x, mu_tot, log_s_tot), each (B, T) float32: x_t = z_t exp(log_s_tot_t) + mu_tot_t,
           with mu_tot_t and log_s_tot_t functions of z_<t only.
         """
-        mel_up, speaker_emb = self.conditioning_checked(z.shape, mel, speaker)
-        return self.transform(z, mel_up, speaker_emb)
+        return self.transform(z, *self.conditioning_checked(z.shape, mel, speaker))
 
     def conditioning_checked(self, z_shape, mel, speaker):
         wavenet._check_inputs(self, z_shape, mel, speaker)
         return self.conditioning(mel, speaker)
 
-    def transform(self, z, mel_up, speaker_emb):
-        """`__call__` after the conditioning."""
+    def transform(self, z, mel_up, speaker_emb, filters=None, past=None):
+        """`__call__` after the conditioning; `past` (B, lpc_order) is the synthesis filter's
+        state before the start (zeros if None)."""
         x = z.astype(jnp.float32)
         mu_tot = jnp.zeros_like(x)
         log_s_tot = jnp.zeros_like(x)
@@ -237,6 +280,16 @@ class IAFStudent(nn.Module):
             x = x * scale + mu
             mu_tot = mu_tot * scale + mu
             log_s_tot = log_s_tot + log_s
+        if filters is not None:
+            # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
+            # joins the shift; the gain joins the scale.
+            coefficients, log_gain = filters
+            log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
+            gain = jnp.exp(log_gain)
+            u = x * gain
+            x, _ = lpc_lib.synthesize(u, coefficients, self.hop_length, past)
+            mu_tot = mu_tot * gain + (x - u)
+            log_s_tot = log_s_tot + log_gain
         return x, mu_tot, log_s_tot
 
     def flow_step(self, k: int, cache, x_prev, mel_t, speaker_emb, t):
@@ -281,17 +334,25 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
     variables = _variables(params)
     x = x.astype(jnp.float32)
     batch, length = x.shape
-    mel_up, speaker_emb = model.apply(
+    mel_up, speaker_emb, filters = model.apply(
         variables, x.shape, mel, speaker, method=IAFStudent.conditioning_checked
     )
     mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)
     configs = flow_configs(model.config)
+    hop = model.hop_length
+
+    base_log_s = jnp.zeros_like(x)
+    flows_out = x
+    if filters is not None:
+        # Undo the synthesis filter in parallel: u = x - prediction(x), e = u / g.
+        coefficients, log_gain = filters
+        u = x - lpc_lib.predict(x, jnp.repeat(coefficients, hop, axis=1))
+        base_log_s = jnp.repeat(log_gain, hop, axis=1)
+        flows_out = u * jnp.exp(-base_log_s)
 
     def one_step(carry, inputs):
         caches, prevs = carry
-        t, x_t, mel_t = inputs
-        y = x_t
-        log_s_t = jnp.zeros_like(x_t)
+        t, y, log_s_t, mel_t = inputs
         new_caches, new_prevs = list(caches), list(prevs)
         # Undo the flows from the last: flow k maps x^{k-1}_t to x^k_t with (mu, s) computed
         # from x^{k-1}_<t, which flow k's cache already holds.
@@ -313,7 +374,7 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
 
     caches = tuple(wavenet._zero_cache(fc, batch) for fc in configs)
     prevs = tuple(jnp.zeros((batch,), jnp.float32) for _ in configs)
-    steps = (jnp.arange(length, dtype=jnp.int32), x.T, mel_steps)
+    steps = (jnp.arange(length, dtype=jnp.int32), flows_out.T, base_log_s.T, mel_steps)
     _, (z, log_s) = lax.scan(one_step, (caches, prevs), steps)
     return z.T, log_s.T
 
@@ -349,10 +410,11 @@ def chunked_sample(
 ):
     """The student's x for noise z, computed in chunks of `chunk_frames` mel frames.
 
-    Each chunk is computed with `chunk_context` frames of mel and noise around it and only its
-    own samples are kept, so the result equals `model.apply(params, z, mel, speaker)[0]` while
-    memory is bounded by the chunk plus its context. Without a mel, chunks are
-    `chunk_frames * hop` samples.
+    Each chunk's flows run with `chunk_context` frames of mel and noise around it and only its
+    own samples are kept; the synthesis filter (model.lpc_order > 0) continues from the last
+    lpc_order samples of the chunk before. So the result equals
+    `model.apply(params, z, mel, speaker)[0]` while memory is bounded by the chunk plus its
+    context. Without a mel, chunks are `chunk_frames * hop` samples.
     """
     hop = model.hop_length
     variables = _variables(params)
@@ -366,18 +428,37 @@ def chunked_sample(
     if mel is None and z.shape[1] % hop:
         total = -(-z.shape[1] // hop)
     left, right = chunk_context(model)
-    apply = _apply_jit(model)
+    apply = _chunk_jit(model)
+    past = None
+    if model.has_synthesis_filter:
+        past = jnp.zeros((z.shape[0], model.config.lpc_order), jnp.float32)
     pieces = []
     for start in range(0, total, chunk_frames):
         stop = min(start + chunk_frames, total)
         lo, hi = max(0, start - left), min(total, stop + right)
         z_chunk = z[:, lo * hop : hi * hop]
         mel_chunk = None if mel is None else mel[:, lo:hi]
-        x = apply(variables, z_chunk, mel_chunk, speaker)
-        pieces.append(x[:, (start - lo) * hop : (stop - lo) * hop])
+        x, past = apply(variables, z_chunk, mel_chunk, speaker, past, start - lo, stop - lo)
+        pieces.append(x)
     return jnp.concatenate(pieces, axis=1)[:, : z.shape[1]]
 
 
 @functools.lru_cache(maxsize=8)
-def _apply_jit(model: IAFStudent):
-    return jax.jit(lambda variables, z, mel, speaker: model.apply(variables, z, mel, speaker)[0])
+def _chunk_jit(model: IAFStudent):
+    """(x of frames [keep_from, keep_to) of the chunk, the synthesis filter's state after
+    them) for a chunk of noise and mel with its context."""
+
+    def run(variables, z, mel, speaker, past, keep_from, keep_to):
+        hop = model.hop_length
+        mel_up, speaker_emb, filters = model.apply(
+            variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
+        )
+        x = model.apply(variables, z, mel_up, speaker_emb, method=IAFStudent.transform)[0]
+        x = x[:, keep_from * hop : keep_to * hop]
+        if filters is None:
+            return x, past
+        coefficients, log_gain = (f[:, keep_from:keep_to] for f in filters)
+        u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
+        return lpc_lib.synthesize(u, coefficients, hop, past)
+
+    return jax.jit(run, static_argnums=(5, 6))

@@ -36,6 +36,19 @@ def small_student_config(base="logistic", **overrides):
     return config
 
 
+def lpc_overrides(order=6):
+    """Model fields for the student's synthesis filter (pwavenet.lpc) on the 4-band mel of
+    small_student_config: an 8 kHz mel of 32-point frames."""
+    return dict(
+        lpc_order=order,
+        lpc_lag_window_hz=0.0,
+        lpc_noise_floor=1e-3,
+        lpc_mel=ml_collections.ConfigDict(
+            dict(sample_rate=8000, n_fft=32, win_length=32, n_mels=4, fmin=0.0, fmax=4000.0)
+        ),
+    )
+
+
 def random_params(module, *args, seed=1):
     """Parameters filled with numpy Gaussians (std 1/sqrt(fan-in) for matrices, 0.3 for
     vectors), as in test_wavenet: no zero biases, so every path is live and the flows' shifts

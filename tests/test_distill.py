@@ -29,7 +29,7 @@ from pwavenet import distributions
 from pwavenet import iaf
 from pwavenet import teacher as teacher_lib
 from pwavenet import train
-from student_helpers import random_params, small_student_config
+from student_helpers import lpc_overrides, random_params, small_student_config
 
 # ------------------------------------------------------------------ helpers
 
@@ -200,7 +200,7 @@ def _shift_kl_moments(base, shift):
     return mean, second - mean**2
 
 
-@pytest.mark.parametrize("base", ["logistic", "gaussian"])
+@pytest.mark.parametrize("base", ["logistic", "gaussian", "logistic_lpc"])
 def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
     """The teacher is the student itself: teacher_fn inverts x to z (iaf.inverse), runs the
     student forward on z and returns its (mu_tot, log_s_tot) -- plus `shift` scales on the mean,
@@ -208,8 +208,11 @@ def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
     -log base(eps) + log S, so the Monte Carlo KL is the base entropy's MC error: its mean is 0
     and its standard error sqrt(Var(-log base(eps)) / (N B T)), the variance by quadrature. With
     shift 2 its mean is the exact KL between the base and the base shifted by 2 (quadrature;
-    2 for the Gaussian). Tolerances: 4 standard errors."""
-    model = iaf.IAFStudent(_iaf_config(base))
+    2 for the Gaussian). Tolerances: 4 standard errors. 'logistic_lpc' ends in the synthesis
+    filter, so the student's (mu_tot, log_s_tot) carry its prediction and gains."""
+    lpc = base.endswith("_lpc")
+    base = base.split("_")[0]
+    model = iaf.IAFStudent(_iaf_config(base, **(lpc_overrides() if lpc else {})))
     batch_size, frames, draws = 2, 4, 64
     batch = {k: jnp.asarray(v) for k, v in _batch(batch_size, frames, 8, 4, 3, seed=1).items()}
     params = _random_params(

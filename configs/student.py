@@ -110,17 +110,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.base = "gaussian"
         c.model.flow_layers = (10,) * 6
     elif variant == "espeak":
-        # Sized for a few minutes on two CPU cores, and for synthesis many times faster than
-        # the teacher's generation: 3 flows of 6 narrow layers on a 16-channel projection of
-        # the teacher's upsampled mel.
+        # Sized for a few minutes on two CPU cores and synthesis tens of times faster than
+        # the teacher's generation. The synthesis filter (the teacher's mel predictor, see
+        # model.lpc_order) makes the envelope and the harmonics, so the flows only model the
+        # excitation: two flows of 4 narrow layers, kernel 2, on their own upsampler of a
+        # 16-channel projection of the mel. Measured after 500 steps: KL 0.05 nats/sample
+        # and a log-mel L1 0.91 x the teacher's, against KL 0.09 and 0.90 x for three 6-layer
+        # flows on the teacher's 80-channel upsampler, at a third of the speed.
         c.model.base = "gaussian"
-        c.model.flow_layers = (6, 6, 6)
-        c.model.layers_per_cycle = 6
-        c.model.kernel_size = 3
+        c.model.flow_layers = (4, 4)
+        c.model.layers_per_cycle = 4
+        c.model.kernel_size = 2
         c.model.residual_channels = 16
         c.model.gate_channels = 32
         c.model.skip_channels = 16
         c.model.cond_channels = 16
+        c.model.upsampler = "own"
         # The synthesis filter's gain g is the residual level the mel implies; the teacher's
         # scale is about 0.8 g on this corpus, so the flows start there (log 0.8 = -0.22).
         c.model.init_log_scale = -0.25 if c.model.lpc_order else -3.0

@@ -49,6 +49,10 @@ the teacher's, so the distillation job can copy the teacher's weights in), optio
 projected to model.cond_channels by one shared 1x1 (`cond_proj`; a low-rank factorization of
 the per-layer projections that cuts their cost by n_mels / cond_channels), and shared by every
 flow; each flow's layers have their own 1x1 projections of it and of the speaker embedding.
+A student with its own upsampler (model.upsampler='own') and cond_channels projects first, at
+the frame rate, and upsamples cond_channels rather than n_mels channels: per sample, its last
+stage then costs (cond_channels / n_mels)^2 of the teacher's (about 1 kFLOP instead of 26
+with 16 of 80 mel bands).
 """
 
 from __future__ import annotations
@@ -227,11 +231,21 @@ class IAFStudent(nn.Module):
         n_mels."""
         mel_up = None
         if self.config.n_mels:
-            mel_up = self.upsampler(mel)
-            if self.config.get("cond_channels"):
-                mel_up = self.cond_proj(mel_up)
+            if self._project_first:
+                mel_up = self.upsampler(self.cond_proj(mel))
+            else:
+                mel_up = self.upsampler(mel)
+                if self.config.get("cond_channels"):
+                    mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
         return mel_up, speaker_emb, self.synthesis_filters(mel)
+
+    @property
+    def _project_first(self) -> bool:
+        """An own upsampler (model.upsampler='own') with cond_channels runs on the projected
+        mel: the same low-rank factorization, applied at the frame rate."""
+        c = self.config
+        return c.get("upsampler") == "own" and bool(c.get("cond_channels"))
 
     def synthesis_filters(self, mel):
         """With model.lpc_order > 0: (coefficients (B, frames, lpc_order), log_gain (B,

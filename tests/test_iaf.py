@@ -235,9 +235,14 @@ def test_chunked_synthesis_equals_one_pass_and_needs_its_context(monkeypatch, lp
     """chunked_sample against the one-pass forward on the same noise; then the same chunks
     computed with no left or no right context (chunk_context patched) differ, so the context is
     what makes them agree. With the synthesis filter, chunks carry its state: the flows need
-    the same context, and a chunk that started the filter from zeros would differ."""
-    model = iaf.IAFStudent(_config("logistic", **(lpc_overrides() if lpc else {})))
+    the same context, and a chunk that started the filter from zeros would differ. That
+    student also has its own upsampler on a 3-channel projection of the mel (projected
+    first, so the upsampler's kernels are 3 x 3)."""
+    overrides = dict(lpc_overrides(), upsampler="own", cond_channels=3) if lpc else {}
+    model = iaf.IAFStudent(_config("logistic", **overrides))
     params = _random_params(model, seed=2)
+    if lpc:
+        assert params["upsampler"]["stage_1"]["kernel"].shape[1:] == (3, 3)
     frames, chunk = 24, 8  # chunks [0, 8), [8, 16), [16, 24); the middle one has full context
     left, right = iaf.chunk_context(model)
     assert (left, right) == (math.ceil(model.receptive_field / HOP) + 4, 4)

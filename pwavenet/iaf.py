@@ -73,7 +73,7 @@ from pwavenet.layers import check_hop_length
 
 Array = jax.Array
 
-__all__ = ["IAFStudent", "chunked_sample", "inverse", "log_prob", "sample"]
+__all__ = ["IAFStudent", "chunked_sample", "forward", "inverse", "log_prob", "sample"]
 
 BASES = ("logistic", "gaussian")
 
@@ -144,8 +144,19 @@ def _validate(c) -> None:
                 f"model.lpc_mel.n_mels={c.lpc_mel.n_mels} differs from model.n_mels={c.n_mels}; "
                 "lpc_mel must describe the mel the student is conditioned on."
             )
-    for fc in flow_configs(c):
+    configs = flow_configs(c)
+    for fc in configs:
         wavenet._validate(fc)
+    chunk = c.get("synthesis_chunk", 0)
+    field = sum(
+        (fc.kernel_size - 1) * fc.num_cycles * (2**fc.layers_per_cycle - 1) + 1 for fc in configs
+    )
+    if chunk and chunk < field:
+        raise ValueError(
+            f"model.synthesis_chunk={chunk} is shorter than the flows' receptive field "
+            f"({field} samples), the past each window needs; use at least {field}, or 0 for "
+            "one pass."
+        )
 
 
 class IAFStudent(nn.Module):
@@ -285,6 +296,11 @@ class IAFStudent(nn.Module):
     def transform(self, z, mel_up, speaker_emb, filters=None, past=None):
         """`__call__` after the conditioning; `past` (B, lpc_order) is the synthesis filter's
         state before the start (zeros if None)."""
+        flowed = self.flows_transform(z, mel_up, speaker_emb)
+        return self.filter_transform(*flowed, filters, past)
+
+    def flows_transform(self, z, mel_up, speaker_emb):
+        """The flows alone: (e, mu, log_s), each (B, T), with e_t = z_t exp(log_s_t) + mu_t."""
         x = z.astype(jnp.float32)
         mu_tot = jnp.zeros_like(x)
         log_s_tot = jnp.zeros_like(x)
@@ -294,6 +310,10 @@ class IAFStudent(nn.Module):
             x = x * scale + mu
             mu_tot = mu_tot * scale + mu
             log_s_tot = log_s_tot + log_s
+        return x, mu_tot, log_s_tot
+
+    def filter_transform(self, x, mu_tot, log_s_tot, filters=None, past=None):
+        """The synthesis filter (if `filters` is not None) after the flows' (e, mu, log_s)."""
         if filters is not None:
             # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
             # joins the shift; the gain joins the scale.
@@ -325,7 +345,57 @@ def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_sa
     batch = wavenet._check_inputs(model, None, mel, speaker) or 1
     length = mel.shape[1] * model.hop_length if mel is not None else num_samples
     z = model.sample_base(rng, (batch, length))
-    return model.apply(_variables(params), z, mel, speaker)[0]
+    return forward(model, params, z, mel, speaker)[0]
+
+
+def forward(model: IAFStudent, params, z: Array, mel=None, speaker=None, past=None):
+    """`model.apply(params, z, mel, speaker)`, (x, mu_tot, log_s_tot), with the flows run in
+    windows of model.synthesis_chunk samples (`windowed_flows`); `past` as in `transform`."""
+    variables = _variables(params)
+    mel_up, speaker_emb, filters = model.apply(
+        variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
+    )
+    flowed = windowed_flows(model, variables, z, mel_up, speaker_emb)
+    return model.apply(variables, *flowed, filters, past, method=IAFStudent.filter_transform)
+
+
+def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_emb=None):
+    """`IAFStudent.flows_transform`, (e, mu, log_s), computed window by window.
+
+    With c = model.synthesis_chunk > 0 and T > c, the noise is cut into windows of c samples;
+    each runs through all the flows with the flows' receptive field (`receptive_field`) of
+    noise before it and keeps only its own c outputs, which then equal the one-pass outputs
+    (the first window has no past: it runs alone, zero-padded as the one pass is). The windows
+    run one after another under `lax.map`, so each layer's activations stay in cache: on a
+    CPU, narrow flows run about twice as fast in windows of 4096 samples as in one pass over
+    seconds of audio. Accelerators want the one pass (c = 0).
+    """
+    chunk = model.config.get("synthesis_chunk", 0)
+    batch, length = z.shape
+    if not chunk or length <= chunk:
+        return model.apply(variables, z, mel_up, speaker_emb, method=IAFStudent.flows_transform)
+    context = model.receptive_field
+    windows = -(-length // chunk) - 1  # after the first
+    padded = windows * chunk + chunk
+    z = jnp.pad(z.astype(jnp.float32), ((0, 0), (0, padded - length)))
+    index = chunk - context + chunk * jnp.arange(windows)[:, None] + jnp.arange(chunk + context)
+
+    def gather(v):  # (B, padded, ...) -> (windows, B, chunk + context, ...)
+        return None if v is None else jnp.moveaxis(v[:, index], 1, 0)
+
+    if mel_up is not None:
+        mel_up = jnp.pad(mel_up, ((0, 0), (0, padded - length), (0, 0)))
+
+    def run(z_w, mel_w):
+        return jnp.stack(
+            model.apply(variables, z_w, mel_w, speaker_emb, method=IAFStudent.flows_transform)
+        )
+
+    first = run(z[:, :chunk], None if mel_up is None else mel_up[:, :chunk])
+    rest = lax.map(lambda w: run(*w)[..., context:], (gather(z), gather(mel_up)))
+    rest = jnp.moveaxis(rest, 0, 2).reshape(3, batch, windows * chunk)
+    out = jnp.concatenate([first, rest], axis=-1)[..., :length]
+    return out[0], out[1], out[2]
 
 
 def _variables(params) -> dict:
@@ -467,7 +537,7 @@ def _chunk_jit(model: IAFStudent):
         mel_up, speaker_emb, filters = model.apply(
             variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
         )
-        x = model.apply(variables, z, mel_up, speaker_emb, method=IAFStudent.transform)[0]
+        x = windowed_flows(model, variables, z, mel_up, speaker_emb)[0]
         x = x[:, keep_from * hop : keep_to * hop]
         if filters is None:
             return x, past

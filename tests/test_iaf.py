@@ -237,8 +237,11 @@ def test_chunked_synthesis_equals_one_pass_and_needs_its_context(monkeypatch, lp
     what makes them agree. With the synthesis filter, chunks carry its state: the flows need
     the same context, and a chunk that started the filter from zeros would differ. That
     student also has its own upsampler on a 3-channel projection of the mel (projected
-    first, so the upsampler's kernels are 3 x 3)."""
-    overrides = dict(lpc_overrides(), upsampler="own", cond_channels=3) if lpc else {}
+    first, so the upsampler's kernels are 3 x 3) and runs its flows in windows of 32 samples
+    (model.synthesis_chunk) within each chunk."""
+    overrides = {}
+    if lpc:
+        overrides = dict(lpc_overrides(), upsampler="own", cond_channels=3, synthesis_chunk=32)
     model = iaf.IAFStudent(_config("logistic", **overrides))
     params = _random_params(model, seed=2)
     if lpc:
@@ -274,6 +277,39 @@ def test_chunked_synthesis_equals_one_pass_and_needs_its_context(monkeypatch, lp
 
     with pytest.raises(ValueError, match="chunk_frames"):
         iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=0)
+
+
+@pytest.mark.parametrize("lpc", [False, True], ids=["flows", "lpc"])
+def test_flows_in_windows_equal_one_pass_and_need_the_receptive_field(monkeypatch, lpc):
+    """iaf.forward with model.synthesis_chunk (the flows run window by window under lax.map,
+    each with the flows' receptive field of past noise) against the one-pass apply: x, the
+    composed shift and the log-scale agree, for a length that is not a multiple of the window.
+    With less context than the receptive field the windows differ, and a window shorter than
+    the field is refused by name."""
+    overrides = dict(lpc_overrides(), cond_channels=3) if lpc else {}
+    one = iaf.IAFStudent(_config("gaussian", **overrides))
+    field = one.receptive_field
+    assert field == 2 * (1 + 2 + 4 + 1)
+    windowed = iaf.IAFStudent(_config("gaussian", synthesis_chunk=40, **overrides))
+    params = _random_params(one, seed=4)
+    frames = 23  # 184 samples: a first window of 40, then 4 windows, the last one padded
+    mel, speaker = _conditioning(batch=2, frames=frames, seed=5)
+    z = one.sample_base(jax.random.key(9), (2, frames * HOP))
+    expected = [np.asarray(v) for v in _forward(one, params, z, mel, speaker)]
+    got = [
+        np.asarray(v)
+        for v in jax.jit(iaf.forward, static_argnums=0)(windowed, params, z, mel, speaker)
+    ]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.max(np.abs(e)))
+
+    monkeypatch.setattr(iaf.IAFStudent, "receptive_field", property(lambda self: field // 2))
+    jax.clear_caches()  # the compiled forward would not see the patch
+    cut = np.asarray(jax.jit(iaf.forward, static_argnums=0)(windowed, params, z, mel, speaker)[0])
+    assert np.max(np.abs(cut - expected[0])) > 1e-3 * np.max(np.abs(expected[0]))
+
+    with pytest.raises(ValueError, match=rf"synthesis_chunk=8 .*receptive field \({field} samples"):
+        iaf.IAFStudent(_config("gaussian", synthesis_chunk=8))
 
 
 # ------------------------------------------------------------------ config errors

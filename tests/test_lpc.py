@@ -211,8 +211,9 @@ def _synthesis_config(order):
 
 @pytest.mark.parametrize("order", [16, 320])
 def test_impulse_response_is_scipys_all_pole_filter(order):
-    """h from the inverse FFT of 1 / A against scipy.signal.lfilter's impulse response of the
-    same predictor, for the predictors of a formant-shaped noise's frames."""
+    """lpc.impulse_response (its taps run in blocks, here past the order) against
+    scipy.signal.lfilter's impulse response of the same predictor, for the predictors of a
+    formant-shaped noise's frames."""
     rng = np.random.default_rng(1)
     config, mel_config = _synthesis_config(order)
     x = _formants(rng.standard_normal(12 * 256))

@@ -271,7 +271,7 @@ def synthesize(
     if past is None:
         past = jnp.zeros((batch, order), jnp.float32)
     inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, a_spectrum, h_spectrum))
-    past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs)
+    past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=2)
     return jnp.swapaxes(x, 0, 1).reshape(batch, frames * hop), past
 
 

@@ -35,7 +35,8 @@ last p samples from chunk to chunk.
 Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
 synthesis filter in parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t
 of every flow, so it runs the flows' cached one-step form (the teacher's generation
-machinery) under one `lax.scan`.
+machinery) under one `lax.scan`. On a CPU, `forward` (what `sample` runs) can take the
+flows window by window (model.synthesis_chunk, `windowed_flows`) with the same result.
 
 Scales: a flow's raw log-scale r becomes log s = lo + softplus(r - lo) - softplus(r - hi), a
 smooth clamp to (lo, hi) = (model.flow_log_scale_min, model.flow_log_scale_max) that is the

@@ -121,6 +121,12 @@ def flow_configs(config) -> list[ml_collections.FrozenConfigDict]:
     return out
 
 
+def _flow_receptive_field(fc) -> int:
+    """R of one flow's config: its output at t depends on its input at t - R, ..., t."""
+    dilations = sum(2**i for i in range(fc.layers_per_cycle)) * fc.num_cycles
+    return (fc.kernel_size - 1) * dilations + 1
+
+
 def _validate(c) -> None:
     if c.base not in BASES:
         raise ValueError(f"model.base={c.base!r}; expected one of {BASES}")
@@ -149,9 +155,7 @@ def _validate(c) -> None:
     for fc in configs:
         wavenet._validate(fc)
     chunk = c.get("synthesis_chunk", 0)
-    field = sum(
-        (fc.kernel_size - 1) * fc.num_cycles * (2**fc.layers_per_cycle - 1) + 1 for fc in configs
-    )
+    field = sum(_flow_receptive_field(fc) for fc in configs)
     if chunk and chunk < field:
         raise ValueError(
             f"model.synthesis_chunk={chunk} is shorter than the flows' receptive field "
@@ -189,11 +193,7 @@ class IAFStudent(nn.Module):
     @property
     def flow_receptive_fields(self) -> tuple[int, ...]:
         """Per flow R_k: x^k_t depends on x^{k-1}_t and x^{k-1}_{t - R_k}, ..., x^{k-1}_{t - 1}."""
-        out = []
-        for fc in flow_configs(self.config):
-            dilations = sum(2**i for i in range(fc.layers_per_cycle)) * fc.num_cycles
-            out.append((fc.kernel_size - 1) * dilations + 1)
-        return tuple(out)
+        return tuple(_flow_receptive_field(fc) for fc in flow_configs(self.config))
 
     @property
     def has_synthesis_filter(self) -> bool:

@@ -296,16 +296,14 @@ def test_flows_in_windows_equal_one_pass_and_need_the_receptive_field(monkeypatc
     mel, speaker = _conditioning(batch=2, frames=frames, seed=5)
     z = one.sample_base(jax.random.key(9), (2, frames * HOP))
     expected = [np.asarray(v) for v in _forward(one, params, z, mel, speaker)]
-    got = [
-        np.asarray(v)
-        for v in jax.jit(iaf.forward, static_argnums=0)(windowed, params, z, mel, speaker)
-    ]
+    forward = jax.jit(iaf.forward, static_argnums=0)
+    got = [np.asarray(v) for v in forward(windowed, params, z, mel, speaker)]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.max(np.abs(e)))
 
     monkeypatch.setattr(iaf.IAFStudent, "receptive_field", property(lambda self: field // 2))
     jax.clear_caches()  # the compiled forward would not see the patch
-    cut = np.asarray(jax.jit(iaf.forward, static_argnums=0)(windowed, params, z, mel, speaker)[0])
+    cut = np.asarray(forward(windowed, params, z, mel, speaker)[0])
     assert np.max(np.abs(cut - expected[0])) > 1e-3 * np.max(np.abs(expected[0]))
 
     with pytest.raises(ValueError, match=rf"synthesis_chunk=8 .*receptive field \({field} samples"):

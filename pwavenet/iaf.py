@@ -35,8 +35,9 @@ last p samples from chunk to chunk.
 Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
 synthesis filter in parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t
 of every flow, so it runs the flows' cached one-step form (the teacher's generation
-machinery) under one `lax.scan`. On a CPU, `forward` (what `sample` runs) can take the
-flows window by window (model.synthesis_chunk, `windowed_flows`) with the same result.
+machinery) under one `lax.scan`. On a CPU, `forward` can take the flows window by window
+(model.synthesis_chunk, `windowed_flows`) with the same result, and `sample` designs the
+synthesis filters on a second thread while the flows run.
 
 Scales: a flow's raw log-scale r becomes log s = lo + softplus(r - lo) - softplus(r - hi), a
 smooth clamp to (lo, hi) = (model.flow_log_scale_min, model.flow_log_scale_max) that is the
@@ -313,8 +314,9 @@ class IAFStudent(nn.Module):
             log_s_tot = log_s_tot + log_s
         return x, mu_tot, log_s_tot
 
-    def filter_transform(self, x, mu_tot, log_s_tot, filters=None, past=None):
-        """The synthesis filter (if `filters` is not None) after the flows' (e, mu, log_s)."""
+    def filter_transform(self, x, mu_tot, log_s_tot, filters=None, past=None, plan=None):
+        """The synthesis filter (if `filters` is not None) after the flows' (e, mu, log_s);
+        `plan` is the filters' `pwavenet.lpc.synthesis_plan` if already computed."""
         if filters is not None:
             # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
             # joins the shift; the gain joins the scale.
@@ -322,7 +324,7 @@ class IAFStudent(nn.Module):
             log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
             gain = jnp.exp(log_gain)
             u = x * gain
-            x, _ = lpc_lib.synthesize(u, coefficients, self.hop_length, past)
+            x, _ = lpc_lib.synthesize(u, coefficients, self.hop_length, past, plan)
             mu_tot = mu_tot * gain + (x - u)
             log_s_tot = log_s_tot + log_gain
         return x, mu_tot, log_s_tot
@@ -337,16 +339,70 @@ class IAFStudent(nn.Module):
 # ----------------------------------------------------------------------------- functions
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
 def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_samples=None):
-    """Audio (B, T) from fresh base noise in one parallel pass (jitted).
+    """Audio (B, T) from fresh base noise in one parallel pass.
 
     `num_samples` (T) is needed only without a mel; with one, T = frames * hop.
+
+    With a synthesis filter, the filters' design (Levinson per frame, impulse responses:
+    `pwavenet.lpc.synthesis_plan`) needs only the mel, and the flows need only the noise and
+    the mel. Called outside a trace, the two run as separate programs on two threads at the
+    same time, then the filter runs on both results: their loops are sequential and leave a
+    CPU core idle each (on two cores, 40 ms of a 2 x 2 s batch becomes about 30 ms). The
+    result is the one-program result (`forward` on the same noise); under a trace (sample
+    inside a jitted function) it is one program.
     """
-    batch = wavenet._check_inputs(model, None, mel, speaker) or 1
-    length = mel.shape[1] * model.hop_length if mel is not None else num_samples
-    z = model.sample_base(rng, (batch, length))
+    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, rng, mel)))
+    if traced or not model.has_synthesis_filter:
+        return _sample_one_program(model, params, rng, mel, speaker, num_samples)
+    variables = _variables(params)
+    design = _design_pool().submit(
+        lambda: jax.block_until_ready(_design_filters(model, variables, mel))
+    )
+    flowed = _sample_flows(model, variables, rng, mel, speaker)
+    filters, plan = design.result()
+    return _apply_filter(model, variables, flowed, filters, plan)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
+def _sample_one_program(model, params, rng, mel, speaker, num_samples):
+    z = model.sample_base(rng, _noise_shape(model, mel, speaker, num_samples))
     return forward(model, params, z, mel, speaker)[0]
+
+
+def _noise_shape(model, mel, speaker, num_samples) -> tuple[int, int]:
+    batch = wavenet._check_inputs(model, None, mel, speaker) or 1
+    return batch, mel.shape[1] * model.hop_length if mel is not None else num_samples
+
+
+@functools.lru_cache(maxsize=1)
+def _design_pool():
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pwavenet-filters")
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _design_filters(model, variables, mel):
+    filters = model.apply(variables, mel, method=IAFStudent.synthesis_filters)
+    return filters, lpc_lib.synthesis_plan(filters[0], model.hop_length)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sample_flows(model, variables, rng, mel, speaker):
+    z = model.sample_base(rng, _noise_shape(model, mel, speaker, None))
+    # The conditioning's filters are not used here, so XLA leaves their design out.
+    mel_up, speaker_emb, _ = model.apply(
+        variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
+    )
+    return windowed_flows(model, variables, z, mel_up, speaker_emb)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _apply_filter(model, variables, flowed, filters, plan):
+    return model.apply(variables, *flowed, filters, None, plan, method=IAFStudent.filter_transform)[
+        0
+    ]
 
 
 def forward(model: IAFStudent, params, z: Array, mel=None, speaker=None, past=None):

@@ -30,7 +30,7 @@ RMS about 0.77).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -228,8 +228,34 @@ def excitation_log_gain(coefficients: Array, power: Array, config: Any) -> Array
     return 0.5 * jnp.log(jnp.maximum(residual, 1e-30) * (4.0 / np.pi) / energy)
 
 
+class SynthesisPlan(NamedTuple):
+    """What `synthesize` needs from the predictors alone (not from the excitation), so that it
+    can be computed ahead or beside the excitation: per frame, the spectra of the impulse
+    response's taps 1 .. hop - 1 and of the predictor, each (B, frames, bins)."""
+
+    h_spectrum: Array
+    a_spectrum: Array
+
+
+def synthesis_plan(coefficients: Array, hop: int) -> SynthesisPlan:
+    """The `SynthesisPlan` of predictors (B, frames, p) for frames of `hop` samples."""
+    order = coefficients.shape[-1]
+    a = coefficients.astype(jnp.float32)
+    size = 2 * hop  # linear convolution of hop samples with hop taps, no wrap-around
+    h = jnp.pad(impulse_response(a, hop - 1), ((0, 0), (0, 0), (1, size - hop)))
+    span = order + hop  # the state and the frame; prediction outputs at [order, span) do not wrap
+    return SynthesisPlan(
+        h_spectrum=jnp.fft.rfft(h, axis=-1),  # taps 1 .. hop - 1 (h_0 is added separately)
+        a_spectrum=jnp.fft.rfft(jnp.pad(a, ((0, 0), (0, 0), (1, span - order - 1))), axis=-1),
+    )
+
+
 def synthesize(
-    u: Array, coefficients: Array, hop: int, past: Array | None = None
+    u: Array,
+    coefficients: Array,
+    hop: int,
+    past: Array | None = None,
+    plan: SynthesisPlan | None = None,
 ) -> tuple[Array, Array]:
     """All-pole synthesis, the exact inverse of `predict`: x_t = u_t + sum_j a_j x_{t-1-j}
     with a = coefficients[b, t // hop], so that x - predict(x) = u.
@@ -239,6 +265,7 @@ def synthesize(
       coefficients: (B, frames, p) each frame's predictor.
       past: (B, p) x_{-p}, ..., x_{-1} before the start (zeros if None): the state a chunk
         continues from.
+      plan: `synthesis_plan(coefficients, hop)` if already computed.
 
     Returns:
       (x (B, frames * hop), its last p samples: the state the next chunk continues from).
@@ -251,14 +278,11 @@ def synthesize(
     frame the FFTs spread float32 rounding (~1e-7 relative) of every sample over the frame.
     """
     batch, frames, order = coefficients.shape
-    a = coefficients.astype(jnp.float32)
+    if plan is None:
+        plan = synthesis_plan(coefficients, hop)
     u = u.astype(jnp.float32).reshape(batch, frames, hop)
-    size = 2 * hop  # linear convolution of hop samples with hop taps, no wrap-around
-    h = jnp.pad(impulse_response(a, hop - 1), ((0, 0), (0, 0), (1, size - hop)))
-    h_spectrum = jnp.fft.rfft(h, axis=-1)  # taps 1 .. hop - 1 (h_0 is added separately)
-    zero_state = u + jnp.fft.irfft(jnp.fft.rfft(u, n=size) * h_spectrum, n=size)[..., :hop]
-    span = order + hop  # the state and the frame; prediction outputs at [order, span) do not wrap
-    a_spectrum = jnp.fft.rfft(jnp.pad(a, ((0, 0), (0, 0), (1, span - order - 1))), axis=-1)
+    size, span = 2 * hop, order + hop
+    zero_state = u + jnp.fft.irfft(jnp.fft.rfft(u, n=size) * plan.h_spectrum, n=size)[..., :hop]
 
     def frame_step(state, inputs):
         zero_state_f, a_f, h_f = inputs
@@ -270,7 +294,7 @@ def synthesize(
 
     if past is None:
         past = jnp.zeros((batch, order), jnp.float32)
-    inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, a_spectrum, h_spectrum))
+    inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, plan.a_spectrum, plan.h_spectrum))
     past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=2)
     return jnp.swapaxes(x, 0, 1).reshape(batch, frames * hop), past
 

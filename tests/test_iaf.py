@@ -310,6 +310,26 @@ def test_flows_in_windows_equal_one_pass_and_need_the_receptive_field(monkeypatc
         iaf.IAFStudent(_config("gaussian", synthesis_chunk=8))
 
 
+def test_sample_with_the_filter_designed_beside_the_flows_equals_one_pass():
+    """iaf.sample called outside a trace designs the synthesis filters on another thread while
+    the flows run: its audio equals the one-pass apply on the noise of the same key, and
+    sample traced inside jit (one program) gives the same audio."""
+    model = iaf.IAFStudent(_config("gaussian", synthesis_chunk=40, **lpc_overrides()))
+    params = _random_params(model, seed=6)
+    mel, speaker = _conditioning(batch=2, frames=12, seed=7)
+    key = jax.random.key(3)
+    z = model.sample_base(key, (2, 12 * HOP))
+    expected = np.asarray(_forward(model, params, z, mel, speaker)[0])
+    assert np.std(expected) > 0
+    for got in (
+        iaf.sample(model, params, key, mel, speaker),
+        jax.jit(lambda p, k, m, s: iaf.sample(model, p, k, m, s))(params, key, mel, speaker),
+    ):
+        np.testing.assert_allclose(
+            np.asarray(got), expected, rtol=1e-5, atol=1e-5 * np.max(np.abs(expected))
+        )
+
+
 # ------------------------------------------------------------------ config errors
 
 

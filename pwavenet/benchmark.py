@@ -173,20 +173,33 @@ def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
         params = model.init(jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])["params"]
         gen = jax.jit(lambda p, m: wavenet.generate(model, p, jax.random.PRNGKey(3), mel=m))
         seconds = time_median(lambda: gen(params, mel), repeats)
-        # One frame's generation is the time loop's body counted once plus that frame's
-        # upsampling: (one frame - its upsampling) is one sample step, taken T times; the
-        # upsampling runs once per frame.
-        one_frame = compiled_flops(
-            lambda p, m: wavenet.generate(counted, p, jax.random.PRNGKey(3), mel=m),
+        # Model FLOPs, independent of how the loop is arranged: one step of the cached
+        # network (all layers, conditioning projections included) and the draw from its
+        # output, T times, plus the upsampling once per frame.
+        cache = wavenet._zero_cache(counted.config, batch)
+        dist = counted.distribution
+
+        def one_step(p, cache, x_prev, mel_t, t, noise):
+            out, cache = counted.apply(
+                {"params": p}, cache, x_prev, mel_t, None, t, method=counted.step
+            )
+            return dist.sample_from_noise(out, noise), cache
+
+        step = compiled_flops(
+            one_step,
             params,
-            mel[:, :1],
+            cache,
+            x[:, 0],
+            mel[:, 0],
+            jnp.int32(0),
+            dist.noise(jax.random.PRNGKey(0), (batch,)),
         )
         upsample = compiled_flops(
             lambda p, m: counted.apply({"params": p}, m, None, method=counted.conditioning)[0],
             params,
             mel[:, :1],
         )
-        flops = (one_frame - upsample) * frames * HOP + upsample * frames
+        flops = step * frames * HOP + upsample * frames
         rows.append(_row(f"teacher_generate/b{batch}", batch * frames * HOP, flops, seconds))
     return rows
 

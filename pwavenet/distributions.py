@@ -10,7 +10,9 @@ Every family is a frozen dataclass with
 * ``num_params``: parameters per timestep, ``P``;
 * ``log_prob(params, x)``: ``params`` of shape ``(..., P)``, ``x`` of shape ``(...)``,
   returns ``(...)`` log probabilities (log densities for continuous families), in nats;
-* ``sample(rng, params)``: ``(...)`` samples.
+* ``sample(rng, params)``: ``(...)`` samples; it is ``sample_from_noise(params,
+  noise(rng, shape))``: the randomness alone (``noise``, a pytree of arrays with leading
+  axes ``shape``) can be drawn ahead for many steps at once, as cached generation does.
 
 All functions are jit-able and vectorised over arbitrary leading axes; the public
 methods are themselves jitted with the family as a static argument, and parameters
@@ -64,7 +66,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +218,10 @@ class Distribution(Protocol):
 
     def sample(self, rng: Array, params: ArrayLike) -> Array: ...
 
+    def noise(self, rng: Array, shape: tuple[int, ...]) -> Any: ...
+
+    def sample_from_noise(self, params: ArrayLike, noise: Any) -> Array: ...
+
 
 # ------------------------------------------------------------------------ families
 
@@ -269,13 +275,24 @@ class MuLawCategorical:
     @_jit_method
     def sample_classes(self, rng: Array, params: ArrayLike) -> Array:
         """int32 classes ``(...)`` drawn from the logits ``(..., mu + 1)``."""
+        return self._classes(params, self.noise(rng, jnp.shape(params)[:-1]))
+
+    def _classes(self, params: ArrayLike, gumbel: Array) -> Array:
         logits = _as_params(params, self.num_params, type(self).__name__)
-        return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+        return jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)  # Gumbel-max
+
+    def noise(self, rng: Array, shape: tuple[int, ...]) -> Array:
+        """Gumbel noise ``(*shape, mu + 1)``, one draw per class."""
+        return jax.random.gumbel(rng, (*shape, self.num_params))
+
+    @_jit_method
+    def sample_from_noise(self, params: ArrayLike, noise: Array) -> Array:
+        return audio.mulaw_decode(self._classes(params, noise), self.mu)
 
     @_jit_method
     def sample(self, rng: Array, params: ArrayLike) -> Array:
         """Waveform values ``(...)`` in [-1, 1]: decoded class samples."""
-        return audio.mulaw_decode(self.sample_classes(rng, params), self.mu)
+        return self.sample_from_noise(params, self.noise(rng, jnp.shape(params)[:-1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,13 +393,26 @@ class DiscretizedMixtureOfLogistics:
         and (floored) scale by inverse CDF, clips to [-1, 1] (which is what gives the
         edge bins their tail mass) and rounds to the nearest bin centre.
         """
-        log_weights, means, log_scales = self.split_params(params)
+        return self.sample_from_noise(params, self.noise(rng, jnp.shape(params)[:-1]))
+
+    def noise(self, rng: Array, shape: tuple[int, ...]) -> tuple[Array, Array]:
+        """(Gumbel noise ``(*shape, K)`` that picks the component, standard logistic noise
+        ``shape`` for its value)."""
         rng_component, rng_value = jax.random.split(rng)
-        component = jax.random.categorical(rng_component, log_weights, axis=-1)[..., None]
+        return (
+            jax.random.gumbel(rng_component, (*shape, self.num_mixtures)),
+            _logistic_noise(rng_value, shape),
+        )
+
+    @_jit_method
+    def sample_from_noise(self, params: ArrayLike, noise: tuple[Array, Array]) -> Array:
+        gumbel, logistic = noise
+        log_weights, means, log_scales = self.split_params(params)
+        component = jnp.argmax(log_weights + gumbel, axis=-1)[..., None]  # Gumbel-max
         mean = jnp.take_along_axis(means, component, axis=-1)[..., 0]
         log_scale = jnp.take_along_axis(log_scales, component, axis=-1)[..., 0]
         scale = jnp.exp(jnp.minimum(log_scale, _MAX_SAMPLE_LOG_SCALE))
-        x = mean + scale * _logistic_noise(rng_value, mean.shape)
+        x = mean + scale * logistic
         return audio.quantize(jnp.clip(x, -1.0, 1.0), self.num_bins)
 
 
@@ -404,6 +434,16 @@ class _LocationScale:
         params = _as_params(params, self.num_params, type(self).__name__)
         return params[..., 0], clamp_log_scale(params[..., 1], self.log_scale_min)
 
+    @_jit_method
+    def sample(self, rng: Array, params: ArrayLike) -> Array:
+        """Samples ``(...)``: ``m + s * noise`` with the family's standard noise."""
+        return self.sample_from_noise(params, self.noise(rng, jnp.shape(params)[:-1]))
+
+    @_jit_method
+    def sample_from_noise(self, params: ArrayLike, noise: Array) -> Array:
+        mean, log_scale = self.split_params(params)
+        return mean + jnp.exp(log_scale) * noise
+
 
 @dataclasses.dataclass(frozen=True)
 class Gaussian(_LocationScale):
@@ -420,11 +460,9 @@ class Gaussian(_LocationScale):
         z = _standardize(jnp.asarray(x, dtype=mean.dtype), mean, log_scale)
         return -0.5 * jnp.square(z) - log_scale - _HALF_LOG_2PI
 
-    @_jit_method
-    def sample(self, rng: Array, params: ArrayLike) -> Array:
-        """Samples ``(...)``: ``m + s * eps`` with ``eps ~ N(0, 1)``."""
-        mean, log_scale = self.split_params(params)
-        return mean + jnp.exp(log_scale) * jax.random.normal(rng, mean.shape, mean.dtype)
+    def noise(self, rng: Array, shape: tuple[int, ...]) -> Array:
+        """Standard normal noise ``shape``."""
+        return jax.random.normal(rng, shape)
 
     def entropy(self, params: ArrayLike) -> Array:
         """Entropy in nats ``(...)``."""
@@ -447,11 +485,9 @@ class Logistic(_LocationScale):
         # Symmetric form of -z - log s - 2 softplus(-z); finite for any finite z.
         return jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z) - log_scale
 
-    @_jit_method
-    def sample(self, rng: Array, params: ArrayLike) -> Array:
-        """Samples ``(...)`` by inverse CDF."""
-        mean, log_scale = self.split_params(params)
-        return mean + jnp.exp(log_scale) * _logistic_noise(rng, mean.shape)
+    def noise(self, rng: Array, shape: tuple[int, ...]) -> Array:
+        """Standard logistic noise ``shape``."""
+        return _logistic_noise(rng, shape)
 
     def entropy(self, params: ArrayLike) -> Array:
         """Entropy in nats ``(...)``."""

@@ -223,6 +223,22 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     np.testing.assert_array_equal(public(params, rng, mel, speaker), samples)
 
 
+def test_conditioning_terms_ahead_and_in_the_step_generate_the_same(monkeypatch):
+    """Generation computes the layers' conditioning terms a frame ahead when they fit in
+    wavenet.AHEAD_BYTES, else in each step: the two give the same samples and parameters."""
+    config = _config(**COND, output="gaussian", log_scale_min=-7.0)
+    x, mel, speaker = _inputs(config, batch=2, frames=4)
+    model, params = _model_and_params(config, x, mel, speaker)
+    rng = jax.random.key(5)
+    ahead = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
+    monkeypatch.setattr(wavenet, "AHEAD_BYTES", 0)
+    jax.clear_caches()  # the compiled sampler would not see the patch
+    in_step = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
+    for a, b in zip(ahead, in_step):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert np.std(np.asarray(ahead[0])) > 0
+
+
 def test_unconditional_generation_needs_num_samples():
     config = _config(**UNCOND)
     model = wavenet.WaveNet(config)

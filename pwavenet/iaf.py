@@ -400,9 +400,10 @@ def _sample_flows(model, variables, rng, mel, speaker):
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _apply_filter(model, variables, flowed, filters, plan):
-    return model.apply(variables, *flowed, filters, None, plan, method=IAFStudent.filter_transform)[
-        0
-    ]
+    x, _, _ = model.apply(
+        variables, *flowed, filters, None, plan, method=IAFStudent.filter_transform
+    )
+    return x
 
 
 def forward(model: IAFStudent, params, z: Array, mel=None, speaker=None, past=None):

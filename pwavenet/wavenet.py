@@ -707,9 +707,9 @@ def generate(
     A `lax.scan` over time, in blocks of one mel frame (256 steps without a mel); each step
     runs every layer once for the new sample (per-sample cost independent of the receptive
     field), draws x_t from the output distribution with noise drawn for the block from
-    `fold_in(rng, first step of the block)`, and feeds it back. It samples exactly the distribution that teacher
-    forcing scores: `model.apply(variables, samples, mel, speaker)` gives the parameters each
-    step used.
+    `fold_in(rng, first step of the block)`, and feeds it back. It samples exactly the
+    distribution that teacher forcing scores: `model.apply(variables, samples, mel, speaker)`
+    gives the parameters each step used.
 
     Args:
       model: a WaveNet (static: a new model compiles anew).

@@ -386,7 +386,7 @@ class WaveNet(nn.Module):
         B, G) in the compute dtype (None without conditioning): the upsampled mel at the steps
         (..., B, C) and the speaker embedding (B, E) through each layer's own 1x1s, summed, as
         one matmul of [mel_t | speaker_emb] with all those kernels stacked (the stacking does
-        not depend on the step, and XLA hoists it out of a generation loop). At batch 1 these
+        not depend on the step, so XLA may hoist it out of a generation loop). At batch 1 these
         projections are about 15% of a step's multiply-adds; as 2 x 24 small matmuls they
         cost more than that."""
         c = self.config

@@ -12,7 +12,9 @@ from absl import flags
 from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("scenario", None, "Scenario(s) to run; default: all.")
+flags.DEFINE_multi_string(
+    "scenario", None, "Scenario(s) to run; default: all (on a CPU, all but paper)."
+)
 flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 

@@ -22,9 +22,12 @@ def prepare_process() -> None:
     """Joins a multi-host run if asked, keeps TensorFlow (data and summaries only) off
     accelerators, and logs this process's place and devices."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        tf = None  # jobs that read no data (the benchmark) run without TensorFlow
+    if tf is not None:
+        tf.config.set_visible_devices([], "GPU")
     import jax
 
     f = flags.FLAGS

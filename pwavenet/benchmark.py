@@ -5,13 +5,16 @@ Every scenario reports, in one process:
   samples/s       audio samples processed per second: median of `repeats` timed runs after a
                   warm-up (compile) run, each ended by `jax.block_until_ready`
   GFLOP/s         the scenario's model FLOPs over the median time. FLOPs come from XLA's cost
-                  analysis of the compiled computation; XLA counts a loop body once, so the
+                  analysis of the lowered computation; XLA counts a loop body once, so the
                   model's cycle scan is unrolled for the count, and generation's time loop is
                   counted as one step's FLOPs times the number of steps
-  matmul GFLOP/s  this machine's float32 matmul rate, measured in the same run
+  dtype           the scenario's compute dtype (parameters and optimizer state stay float32)
+  matmul GFLOP/s  this machine's matmul rate in that dtype (a large square product), measured
+                  in the same run
   ratio           GFLOP/s over the matmul rate: how close the scenario runs to the hardware
   peak MiB        peak memory: the device's peak bytes in use where the backend reports it
-                  (GPU, TPU), else the process's peak resident set (CPU)
+                  (GPU, TPU), else the process's peak resident set (CPU); a process-wide
+                  peak, so run a scenario alone to read its own
 
 Scenarios (model shapes are fixed; do not change them, add new scenarios instead):
 
@@ -26,6 +29,13 @@ Scenarios (model shapes are fixed; do not change them, add new scenarios instead
                     upsampler; closed-form KL + regularizer + STFT magnitude loss (3
                     resolutions); batch 2 x 7680 samples
   student_generate  that student synthesizing 1 s of audio at batch 1 (one parallel pass)
+  paper             the Parallel WaveNet layout, for accelerators, in bfloat16: a frozen
+                    10-component MoL teacher of 3 cycles x 10 layers, kernel 3, 64/128/64,
+                    and a logistic-base student of flows of 10, 10, 10 and 30 layers, kernel 3,
+                    64/128/64 (configs' ljspeech pair); one distillation step (Monte Carlo
+                    cross-entropy with 16 draws, analytic entropy, 3-resolution STFT loss) on
+                    32 x 7680 samples, and the student synthesizing 1 s of audio at batch 1
+                    and at batch 32
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ class Row:
     matmul_gflops_per_second: float
     peak_mib: float
     seconds: float
+    dtype: str = "float32"
 
     @property
     def matmul_ratio(self) -> float:
@@ -100,25 +111,42 @@ def time_median(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def compiled_flops(fn, *args) -> float:
-    return compile_and_count(fn, *args)[1]
+def model_flops(fn, *args) -> float:
+    """FLOPs of fn(*args): XLA's cost analysis of the computation lowered for the CPU, whatever
+    device runs it, so that the count is the model's arithmetic and the same on every
+    backend. A GPU's analysis of its own compiled computation leaves out what runs in
+    library calls (cuBLAS, cuDNN): it counted 40% of a student's FLOPs. The lowered (not yet
+    optimized) computation is analysed where the backend can, which needs no compile; on a
+    CPU it agrees with the compiled computation's count within 5%."""
+    cpu = jax.devices("cpu")[0]
+    return _cpu_flops(jax.jit(fn).lower(*jax.device_put(args, cpu)))
+
+
+def _cpu_flops(lowered) -> float:
+    analysis = lowered.cost_analysis() or lowered.compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan")))
 
 
 def compile_and_count(fn, *args):
-    """(the compiled computation, its FLOPs from XLA's cost analysis): one compile serves both
-    the timing and the count when the model is already unrolled for counting."""
-    compiled = jax.jit(fn).lower(*args).compile()
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-        analysis = analysis[0]
-    return compiled, float(analysis.get("flops", float("nan")))
+    """(fn compiled for args' device, `model_flops`): for a model already unrolled for
+    counting, the one computation is both timed and counted."""
+    lowered = jax.jit(fn).lower(*args)
+    if jax.default_backend() == "cpu":
+        return lowered.compile(), _cpu_flops(lowered)  # one lowering serves both
+    return lowered.compile(), model_flops(fn, *args)
 
 
-@functools.lru_cache(maxsize=1)
-def matmul_gflops_per_second(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matmul rate (an n x n by n x n product)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+@functools.lru_cache(maxsize=None)
+def matmul_gflops_per_second(dtype: str = "float32", n: int | None = None, repeats: int = 5):
+    """This machine's matmul rate in `dtype`: an n x n by n x n product of random values,
+    n = 2048 on a CPU and 8192 on an accelerator (large enough that launch overhead is
+    negligible). XLA's default precision applies, as it does in the scenarios."""
+    if n is None:
+        n = 2048 if jax.default_backend() == "cpu" else 8192
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32).astype(dtype)
     matmul = jax.jit(jnp.matmul)
     return 2 * n**3 / time_median(lambda: matmul(a, b), repeats) / 1e9
 
@@ -159,7 +187,7 @@ def teacher_train(repeats: int = 5) -> list[Row]:
 
     step = jax.jit(make_step(model))
     seconds = time_median(lambda: step(params, opt_state, x, mel), repeats)
-    flops = compiled_flops(make_step(counted), params, opt_state, x, mel)
+    flops = model_flops(make_step(counted), params, opt_state, x, mel)
     return [_row("teacher_train", x.size, flops, seconds)]
 
 
@@ -185,7 +213,7 @@ def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
             )
             return dist.sample_from_noise(out, noise), cache
 
-        step = compiled_flops(
+        step = model_flops(
             one_step,
             params,
             cache,
@@ -194,7 +222,7 @@ def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
             jnp.int32(0),
             dist.noise(jax.random.PRNGKey(0), (batch,)),
         )
-        upsample = compiled_flops(
+        upsample = model_flops(
             lambda p, m: counted.apply({"params": p}, m, None, method=counted.conditioning)[0],
             params,
             mel[:, :1],
@@ -204,14 +232,15 @@ def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
     return rows
 
 
-def _row(name: str, samples: int, flops: float, seconds: float) -> Row:
+def _row(name: str, samples: int, flops: float, seconds: float, dtype: str = "float32") -> Row:
     return Row(
         scenario=name,
         samples_per_second=samples / seconds,
         gflops_per_second=flops / seconds / 1e9,
-        matmul_gflops_per_second=matmul_gflops_per_second(),
+        matmul_gflops_per_second=matmul_gflops_per_second(dtype),
         peak_mib=peak_mib(),
         seconds=seconds,
+        dtype=dtype,
     )
 
 
@@ -253,13 +282,13 @@ def student_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
     )
 
 
-def _distiller(student, teacher):
+def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
     from pwavenet import distill
 
     config = ml_collections.ConfigDict(
         dict(
-            kl="closed_form",
-            num_draws=1,
+            kl=kl,
+            num_draws=num_draws,
             log_scale_min=-7.0,
             regularizer_weight=4.0,
             power_weight=1.0,
@@ -276,6 +305,19 @@ def _distiller(student, teacher):
     )
 
 
+def _distill_step_fn(student, teacher, tx, **distiller_kwargs):
+    distiller = _distiller(student, teacher, **distiller_kwargs)
+
+    def step(params, opt_state, teacher_params, batch, rngs):
+        grads, metrics = jax.grad(
+            lambda p: distiller.losses(p, teacher_params, batch, rngs), has_aux=True
+        )(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, metrics["loss"]
+
+    return step
+
+
 def distill_step(repeats: int = 5) -> list[Row]:
     from pwavenet import iaf
 
@@ -283,18 +325,6 @@ def distill_step(repeats: int = 5) -> list[Row]:
     x, mel = _teacher_inputs(2, 7680 // HOP)
     teacher_params = teacher.init(jax.random.PRNGKey(2), x, mel)["params"]
     tx = optax.adam(1e-3)
-
-    def make_step(student, teacher):
-        distiller = _distiller(student, teacher)
-
-        def step(params, opt_state, teacher_params, batch, rngs):
-            grads, metrics = jax.grad(
-                lambda p: distiller.losses(p, teacher_params, batch, rngs), has_aux=True
-            )(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, metrics["loss"]
-
-        return step
 
     student = iaf.IAFStudent(student_model_config())
     params = student.init(jax.random.PRNGKey(4), x, mel)["params"]
@@ -306,7 +336,8 @@ def distill_step(repeats: int = 5) -> list[Row]:
     # Each student flow is one cycle (nothing to unroll); the teacher's 2 cycles are unrolled
     # so the one compiled step is both timed and counted.
     step, flops = compile_and_count(
-        make_step(student, wavenet.WaveNet(distill_teacher_config(scan_unroll=2))), *args
+        _distill_step_fn(student, wavenet.WaveNet(distill_teacher_config(scan_unroll=2)), tx),
+        *args,
     )
     seconds = time_median(lambda: step(*args), repeats)
     return [_row("distill_step", x.size, flops, seconds)]
@@ -328,16 +359,95 @@ def student_generate(repeats: int = 5) -> list[Row]:
     return [_row("student_generate", x.size, flops, seconds)]
 
 
+def paper_teacher_config(dtype: str = "bfloat16", scan_unroll: int = 1):
+    """The Parallel WaveNet teacher: 3 cycles x 10 layers, kernel 3, 64/128/64, 10-MoL."""
+    c = teacher_model_config(scan_unroll)
+    c.num_cycles = 3
+    c.layers_per_cycle = 10
+    c.dtype = dtype
+    return c
+
+
+def paper_student_config(dtype: str = "bfloat16", scan_unroll: int = 1, remat: bool = False):
+    """The Parallel WaveNet student: logistic base, flows of 10, 10, 10 and 30 layers (cycles
+    of 10), kernel 3, 64/128/64."""
+    c = student_model_config(scan_unroll)
+    c.base = "logistic"
+    c.flow_layers = (10, 10, 10, 30)
+    c.dtype = dtype
+    c.remat = remat
+    return c
+
+
+def paper(
+    distill_batch: int = 32,
+    length: int = 7680,
+    generate_batches=(1, 32),
+    generate_seconds: float = 1.0,
+    dtype: str = "bfloat16",
+    remat: bool = False,
+    repeats: int = 5,
+) -> list[Row]:
+    """The `paper` scenario (see the module docstring); the arguments exist so that a test can
+    run it small on a CPU. Every cycle scan is unrolled, so the one compiled computation of
+    each part is both timed and counted."""
+    from pwavenet import iaf
+
+    if length % HOP:
+        raise ValueError(f"length={length} must be a multiple of the hop ({HOP})")
+    teacher = wavenet.WaveNet(paper_teacher_config(dtype, scan_unroll=3))
+    student = iaf.IAFStudent(paper_student_config(dtype, scan_unroll=3, remat=remat))
+    x, mel = _teacher_inputs(distill_batch, length // HOP)
+    teacher_params = teacher.init(jax.random.PRNGKey(2), x[:1], mel[:1])["params"]
+    params = student.init(jax.random.PRNGKey(4), x[:1], mel[:1])["params"]
+    params = dict(params, upsampler=teacher_params["upsampler"])
+    tx = optax.adam(1e-3)
+    args = (
+        params,
+        tx.init(params),
+        teacher_params,
+        {"audio": x, "mel": mel},
+        jax.random.split(jax.random.PRNGKey(5), distill_batch),
+    )
+    step, flops = compile_and_count(
+        _distill_step_fn(student, teacher, tx, kl="monte_carlo", num_draws=16), *args
+    )
+    seconds = time_median(lambda: step(*args), repeats)
+    rows = [_row(f"paper/distill_step/b{distill_batch}", x.size, flops, seconds, dtype)]
+
+    frames = math.ceil(generate_seconds * SAMPLE_RATE / HOP)
+    for batch in generate_batches:
+        _, mel = _teacher_inputs(batch, frames)
+
+        def synth(params, mel):
+            return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
+
+        compiled, flops = compile_and_count(synth, params, mel)
+        seconds = time_median(lambda: compiled(params, mel), repeats)
+        rows.append(
+            _row(f"paper/student_generate/b{batch}", batch * frames * HOP, flops, seconds, dtype)
+        )
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[], list[Row]]] = {
     "teacher_train": teacher_train,
     "teacher_generate": teacher_generate,
     "distill_step": distill_step,
     "student_generate": student_generate,
+    "paper": paper,
 }
 
 
+def default_scenarios() -> list[str]:
+    """Every scenario, but `paper` only on an accelerator: on a CPU its batch-32 distillation
+    step would take minutes per repetition and most of a small machine's memory."""
+    on_cpu = jax.default_backend() == "cpu"
+    return [name for name in SCENARIOS if not (on_cpu and name == "paper")]
+
+
 def run(names=None) -> list[Row]:
-    names = list(names or SCENARIOS)
+    names = list(names or default_scenarios())
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"Unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}.")
@@ -349,13 +459,14 @@ def run(names=None) -> list[Row]:
 
 def format_table(rows: list[Row]) -> str:
     header = (
-        f"{'scenario':<22} {'samples/s':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} "
+        f"{'scenario':<28} {'samples/s':>13} {'GFLOP/s':>9} {'dtype':>9} {'matmul GFLOP/s':>15} "
         f"{'ratio':>6} {'peak MiB':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.scenario:<22} {r.samples_per_second:>12,.0f} {r.gflops_per_second:>9.1f} "
-            f"{r.matmul_gflops_per_second:>15.1f} {r.matmul_ratio:>6.2f} {r.peak_mib:>9.0f}"
+            f"{r.scenario:<28} {r.samples_per_second:>13,.0f} {r.gflops_per_second:>9.1f} "
+            f"{r.dtype:>9} {r.matmul_gflops_per_second:>15.1f} {r.matmul_ratio:>6.2f} "
+            f"{r.peak_mib:>9.0f}"
         )
     return "\n".join(lines)

@@ -42,9 +42,11 @@ import numpy as np
 
 from pwavenet import distributions
 from pwavenet import iaf
-from pwavenet import input_pipeline
 from pwavenet import teacher as teacher_lib
 from pwavenet import train
+
+# The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
+# and the models import without TensorFlow (the benchmark needs none).
 
 Array = jax.Array
 
@@ -358,6 +360,8 @@ def init_params(student: iaf.IAFStudent, config, rng, teacher_params=None):
 
 
 def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
+    from pwavenet import input_pipeline
+
     datasets = input_pipeline.create_datasets(config)
     distiller = make_distiller(config, student, teacher)
 

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pwavenet import input_pipeline
 from pwavenet import train
 from pwavenet import wavenet
 
@@ -81,6 +80,8 @@ def audio_summaries(config, name: str, synthesize):
 
     def summaries(writer: train.Writer, step: int, ema_params):
         if not references:
+            from pwavenet import input_pipeline
+
             references.update(
                 input_pipeline.validation_utterances(
                     config, num_utterances=2, max_seconds=config.train.audio_seconds
@@ -99,6 +100,8 @@ def audio_summaries(config, name: str, synthesize):
 
 
 def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train.Job:
+    from pwavenet import input_pipeline
+
     datasets = input_pipeline.create_datasets(config)
 
     def loss_fn(params, batch, rng):

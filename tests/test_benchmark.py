@@ -57,6 +57,28 @@ def test_student_scenarios_run_and_count_every_flow():
     assert gen.gflops_per_second * 1e9 * gen.seconds > student_conv_flops * samples
 
 
+@pytest.mark.slow
+def test_paper_scenario_runs_in_bfloat16_and_counts_every_layer():
+    # The full-size models at short lengths: the distillation step on 1 x 1024 samples (the
+    # longest STFT window) and synthesis of one mel frame.
+    rows = benchmark.paper(
+        distill_batch=1, length=1024, generate_batches=(1,), generate_seconds=0.01, repeats=1
+    )
+    assert [r.scenario for r in rows] == ["paper/distill_step/b1", "paper/student_generate/b1"]
+    step, gen = rows
+    for row in rows:
+        _check(row)
+        assert row.dtype == "bfloat16"
+    # Student flows of 10 + 10 + 10 + 30 layers and the teacher's 30, all kernel 3 and
+    # 64 -> 128: the student's forward and backward (3x its convolutions) and the teacher's
+    # forward and backward to its input (2x) on 1024 samples are a floor for the step.
+    conv = 2 * 3 * 64 * 128
+    assert step.samples_per_second * step.seconds == pytest.approx(1024)
+    assert step.gflops_per_second * 1e9 * step.seconds > (3 * 60 + 2 * 30) * conv * 1024
+    assert gen.samples_per_second * gen.seconds == pytest.approx(256)
+    assert gen.gflops_per_second * 1e9 * gen.seconds > 60 * conv * 256
+
+
 def test_unknown_scenarios_are_named():
     with pytest.raises(ValueError, match="teacher_train"):
         benchmark.run(["no_such_scenario"])

@@ -3,6 +3,7 @@ refusals, and the files evaluation writes."""
 
 import json
 import os
+import shutil
 
 from flax import jax_utils
 import jax
@@ -79,11 +80,20 @@ def test_global_batch_must_divide_the_device_count():
         train.check_batch_size(12)
 
 
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """The tiny teacher trained by train_and_evaluate for its 6 steps, once for the module:
+    its workdir, copied by each test that changes it."""
+    workdir = str(tmp_path_factory.mktemp("trained") / "run")
+    teacher.train_and_evaluate(_config(data_dir), workdir)
+    return workdir
+
+
 @pytest.mark.slow
-def test_checkpoints_round_trip_and_training_resumes(data_dir, tmp_path):
+def test_checkpoints_round_trip_and_training_resumes(data_dir, trained, tmp_path):
     config = _config(data_dir)
     workdir = str(tmp_path / "run")
-    teacher.train_and_evaluate(config, workdir)
+    shutil.copytree(trained, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["model"]["residual_channels"] == config.model.residual_channels
@@ -114,10 +124,10 @@ def test_checkpoints_round_trip_and_training_resumes(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_writes_its_report_audio_and_plot(data_dir, tmp_path):
+def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path):
     config = _config(data_dir)
     workdir = str(tmp_path / "run")
-    teacher.train_and_evaluate(config, workdir)
+    shutil.copytree(trained, workdir)
     report = evaluate.evaluate(workdir, speed_batch_sizes=(1, 2), speed_seconds=0.02)
     out = os.path.join(workdir, "eval_6")
     for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav"):

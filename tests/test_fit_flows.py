@@ -21,28 +21,35 @@ def _config(variant="tiny", **overrides):
     return config
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny job run once to the end: (workdir, its results), shared (read-only) by the
+    tests that check its outputs and resume from a copy of its checkpoints."""
+    workdir = tmp_path_factory.mktemp("tiny_full")
+    return workdir, fit_flows.train_and_evaluate(_config(), str(workdir))
+
+
 @pytest.mark.slow
-def test_tiny_job_writes_its_outputs(tmp_path):
-    results = fit_flows.train_and_evaluate(_config(), str(tmp_path))
+def test_tiny_job_writes_its_outputs(tiny_run):
+    workdir, results = tiny_run
     for name in ("flows.png", "results.json", "config.json"):
-        assert (tmp_path / name).stat().st_size > 0
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["20", "40"]
-    on_disk = json.loads((tmp_path / "results.json").read_text())
+        assert (workdir / name).stat().st_size > 0
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40"]
+    on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk == results
     assert np.isfinite(results["heldout_nll"]) and results["steps"] == 40
 
 
 @pytest.mark.slow
-def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path):
     """Kill-and-resume stand-in: drop the last checkpoint, rerun, and land on the same params.
 
     Batches and sampling keys are functions of the step, so the resumed run must recompute the
     lost steps bit for bit.
     """
     config = _config()
-    full = tmp_path / "full"
-    fit_flows.train_and_evaluate(config, str(full))
+    full = tiny_run[0]
     resumed = tmp_path / "resumed"
     shutil.copytree(full / "checkpoints", resumed / "checkpoints")
     shutil.rmtree(resumed / "checkpoints" / "40")

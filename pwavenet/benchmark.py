@@ -16,7 +16,9 @@ Every scenario reports, in one process:
                   (GPU, TPU), else the process's peak resident set (CPU); a process-wide
                   peak, so run a scenario alone to read its own
 
-Scenarios (model shapes are fixed; do not change them, add new scenarios instead):
+Scenarios (model shapes are fixed; do not change them, add new scenarios instead; the
+functions' size arguments, lengths and batches, exist so that a test can run them short, and
+their defaults are the scenarios):
 
   teacher_train     one optimizer step (forward, backward, Adam) of a WaveNet with 24 layers
                     in 4 cycles, kernel 3, residual 64, gate 128, skip 64, 10-component MoL,
@@ -158,6 +160,12 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _init(model, rng, *inputs):
+    """The model's parameters, initialised in one compiled computation (op by op, a
+    60-layer student takes tens of seconds on a CPU)."""
+    return jax.jit(model.init)(rng, *inputs)["params"]
+
+
 def _teacher_inputs(batch: int, frames: int):
     rng = jax.random.PRNGKey(0)
     x = jax.random.uniform(rng, (batch, frames * HOP), minval=-0.5, maxval=0.5)
@@ -165,11 +173,11 @@ def _teacher_inputs(batch: int, frames: int):
     return x, mel
 
 
-def teacher_train(repeats: int = 5) -> list[Row]:
+def teacher_train(repeats: int = 5, length: int = 7680) -> list[Row]:
     model = wavenet.WaveNet(teacher_model_config())
     counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
-    x, mel = _teacher_inputs(2, 7680 // HOP)
-    params = model.init(jax.random.PRNGKey(2), x, mel)["params"]
+    x, mel = _teacher_inputs(2, length // HOP)
+    params = _init(model, jax.random.PRNGKey(2), x, mel)
     tx = optax.adam(1e-3)
     opt_state = tx.init(params)
 
@@ -191,14 +199,14 @@ def teacher_train(repeats: int = 5) -> list[Row]:
     return [_row("teacher_train", x.size, flops, seconds)]
 
 
-def teacher_generate(batch_sizes=(1, 16), repeats: int = 3) -> list[Row]:
+def teacher_generate(batch_sizes=(1, 16), repeats: int = 3, seconds: float = 1.0) -> list[Row]:
     model = wavenet.WaveNet(teacher_model_config())
     counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
-    frames = math.ceil(SAMPLE_RATE / HOP)  # 1 s of audio
+    frames = math.ceil(seconds * SAMPLE_RATE / HOP)
     rows = []
     for batch in batch_sizes:
         x, mel = _teacher_inputs(batch, frames)
-        params = model.init(jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])["params"]
+        params = _init(model, jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])
         gen = jax.jit(lambda p, m: wavenet.generate(model, p, jax.random.PRNGKey(3), mel=m))
         seconds = time_median(lambda: gen(params, mel), repeats)
         # Model FLOPs, independent of how the loop is arranged: one step of the cached
@@ -318,16 +326,16 @@ def _distill_step_fn(student, teacher, tx, **distiller_kwargs):
     return step
 
 
-def distill_step(repeats: int = 5) -> list[Row]:
+def distill_step(repeats: int = 5, length: int = 7680) -> list[Row]:
     from pwavenet import iaf
 
     teacher = wavenet.WaveNet(distill_teacher_config())
-    x, mel = _teacher_inputs(2, 7680 // HOP)
-    teacher_params = teacher.init(jax.random.PRNGKey(2), x, mel)["params"]
+    x, mel = _teacher_inputs(2, length // HOP)
+    teacher_params = _init(teacher, jax.random.PRNGKey(2), x, mel)
     tx = optax.adam(1e-3)
 
     student = iaf.IAFStudent(student_model_config())
-    params = student.init(jax.random.PRNGKey(4), x, mel)["params"]
+    params = _init(student, jax.random.PRNGKey(4), x, mel)
     params = dict(params, upsampler=teacher_params["upsampler"])
     opt_state = tx.init(params)
     batch = {"audio": x, "mel": mel}
@@ -343,13 +351,13 @@ def distill_step(repeats: int = 5) -> list[Row]:
     return [_row("distill_step", x.size, flops, seconds)]
 
 
-def student_generate(repeats: int = 5) -> list[Row]:
+def student_generate(repeats: int = 5, seconds: float = 1.0) -> list[Row]:
     from pwavenet import iaf
 
     student = iaf.IAFStudent(student_model_config())
-    frames = math.ceil(SAMPLE_RATE / HOP)
+    frames = math.ceil(seconds * SAMPLE_RATE / HOP)
     x, mel = _teacher_inputs(1, frames)
-    params = student.init(jax.random.PRNGKey(4), x, mel)["params"]
+    params = _init(student, jax.random.PRNGKey(4), x, mel)
 
     def synth(params, mel):
         return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
@@ -398,8 +406,8 @@ def paper(
     teacher = wavenet.WaveNet(paper_teacher_config(dtype, scan_unroll=3))
     student = iaf.IAFStudent(paper_student_config(dtype, scan_unroll=3, remat=remat))
     x, mel = _teacher_inputs(distill_batch, length // HOP)
-    teacher_params = teacher.init(jax.random.PRNGKey(2), x[:1], mel[:1])["params"]
-    params = student.init(jax.random.PRNGKey(4), x[:1], mel[:1])["params"]
+    teacher_params = _init(teacher, jax.random.PRNGKey(2), x[:1], mel[:1])
+    params = _init(student, jax.random.PRNGKey(4), x[:1], mel[:1])
     params = dict(params, upsampler=teacher_params["upsampler"])
     tx = optax.adam(1e-3)
     args = (

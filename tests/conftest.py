@@ -36,6 +36,28 @@ def espeak_small_data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds_espeak_small"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _start_slow_jobs_early(request, tmp_path_factory):
+    """The job tests whose work is separate training processes (tests/background.py): when
+    their tests are selected, their processes start with the session's first test and run
+    beside the others; each module waits for its own and checks them as before."""
+    import importlib
+
+    import background
+
+    selected = {item.path.name for item in request.session.items}
+    jobs = request.config.stash[background.EARLY] = {}
+    if shutil.which("espeak-ng") is not None:
+        for name in ("test_multihost.py", "test_preemption.py"):
+            if name in selected:
+                module = importlib.import_module(name[: -len(".py")])
+                data_dir = request.getfixturevalue("espeak_small_data_dir")
+                jobs[name] = module.start_early(tmp_path_factory, data_dir)
+    yield
+    for job in jobs.values():  # any that no test waited for
+        job.kill()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)

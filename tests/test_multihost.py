@@ -6,7 +6,9 @@ The one-process runs read, batch by batch, what processes 0 and 1 read side by s
 batches. With the same batches and the same per-example randomness (keys are folded from the
 global example index), the parameters must agree up to the order of the cross-device sums.
 
-Every run of the module is started by one fixture, in two waves of concurrent processes.
+Every run of the module is started in two waves of concurrent processes, by a thread that
+tests/conftest.py starts with the session's first test (tests/background.py), so that they go
+on beside the other tests; the module's fixture waits for it.
 """
 
 import glob
@@ -20,6 +22,8 @@ import time
 
 import numpy as np
 import pytest
+
+import background
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
@@ -107,26 +111,27 @@ def _resume_copy(src, dst):
     return dst
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, espeak_small_data_dir):
-    tmp = tmp_path_factory.mktemp("multihost")
-    common = dict(data_dir=espeak_small_data_dir)
+def _both_waves(job, tmp, data_dir):
+    """Every run of the module, in a background.Background: {name: _Run}."""
+    common = dict(data_dir=data_dir)
+    r = {}
+
+    def start(name, **flags):
+        r[name] = _Run(tmp, name, **flags, **common)
+        job.procs.extend(r[name].procs)
+
     # Wave 1: the teacher, then a student distilled from it, on both layouts. Both evaluate
     # the teacher; the two-process run also writes the student's audio summaries (synthesis
     # runs on every process, process 0 writes).
-    r = {
-        "two": _Run(tmp, "two", num_processes=2, student_steps=2, eval=True, audio=True, **common),
-        "one": _Run(tmp, "one", num_processes=1, student_steps=2, eval=True, **common),
-    }
+    start("two", num_processes=2, student_steps=2, eval=True, audio=True)
+    start("one", num_processes=1, student_steps=2, eval=True)
     r["two"].wait(), r["one"].wait()
     # Wave 2: each layout resumes the other layout's step-2 checkpoint. The two-process one
     # runs on until SIGTERM reaches its process 1 (a preempted host), after step 5.
     _resume_copy(r["two"].workdir, tmp / "one_from_two")
     _resume_copy(r["one"].workdir, tmp / "two_from_one")
-    r["one_from_two"] = _Run(tmp, "one_from_two", num_processes=1, **common)
-    r["two_from_one"] = _Run(
-        tmp, "two_from_one", num_processes=2, steps=100_000, keep_checkpoints=100, **common
-    )
+    start("one_from_two", num_processes=1)
+    start("two_from_one", num_processes=2, steps=100_000, keep_checkpoints=100)
     term = r["two_from_one"]
     deadline = time.time() + TIMEOUT
     while "step 5/" not in term.log(1):
@@ -135,6 +140,18 @@ def runs(tmp_path_factory, espeak_small_data_dir):
     term.procs[1].send_signal(signal.SIGTERM)
     term.wait(), r["one_from_two"].wait()
     return r
+
+
+def start_early(tmp_path_factory, data_dir):
+    return background.Background(_both_waves, tmp_path_factory.mktemp("multihost"), data_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory, espeak_small_data_dir):
+    tmp = tmp_path_factory.mktemp("multihost")
+    return background.started(
+        request, "test_multihost.py", _both_waves, tmp, espeak_small_data_dir
+    ).result()
 
 
 @pytest.mark.slow

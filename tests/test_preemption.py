@@ -16,11 +16,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import background
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start(workdir, data_dir, log_path, **overrides):
+def _start_process(workdir, data_dir, log_path, **overrides):
     flags = {
         "train.steps": 100_000,
         "train.log_every": 1,
@@ -70,12 +72,19 @@ def _restore_all(workdir):
         return step, mngr.restore(step, args=ocp.args.StandardRestore())
 
 
-@pytest.mark.slow
-def test_killed_and_resumed_runs_end_exactly_where_an_uninterrupted_run_does(tmp_path, data_dir):
-    """SIGKILL and SIGTERM at random steps (fixed seed), each followed by a rerun of the same
-    command, give bit-for-bit the state of a run that was never interrupted: the checkpoint
-    holds the whole train state, and the data stream restarts at the restored step's batch."""
-    steps = 6
+STEPS = 6
+
+
+def _runs(job, tmp_path, data_dir):
+    """The uninterrupted run, then the interrupted one and its reruns, with the checks on the
+    way; in a background.Background. Returns both workdirs."""
+
+    def _start(*args, **flags):
+        proc, log = _start_process(*args, **flags)
+        job.procs.append(proc)
+        return proc, log
+
+    steps = STEPS
     overrides = {"train.steps": steps, "train.checkpoint_every": 1}
     reference = str(tmp_path / "reference")
     proc, log = _start(reference, data_dir, tmp_path / "reference.txt", **overrides)
@@ -116,6 +125,24 @@ def test_killed_and_resumed_runs_end_exactly_where_an_uninterrupted_run_does(tmp
     assert proc.wait(timeout=300) == 0, open(tmp_path / "run3.txt").read()[-3000:]
     log.close()
 
+    return reference, workdir
+
+
+def start_early(tmp_path_factory, data_dir):
+    return background.Background(_runs, tmp_path_factory.mktemp("preemption"), data_dir)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_runs_end_exactly_where_an_uninterrupted_run_does(
+    request, tmp_path, data_dir
+):
+    """SIGKILL and SIGTERM at random steps (fixed seed), each followed by a rerun of the same
+    command, give bit-for-bit the state of a run that was never interrupted: the checkpoint
+    holds the whole train state, and the data stream restarts at the restored step's batch.
+    (The runs are started early in the session: tests/background.py.)"""
+    job = background.started(request, "test_preemption.py", _runs, tmp_path, data_dir)
+    reference, workdir = job.result()
+    steps = STEPS
     step_a, state_a = _restore_all(reference)
     step_b, state_b = _restore_all(workdir)
     assert step_a == step_b == steps

@@ -34,7 +34,7 @@ def test_teacher_scenarios_run_and_count_every_layer():
     assert flops > 3 * CONV_FLOPS_PER_SAMPLE * 2 * 1024
 
     # Batch 2 only: batch 1 runs the same code, and each batch size compiles its own loop.
-    rows = benchmark.teacher_generate(batch_sizes=(2,), repeats=1, seconds=0.1)
+    rows = benchmark.teacher_generate(batch_sizes=(2,), repeats=1, audio_seconds=0.1)
     assert [r.scenario for r in rows] == ["teacher_generate/b2"]
     for batch, row in zip((2,), rows):
         _check(row)
@@ -54,7 +54,7 @@ def test_student_scenarios_run_and_count_every_flow():
     # The student's forward and backward alone exceed 3x its convolutions on 2 x 1024 samples.
     assert step.samples_per_second * step.seconds == pytest.approx(2 * 1024)
     assert step.gflops_per_second * 1e9 * step.seconds > 3 * student_conv_flops * 2 * 1024
-    (gen,) = benchmark.student_generate(repeats=1, seconds=0.1)
+    (gen,) = benchmark.student_generate(repeats=1, audio_seconds=0.1)
     _check(gen)
     samples = gen.samples_per_second * gen.seconds
     assert samples == pytest.approx(9 * 256)

@@ -25,8 +25,8 @@ def prepare_process() -> None:
     try:
         import tensorflow as tf
     except ImportError:
-        tf = None  # jobs that read no data (the benchmark) run without TensorFlow
-    if tf is not None:
+        pass  # jobs that read no data (the benchmark) run without TensorFlow
+    else:
         tf.config.set_visible_devices([], "GPU")
     import jax
 

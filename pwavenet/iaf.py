@@ -329,11 +329,19 @@ class IAFStudent(nn.Module):
             log_s_tot = log_s_tot + log_gain
         return x, mu_tot, log_s_tot
 
-    def flow_step(self, k: int, cache, x_prev, mel_t, speaker_emb, t):
-        """Flow k's (shift, log-scale) at step t from its input at t - 1 and its cache."""
-        outputs, cache = self.flows[k].step(cache, x_prev, mel_t, speaker_emb, t)
+    def flow_step(self, k: int, cache, x_prev, mel_t, speaker_emb, t, cond_kernel=None):
+        """Flow k's (shift, log-scale) at step t from its input at t - 1 and its cache;
+        `cond_kernel` is `flow_conditioning_kernel(k)` if built ahead."""
+        outputs, cache = self.flows[k].step(
+            cache, x_prev, mel_t, speaker_emb, t, cond_kernel=cond_kernel
+        )
         mu, log_s = self._affine(outputs)
         return mu, log_s, cache
+
+    def flow_conditioning_kernel(self, k: int):
+        """Flow k's `pwavenet.wavenet.WaveNet.conditioning_kernel` (its layers' 1x1s of the
+        upsampled mel and the speaker embedding, stacked)."""
+        return self.flows[k].conditioning_kernel()
 
 
 # ----------------------------------------------------------------------------- functions
@@ -492,6 +500,13 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         base_log_s = jnp.repeat(log_gain, hop, axis=1)
         flows_out = u * jnp.exp(-base_log_s)
 
+    # Built once, outside the loop over time (see pwavenet.wavenet.loop_invariant).
+    cond_kernels = [
+        model.apply(variables, k, method=IAFStudent.flow_conditioning_kernel)
+        for k in range(len(configs))
+    ]
+    step_variables = wavenet.loop_invariant(variables)
+
     def one_step(carry, inputs):
         caches, prevs = carry
         t, y, log_s_t, mel_t = inputs
@@ -500,13 +515,14 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         # from x^{k-1}_<t, which flow k's cache already holds.
         for k in reversed(range(len(configs))):
             mu, log_s, new_caches[k] = model.apply(
-                variables,
+                step_variables(),
                 k,
                 caches[k],
                 prevs[k],
                 mel_t,
                 speaker_emb,
                 t,
+                cond_kernels[k],
                 method=IAFStudent.flow_step,
             )
             y = (y - mu) * jnp.exp(-log_s)

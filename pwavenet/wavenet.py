@@ -40,9 +40,10 @@ blocks of one mel frame, each drawing its steps' noise in one call.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -381,34 +382,45 @@ class WaveNet(nn.Module):
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
         return mel_up, speaker_emb
 
-    def step_conditioning(self, mel_t: Array | None, speaker_emb: Array | None) -> Array | None:
+    def conditioning_kernel(self) -> Array | None:
+        """Every layer's conditioning 1x1s stacked, (num_cycles, layers_per_cycle, G, C + E)
+        in the compute dtype (the mel's C input channels, then the speaker embedding's E), or
+        None without conditioning: the right-hand side of `step_conditioning`'s one matmul.
+        It does not depend on the step; a generation loop builds it once, outside the loop,
+        and in this layout, the one XLA:CPU's matmul reads it in: in any other, every step
+        began with a transposed copy of it (1 MB for the benchmark teacher; 13% of a step at
+        batch 16)."""
+        c = self.config
+        layers = self.variables["params"]["cycles"]
+        kernels = [
+            jnp.stack([layers[f"layer_{i}"][name]["kernel"] for i in range(c.layers_per_cycle)])
+            for name in ("mel_proj", "speaker_proj")
+            if name in layers["layer_0"]  # (an IAF flow's config has neither, but its layers may)
+        ]  # each (L, num_cycles, in, G)
+        if not kernels:
+            return None
+        return jnp.concatenate(kernels, axis=2).transpose(1, 0, 3, 2).astype(jnp.dtype(c.dtype))
+
+    def step_conditioning(
+        self, mel_t: Array | None, speaker_emb: Array | None, kernel: Array | None = None
+    ) -> Array | None:
         """Every layer's conditioning term at some steps, (..., num_cycles, layers_per_cycle,
         B, G) in the compute dtype (None without conditioning): the upsampled mel at the steps
         (..., B, C) and the speaker embedding (B, E) through each layer's own 1x1s, summed, as
-        one matmul of [mel_t | speaker_emb] with all those kernels stacked (the stacking does
-        not depend on the step, so XLA may hoist it out of a generation loop). At batch 1 these
-        projections are about 15% of a step's multiply-adds; as 2 x 24 small matmuls they
-        cost more than that."""
-        c = self.config
-        dtype = jnp.dtype(c.dtype)
-        layers = self.variables["params"]["cycles"]
-        inputs, kernels = [], []
+        one matmul of [mel_t | speaker_emb] with `kernel` (`conditioning_kernel()` if None).
+        At batch 1 these projections are about 15% of a step's multiply-adds; as 2 x 24 small
+        matmuls they cost more than that."""
+        inputs = []
         if mel_t is not None and speaker_emb is not None:  # the speaker's at every step
             speaker_emb = jnp.broadcast_to(speaker_emb, (*mel_t.shape[:-1], speaker_emb.shape[-1]))
-        for x, name in ((mel_t, "mel_proj"), (speaker_emb, "speaker_proj")):
+        for x in (mel_t, speaker_emb):
             if x is not None:
-                inputs.append(x.astype(dtype))
-                kernels.append(
-                    jnp.stack(
-                        [layers[f"layer_{i}"][name]["kernel"] for i in range(c.layers_per_cycle)],
-                        axis=1,
-                    ).astype(dtype)
-                )  # (num_cycles, L, in, G)
+                inputs.append(x.astype(jnp.dtype(self.config.dtype)))
         if not inputs:
             return None
-        return jnp.einsum(
-            "...bc,nlcg->...nlbg", jnp.concatenate(inputs, -1), jnp.concatenate(kernels, axis=2)
-        )
+        if kernel is None:
+            kernel = self.conditioning_kernel()
+        return jnp.einsum("...bc,nlgc->...nlbg", jnp.concatenate(inputs, -1), kernel)
 
     def step(
         self,
@@ -419,6 +431,7 @@ class WaveNet(nn.Module):
         t: Array,
         lpc_t: Array | None = None,
         cond_t: Array | None = None,
+        cond_kernel: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
         """The output for timestep t from the previous sample and the layer caches.
 
@@ -434,6 +447,7 @@ class WaveNet(nn.Module):
             ends with the last p samples (B, p), newest first.
           cond_t: `step_conditioning(mel_t, speaker_emb)` if computed ahead; then mel_t and
             speaker_emb are not used.
+          cond_kernel: `conditioning_kernel()` if built ahead (outside a generation loop).
 
         Returns:
           (B, P) float32 parameters of p(x_t | x_<t) and the updated cache.
@@ -452,7 +466,7 @@ class WaveNet(nn.Module):
         past = jnp.stack(past).transpose(2, 0, 3, 1, 4)  # (cycles, L, B, k - 1, R)
         skip_sum = jnp.zeros((x_prev.shape[0], c.skip_channels), jnp.float32)
         if cond_t is None:
-            cond_t = self.step_conditioning(mel_t, speaker_emb)
+            cond_t = self.step_conditioning(mel_t, speaker_emb, cond_kernel)
         (_, skip_sum), inputs = self.cycles((h, skip_sum), (past, cond_t), None, None, True)
         # inputs: (cycles, L, B, R). Writing after reading lets a buffer of (k - 1) d slots
         # serve: the slot overwritten held t - (k - 1) d, just read for the last time.
@@ -606,6 +620,41 @@ def _unrolled_cycles(model: WaveNet) -> WaveNet:
     return WaveNet(config)
 
 
+def loop_invariant(variables) -> Callable[[], dict]:
+    """`variables` for use inside a loop body (a generation or inversion loop over time): call
+    the result inside the body.
+
+    A model with stacked cycle parameters slices one cycle's kernels out of each stacked
+    array at every step, and XLA does not hoist these slices out of the loop: on a CPU, each
+    step of the benchmark teacher copied all its kernels (3.1 MB) before using them, 40% of
+    a step at batch 1. Here every `cycles` subtree is split into per-cycle arrays once,
+    outside the loop, and stacked again inside it, where XLA folds each slice of the stack
+    back to the per-cycle array it came from."""
+
+    def split(tree):
+        if not isinstance(tree, Mapping):
+            return tree
+        return {
+            k: _Split(jax.tree.map(lambda a: list(a), v)) if k == "cycles" else split(v)
+            for k, v in tree.items()
+        }
+
+    def stack(tree):
+        if isinstance(tree, _Split):
+            return jax.tree.map(jnp.stack, tree.cycles, is_leaf=lambda x: isinstance(x, list))
+        if not isinstance(tree, Mapping):
+            return tree
+        return {k: stack(v) for k, v in tree.items()}
+
+    split_variables = split(variables)
+    return lambda: stack(split_variables)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    cycles: Any  # a `cycles` parameter subtree with every leaf a list of per-cycle arrays
+
+
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "batch", "return_params"))
 def _sample(
     model: WaveNet,
@@ -647,18 +696,32 @@ def _sample(
         else None
     )
 
+    cond_kernel = model.apply(variables, method=WaveNet.conditioning_kernel)
+    step_variables = loop_invariant(variables)
+
     def one_block(carry, inputs):
         t_block, mel_block, lpc_f = inputs
         cond = None
         if ahead:
-            cond = model.apply(variables, mel_block, speaker_emb, method=WaveNet.step_conditioning)
+            cond = model.apply(
+                variables, mel_block, speaker_emb, cond_kernel, method=WaveNet.step_conditioning
+            )
         noise = distribution.noise(jax.random.fold_in(rng, t_block[0]), (block, batch))
 
         def one_sample(carry, inputs):
             cache, x_prev = carry
             t, mel_t, cond_t, noise_t = inputs
             params_t, cache = model.apply(
-                variables, cache, x_prev, mel_t, speaker_emb, t, lpc_f, cond_t, method=WaveNet.step
+                step_variables(),
+                cache,
+                x_prev,
+                mel_t,
+                speaker_emb,
+                t,
+                lpc_f,
+                cond_t,
+                cond_kernel,
+                method=WaveNet.step,
             )
             x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
             return (cache, x_t), (x_t, params_t if return_params else None)

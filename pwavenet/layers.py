@@ -7,12 +7,15 @@
   same kernel, so a sampler that keeps the past layer inputs (a ring buffer) produces output t
   at a cost independent of the dilation.
 
-  Both forms are one matmul over the k taps: the sequence form stacks the k shifted views of
-  the left-padded input along channels. `lax.conv_general_dilated` with `rhs_dilation` was
-  measured too: alone it is 25-40% faster on CPU, but inside `lax.scan` (how the WaveNet
-  stacks its layers) XLA:CPU computes its kernel gradient about 40 times slower, and the
-  ljspeech teacher's training step (batch 2, 7680 samples) took 16.5 s with it against 1.9 s
-  with stacked views. Matmuls are also what every accelerator does best.
+  The one-step form is one matmul over the k taps. The sequence form's arithmetic is the same
+  product with the k shifted views of the left-padded input stacked along channels (`_taps`),
+  which is how it runs on accelerators (matmuls are what they do best; these are the figures
+  in BUILD.md). On a CPU it runs as XLA's dilated convolution instead, which skips
+  materializing the stacked views: the benchmark student's synthesis is 1.3x faster with
+  it. Its derivatives stay matmuls over the taps (a custom JVP, so forward and reverse mode
+  both work): XLA:CPU's own convolution gradients are slower, and inside `lax.scan` (how
+  the WaveNet stacks its cycles) its kernel gradient ran about 9 times slower than the
+  taps' product.
 
 `ConditioningUpsampler`: (batch, frames, n_mels) -> (batch, frames * hop, features), one
   transposed convolution along time per stride (kernel `kernel_multiple * stride`, cropped so
@@ -22,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -98,14 +102,10 @@ class CausalConv(nn.Module):
         else:
             if x.ndim != 3:
                 raise ValueError(f"CausalConv expects (batch, time, channels), got {x.shape}")
-            # Stack the k dilated views of the left-padded input on the channel axis.
-            length = x.shape[1]
-            padded = jnp.pad(x, ((0, 0), (self.context, 0), (0, 0)))
-            taps = jnp.concatenate(
-                [padded[:, j * self.dilation : j * self.dilation + length] for j in range(k)],
-                axis=-1,
-            )
-            y = taps @ kernel.reshape(-1, self.features)
+            if jax.default_backend() == "cpu":
+                y = _dilated_conv(x, kernel, self.dilation)
+            else:
+                y = _taps(x, k, self.dilation) @ kernel.reshape(-1, self.features)
         if self.use_bias:
             y = y + self.param(
                 "bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype
@@ -125,6 +125,45 @@ class CausalConv(nn.Module):
         if window.ndim == 3 and window.shape[1] == self.context + 1:
             window = window[:, :: self.dilation]
         return self(window, one_step=True)
+
+
+def _taps(x: Array, k: int, dilation: int) -> Array:
+    """The k dilated views of the left-padded x (batch, time, in) stacked on the channel
+    axis, oldest first: (batch, time, k * in)."""
+    length = x.shape[1]
+    padded = jnp.pad(x, ((0, 0), ((k - 1) * dilation, 0), (0, 0)))
+    return jnp.concatenate(
+        [padded[:, j * dilation : j * dilation + length] for j in range(k)], axis=-1
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _dilated_conv(x: Array, kernel: Array, dilation: int) -> Array:
+    """The causal dilated convolution of x (batch, time, in) with kernel (k, in, F) by XLA's
+    convolution; equal to `_taps(x, k, dilation) @ kernel.reshape(-1, F)`."""
+    k = kernel.shape[0]
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1,),
+        padding=[((k - 1) * dilation, 0)],
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+    )
+
+
+@_dilated_conv.defjvp
+def _dilated_conv_jvp(dilation, primals, tangents):
+    # Bilinear: the tangent is the convolution of each tangent with the other primal, both
+    # written as products over the taps, so reverse mode transposes them into the taps'
+    # matmuls. The kernel's term is rematerialized: reverse mode keeps x and restacks its
+    # taps in the backward pass rather than holding k times x's memory from the forward.
+    x, kernel = primals
+    dx, dkernel = tangents
+    k, _, features = kernel.shape
+    through_kernel = jax.checkpoint(lambda x, dk: _taps(x, k, dilation) @ dk.reshape(-1, features))
+    dy = _taps(dx, k, dilation) @ kernel.reshape(-1, features) + through_kernel(x, dkernel)
+    return _dilated_conv(x, kernel, dilation), dy
 
 
 def check_hop_length(strides: Sequence[int], hop_length: int) -> None:

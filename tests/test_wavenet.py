@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from configs.teacher import get_config
-from pwavenet import wavenet
+from pwavenet import layers, wavenet
 from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 
@@ -100,6 +100,54 @@ def test_causal_conv_matches_direct_sum_and_one_step(kernel_size, dilation):
         from_window = step(window)
         np.testing.assert_allclose(from_taps, y[:, t], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(from_window, y[:, t], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["convolution", "taps"])
+def test_causal_conv_derivatives_match_the_direct_sum(form):
+    """Both sequence forms (XLA's convolution with its custom JVP, used on CPU, and the taps
+    matmul, used on accelerators) against the brute-force sum: values, reverse-mode
+    gradients in x and the kernel, and a forward-mode directional derivative."""
+    k, d, batch, length, c_in, c_out = 3, 2, 2, 11, 3, 4
+    rng = np.random.default_rng(1)
+    x, dx, g = (rng.normal(size=(batch, length, c)) for c in (c_in, c_in, c_out))
+    kernel, dkernel = (rng.normal(size=(k, c_in, c_out)) for _ in range(2))
+
+    def direct(x, kernel):  # float64 numpy; y[t] = sum_j x[t - (k - 1 - j) d] @ kernel[j]
+        y = np.zeros((batch, length, c_out))
+        for t in range(length):
+            for j in range(k):
+                if t - (k - 1 - j) * d >= 0:
+                    y[:, t] += x[:, t - (k - 1 - j) * d] @ kernel[j]
+        return y
+
+    if form == "convolution":
+        fn = lambda x, w: layers._dilated_conv(x, w, d)  # noqa: E731
+    else:
+        fn = lambda x, w: layers._taps(x, k, d) @ w.reshape(-1, c_out)  # noqa: E731
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    np.testing.assert_allclose(fn(f32(x), f32(kernel)), direct(x, kernel), rtol=1e-5, atol=1e-5)
+    # The loss sum(g * y) is bilinear: its gradient in x is direct(., kernel)'s adjoint
+    # applied to g, read off by brute force from the unit inputs.
+    grad_x, grad_kernel = jax.grad(lambda x, w: jnp.sum(f32(g) * fn(x, w)), argnums=(0, 1))(
+        f32(x), f32(kernel)
+    )
+    expected_x = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        unit = np.zeros_like(x)
+        unit[index] = 1.0
+        expected_x[index] = np.sum(g * direct(unit, kernel))
+    expected_kernel = np.zeros_like(kernel)
+    for index in np.ndindex(kernel.shape):
+        unit = np.zeros_like(kernel)
+        unit[index] = 1.0
+        expected_kernel[index] = np.sum(g * direct(x, unit))
+    np.testing.assert_allclose(grad_x, expected_x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grad_kernel, expected_kernel, rtol=1e-4, atol=1e-4)
+    # Forward mode: d/de fn(x + e dx, kernel + e dkernel) at e = 0, bilinearity again.
+    _, tangent = jax.jvp(fn, (f32(x), f32(kernel)), (f32(dx), f32(dkernel)))
+    np.testing.assert_allclose(
+        tangent, direct(dx, kernel) + direct(x, dkernel), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize(

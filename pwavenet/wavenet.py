@@ -40,7 +40,6 @@ blocks of one mel frame, each drawing its steps' noise in one call.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -634,25 +633,24 @@ def loop_invariant(variables) -> Callable[[], dict]:
     def split(tree):
         if not isinstance(tree, Mapping):
             return tree
-        return {
-            k: _Split(jax.tree.map(lambda a: list(a), v)) if k == "cycles" else split(v)
-            for k, v in tree.items()
-        }
+        return {k: _unstack(v) if k == "cycles" else split(v) for k, v in tree.items()}
 
     def stack(tree):
-        if isinstance(tree, _Split):
-            return jax.tree.map(jnp.stack, tree.cycles, is_leaf=lambda x: isinstance(x, list))
         if not isinstance(tree, Mapping):
             return tree
-        return {k: stack(v) for k, v in tree.items()}
+        return {
+            k: jax.tree.map(lambda *a: jnp.stack(a), *v) if k == "cycles" else stack(v)
+            for k, v in tree.items()
+        }
 
     split_variables = split(variables)
     return lambda: stack(split_variables)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Split:
-    cycles: Any  # a `cycles` parameter subtree with every leaf a list of per-cycle arrays
+def _unstack(tree) -> tuple:
+    """A tree of arrays stacked on a leading axis as a tuple of trees, one per index."""
+    length = jax.tree.leaves(tree)[0].shape[0]
+    return tuple(jax.tree.map(lambda a, i=i: a[i], tree) for i in range(length))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "batch", "return_params"))

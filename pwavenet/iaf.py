@@ -511,11 +511,12 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         caches, prevs = carry
         t, y, log_s_t, mel_t = inputs
         new_caches, new_prevs = list(caches), list(prevs)
+        variables_t = step_variables()
         # Undo the flows from the last: flow k maps x^{k-1}_t to x^k_t with (mu, s) computed
         # from x^{k-1}_<t, which flow k's cache already holds.
         for k in reversed(range(len(configs))):
             mu, log_s, new_caches[k] = model.apply(
-                step_variables(),
+                variables_t,
                 k,
                 caches[k],
                 prevs[k],

@@ -152,18 +152,29 @@ def _dilated_conv(x: Array, kernel: Array, dilation: int) -> Array:
     )
 
 
-@_dilated_conv.defjvp
 def _dilated_conv_jvp(dilation, primals, tangents):
     # Bilinear: the tangent is the convolution of each tangent with the other primal, both
     # written as products over the taps, so reverse mode transposes them into the taps'
     # matmuls. The kernel's term is rematerialized: reverse mode keeps x and restacks its
     # taps in the backward pass rather than holding k times x's memory from the forward.
+    # Zero tangents stay symbolic: a frozen network (distillation's teacher) differentiated
+    # in its input only would otherwise multiply its stacked taps by a zero kernel tangent.
     x, kernel = primals
     dx, dkernel = tangents
     k, _, features = kernel.shape
-    through_kernel = jax.checkpoint(lambda x, dk: _taps(x, k, dilation) @ dk.reshape(-1, features))
-    dy = _taps(dx, k, dilation) @ kernel.reshape(-1, features) + through_kernel(x, dkernel)
-    return _dilated_conv(x, kernel, dilation), dy
+    y = _dilated_conv(x, kernel, dilation)
+    dy = jnp.zeros_like(y)
+    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+        dy = dy + _taps(dx, k, dilation) @ kernel.reshape(-1, features)
+    if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
+        through_kernel = jax.checkpoint(
+            lambda x, dk: _taps(x, k, dilation) @ dk.reshape(-1, features)
+        )
+        dy = dy + through_kernel(x, dkernel)
+    return y, dy
+
+
+_dilated_conv.defjvp(_dilated_conv_jvp, symbolic_zeros=True)
 
 
 def check_hop_length(strides: Sequence[int], hop_length: int) -> None:

@@ -143,6 +143,15 @@ def test_causal_conv_derivatives_match_the_direct_sum(form):
         expected_kernel[index] = np.sum(g * direct(x, unit))
     np.testing.assert_allclose(grad_x, expected_x, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grad_kernel, expected_kernel, rtol=1e-4, atol=1e-4)
+    # Each argument alone (the other's tangent is a symbolic zero, as a frozen network's
+    # kernel is in distillation).
+    loss = lambda x, w: jnp.sum(f32(g) * fn(x, w))  # noqa: E731
+    only_x = jax.grad(loss, argnums=0)(f32(x), f32(kernel))
+    only_kernel = jax.grad(loss, argnums=1)(f32(x), f32(kernel))
+    np.testing.assert_allclose(only_x, expected_x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(only_kernel, expected_kernel, rtol=1e-4, atol=1e-4)
+    _, tangent_x = jax.jvp(lambda x: fn(x, f32(kernel)), (f32(x),), (f32(dx),))
+    np.testing.assert_allclose(tangent_x, direct(dx, kernel), rtol=1e-4, atol=1e-4)
     # Forward mode: d/de fn(x + e dx, kernel + e dkernel) at e = 0, bilinearity again.
     _, tangent = jax.jvp(fn, (f32(x), f32(kernel)), (f32(dx), f32(dkernel)))
     np.testing.assert_allclose(

@@ -128,9 +128,8 @@ def test_causal_conv_derivatives_match_the_direct_sum(form):
     np.testing.assert_allclose(fn(f32(x), f32(kernel)), direct(x, kernel), rtol=1e-5, atol=1e-5)
     # The loss sum(g * y) is bilinear: its gradient in x is direct(., kernel)'s adjoint
     # applied to g, read off by brute force from the unit inputs.
-    grad_x, grad_kernel = jax.grad(lambda x, w: jnp.sum(f32(g) * fn(x, w)), argnums=(0, 1))(
-        f32(x), f32(kernel)
-    )
+    loss = lambda x, w: jnp.sum(f32(g) * fn(x, w))  # noqa: E731
+    grad_x, grad_kernel = jax.grad(loss, argnums=(0, 1))(f32(x), f32(kernel))
     expected_x = np.zeros_like(x)
     for index in np.ndindex(x.shape):
         unit = np.zeros_like(x)
@@ -145,7 +144,6 @@ def test_causal_conv_derivatives_match_the_direct_sum(form):
     np.testing.assert_allclose(grad_kernel, expected_kernel, rtol=1e-4, atol=1e-4)
     # Each argument alone (the other's tangent is a symbolic zero, as a frozen network's
     # kernel is in distillation).
-    loss = lambda x, w: jnp.sum(f32(g) * fn(x, w))  # noqa: E731
     only_x = jax.grad(loss, argnums=0)(f32(x), f32(kernel))
     only_kernel = jax.grad(loss, argnums=1)(f32(x), f32(kernel))
     np.testing.assert_allclose(only_x, expected_x, rtol=1e-4, atol=1e-4)

@@ -170,3 +170,39 @@ def test_a_folder_of_fuzzed_files_builds_or_says_none_is_usable(tmp_path_factory
         ),
         good,
     )
+
+
+def test_huge_float_samples_clip_to_full_scale_and_stay_finite(tmp_path):
+    """A float file's absurd but finite samples (1e308: their channel mean overflows to inf,
+    which resampling turns into NaN) end as full scale of their sign, with no floating-point
+    overflow or invalid operation anywhere; the rest of the file reads as it would without
+    them."""
+    n = 2000
+    clean = 0.25 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)
+    spiked = np.stack([clean, clean], axis=1)
+    spiked[500] = 1e308
+    spiked[1000] = -1e300
+    spiked_path, clean_path = tmp_path / "spiked.wav", tmp_path / "clean.wav"
+    soundfile.write(spiked_path, spiked, 44100, subtype="DOUBLE")
+    cleaned = spiked.copy()
+    cleaned[[500, 1000]] = 0.0
+    soundfile.write(clean_path, cleaned, 44100, subtype="DOUBLE")
+
+    with np.errstate(over="raise", invalid="raise"):
+        native = wav_folder.read_wav(str(spiked_path), None)
+        resampled = wav_folder.read_wav(str(spiked_path), 22050)
+    expected = np.round(clean * 32768).astype(np.int16)
+    expected[500], expected[1000] = 32767, -32768
+    np.testing.assert_array_equal(native.audio, expected)
+    assert native.clipped_samples == 2
+
+    # 44.1 -> 22.05 kHz: output m sits on input 2m. The resampling filter reaches about 34
+    # input samples each side (16 zero crossings of a sinc at 0.945 of the new Nyquist), so
+    # beyond 24 outputs of a spike the result is the clean file's.
+    reference = wav_folder.read_wav(str(clean_path), 22050).audio
+    assert resampled.audio[250] == 32767 and resampled.audio[500] == -32768
+    away = np.ones(reference.size, bool)
+    for m in (250, 500):
+        away[m - 24 : m + 25] = False
+    np.testing.assert_array_equal(resampled.audio[away], reference[away])
+    assert resampled.clipped_samples >= 2

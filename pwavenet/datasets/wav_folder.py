@@ -49,7 +49,11 @@ policy.
 
 Conversion to int16: soundfile reads every format as floats with integer PCM scaled by
 1/2^(bits-1) (int16 s -> s / 32768, exact), so 16-bit files pass through unchanged and other
-formats are rounded as round(32768 y), clipped to the int16 range.
+formats are rounded as round(32768 y), clipped to the int16 range. A float file's samples are
+first limited to +-`SAMPLE_LIMIT` (32768 times full scale, 90 dB over it: garbage, clipped to
+full scale either way), so that averaging channels, resampling and scaling stay finite; a
+sample of 1e308 would otherwise overflow to inf, and the resampler's zero taps times inf make
+NaN, which no int16 conversion defines.
 
 A prepared data set is not rebuilt when the folder changes: use a fresh data_dir (or delete
 <data_dir>/wav_folder) after editing the folder.
@@ -70,6 +74,7 @@ import tensorflow_datasets as tfds
 BAD_AUDIO_POLICIES = ("skip", "fail")
 # Sample rates a real recording can have; anything else is a corrupt or hostile header.
 PLAUSIBLE_RATES = (1000, 768_000)
+SAMPLE_LIMIT = 32768.0  # in units of full scale; see the module docstring
 SPLIT_FRACTIONS = (("train", 0.90), ("validation", 0.95), ("test", 1.0))
 TOP_LEVEL_SPEAKER = "."
 
@@ -169,6 +174,7 @@ def read_wav(path: str, sample_rate: int | None) -> WavRead:
             path, "non-finite", f"{int(data.size - finite.sum())} NaN/inf samples of {data.size}"
         )
     result = WavRead(audio=np.empty(0, np.int16))
+    data = np.clip(data, -SAMPLE_LIMIT, SAMPLE_LIMIT)
     if data.shape[1] > 1:
         result.downmixed_from = data.shape[1]
     mono = data.mean(axis=1)

@@ -163,15 +163,15 @@ def _dilated_conv_jvp(dilation, primals, tangents):
     dx, dkernel = tangents
     k, _, features = kernel.shape
     y = _dilated_conv(x, kernel, dilation)
-    dy = jnp.zeros_like(y)
+    terms = []
     if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
-        dy = dy + _taps(dx, k, dilation) @ kernel.reshape(-1, features)
+        terms.append(_taps(dx, k, dilation) @ kernel.reshape(-1, features))
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
         through_kernel = jax.checkpoint(
             lambda x, dk: _taps(x, k, dilation) @ dk.reshape(-1, features)
         )
-        dy = dy + through_kernel(x, dkernel)
-    return y, dy
+        terms.append(through_kernel(x, dkernel))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
 _dilated_conv.defjvp(_dilated_conv_jvp, symbolic_zeros=True)

@@ -17,6 +17,10 @@
   the WaveNet stacks its cycles) its kernel gradient ran about 9 times slower than the
   taps' product.
 
+`gated_tanh(filt, gate)`: WaveNet's gated activation tanh(filt) * sigmoid(gate), with a JVP
+  written in two coefficients, so that training keeps two arrays per layer for its backward
+  pass where autodiff of the expression keeps four (see its docstring).
+
 `ConditioningUpsampler`: (batch, frames, n_mels) -> (batch, frames * hop, features), one
   transposed convolution along time per stride (kernel `kernel_multiple * stride`, cropped so
   each stage multiplies the length exactly by its stride), each followed by a leaky ReLU. Its
@@ -36,7 +40,7 @@ import jax.numpy as jnp
 Array = jax.Array
 Dtype = Any
 
-__all__ = ["CausalConv", "ConditioningUpsampler", "check_hop_length"]
+__all__ = ["CausalConv", "ConditioningUpsampler", "check_hop_length", "gated_tanh"]
 
 
 class CausalConv(nn.Module):
@@ -175,6 +179,32 @@ def _dilated_conv_jvp(dilation, primals, tangents):
 
 
 _dilated_conv.defjvp(_dilated_conv_jvp, symbolic_zeros=True)
+
+
+@jax.custom_jvp
+def gated_tanh(filt: Array, gate: Array) -> Array:
+    """tanh(filt) * sigmoid(gate), elementwise.
+
+    The derivatives are those of the expression, written as two coefficients:
+    d out = d filt * (1 - t^2) s + d gate * t s (1 - s), with t = tanh(filt) and
+    s = sigmoid(gate). Linearized for reverse mode, that leaves the two coefficient arrays
+    for the backward pass. Autodiff of the expression itself leaves four (1 - t^2, s (1 - s),
+    and t and s for the product), so a WaveNet training step stored six arrays of the gate's
+    shape per layer (with the layer's input and its gated output) between its forward and
+    backward passes, and now stores four; on a 2-core CPU, where that traffic runs at memory
+    speed, the benchmark teacher's step is 5-9% faster (BUILD.md).
+    """
+    return jnp.tanh(filt) * jax.nn.sigmoid(gate)
+
+
+@gated_tanh.defjvp
+def _gated_tanh_jvp(primals, tangents):
+    filt, gate = primals
+    d_filt, d_gate = tangents
+    t = jnp.tanh(filt)
+    s = jax.nn.sigmoid(gate)
+    out = t * s
+    return out, d_filt * ((1 - t * t) * s) + d_gate * (out * (1 - s))
 
 
 def check_hop_length(strides: Sequence[int], hop_length: int) -> None:

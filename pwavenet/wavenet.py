@@ -53,7 +53,7 @@ from jax import lax
 
 from pwavenet import distributions
 from pwavenet import lpc as lpc_lib
-from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
+from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length, gated_tanh
 
 Array = jax.Array
 
@@ -121,7 +121,7 @@ class ResidualLayer(nn.Module):
             )
             z = z + (s if one_step else s[:, None])
         filt, gate = jnp.split(z, 2, axis=-1)
-        gated = jnp.tanh(filt) * nn.sigmoid(gate)
+        gated = gated_tanh(filt, gate)
         res_skip = nn.Dense(
             self.residual_channels + self.skip_channels, dtype=self.dtype, name="res_skip"
         )(gated)

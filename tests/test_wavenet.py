@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 
 from configs.teacher import get_config
 from pwavenet import layers, wavenet
@@ -155,6 +156,48 @@ def test_causal_conv_derivatives_match_the_direct_sum(form):
     np.testing.assert_allclose(
         tangent, direct(dx, kernel) + direct(x, dkernel), rtol=1e-4, atol=1e-4
     )
+
+
+def test_gated_tanh_derivatives_match_finite_differences(capsys):
+    """gated_tanh's custom JVP against float64 central differences of the numpy expression,
+    in reverse and forward mode, from the linear region to saturation; and what reverse
+    mode keeps for the backward pass: two arrays where autodiff of the expression keeps
+    four."""
+    rng = np.random.default_rng(3)
+    # Saturated values (|filt| up to 8, where 1 - tanh^2 ~ 5e-7) and the linear region.
+    filt = np.concatenate([rng.normal(size=12), [-8.0, -4.0, 0.0, 4.0, 8.0]])
+    gate = np.concatenate([rng.normal(size=12) * 3, [8.0, -8.0, 0.0, -3.0, 3.0]])
+    d_filt, d_gate, g = (rng.normal(size=filt.shape) for _ in range(3))
+
+    def expression(f, a):  # float64 numpy
+        return np.tanh(f) * (1 / (1 + np.exp(-a)))
+
+    h = 1e-5  # central differences: O(h^2) = 1e-10 error, far below float32 rounding
+    expected_filt = (expression(filt + h, gate) - expression(filt - h, gate)) / (2 * h)
+    expected_gate = (expression(filt, gate + h) - expression(filt, gate - h)) / (2 * h)
+    # atol: near saturation 1 - t^2 and 1 - s cancel in float32 (tanh(8) rounds to 1, so
+    # 1 - t^2, 4.5e-7 exactly, is 0), which costs a few times float32's spacing near 1
+    # (6e-8) per unit of the incoming derivative (|g|, |d| < 4 here); a wrong or missing
+    # term would be off by up to a quarter of it.
+    atol = 1e-5
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    np.testing.assert_allclose(
+        layers.gated_tanh(f32(filt), f32(gate)), expression(filt, gate), rtol=1e-6, atol=1e-7
+    )
+    grad_filt, grad_gate = jax.grad(
+        lambda f, a: jnp.sum(f32(g) * layers.gated_tanh(f, a)), argnums=(0, 1)
+    )(f32(filt), f32(gate))
+    np.testing.assert_allclose(grad_filt, g * expected_filt, rtol=1e-5, atol=atol)
+    np.testing.assert_allclose(grad_gate, g * expected_gate, rtol=1e-5, atol=atol)
+    _, tangent = jax.jvp(layers.gated_tanh, (f32(filt), f32(gate)), (f32(d_filt), f32(d_gate)))
+    np.testing.assert_allclose(
+        tangent, d_filt * expected_filt + d_gate * expected_gate, rtol=1e-5, atol=atol
+    )
+
+    shape = f"f32[{filt.size}]"
+    for fn, kept in ((layers.gated_tanh, 2), (lambda f, a: jnp.tanh(f) * jax.nn.sigmoid(a), 4)):
+        print_saved_residuals(lambda f, a, fn=fn: jnp.sum(fn(f, a)), f32(filt), f32(gate))
+        assert capsys.readouterr().out.count(shape) == kept
 
 
 @pytest.mark.parametrize(

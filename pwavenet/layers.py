@@ -18,8 +18,8 @@
   taps' product.
 
 `gated_tanh(filt, gate)`: WaveNet's gated activation tanh(filt) * sigmoid(gate), with a JVP
-  written in two coefficients, so that training keeps two arrays per layer for its backward
-  pass where autodiff of the expression keeps four (see its docstring).
+  written in two coefficients, so that training keeps two of the gate's arrays per layer for
+  its backward pass where autodiff of the expression keeps four (see its docstring).
 
 `ConditioningUpsampler`: (batch, frames, n_mels) -> (batch, frames * hop, features), one
   transposed convolution along time per stride (kernel `kernel_multiple * stride`, cropped so

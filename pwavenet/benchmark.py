@@ -210,8 +210,11 @@ def teacher_generate(
     for batch in batch_sizes:
         x, mel = _teacher_inputs(batch, frames)
         params = _init(model, jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])
-        gen = jax.jit(lambda p, m: wavenet.generate(model, p, jax.random.PRNGKey(3), mel=m))
-        seconds = time_median(lambda: gen(params, mel), repeats)
+        # Not in a jit of its own: the batch spreads over the local devices (one per core on
+        # a CPU, as launch.benchmark sets them up), and the sampler is compiled already.
+        seconds = time_median(
+            lambda: wavenet.generate(model, params, jax.random.PRNGKey(3), mel=mel), repeats
+        )
         # Model FLOPs, independent of how the loop is arranged: one step of the cached
         # network (all layers, conditioning projections included) and the draw from its
         # output, T times, plus the upsampling once per frame.

@@ -43,22 +43,22 @@ def generate_for(model, config, params, utterances: dict[str, np.ndarray], rng) 
     from pwavenet import teacher
 
     mel, speaker = teacher.model_inputs(config, utterances)
-    return np.asarray(_generate_jit(model)(params, rng, mel, speaker, utterances["audio"].shape[1]))
+    num_samples = utterances["audio"].shape[1]
+    return np.asarray(teacher_samples(model, params, rng, mel, speaker, num_samples))
 
 
-@functools.lru_cache(maxsize=8)
-def _generate_jit(model):
-    def run(params, rng, mel, speaker, num_samples):
-        return wavenet.generate(
-            model,
-            params,
-            rng,
-            mel=mel,
-            speaker=speaker,
-            num_samples=None if mel is not None else num_samples,
-        )
-
-    return jax.jit(run, static_argnums=(4,))
+def teacher_samples(model, params, rng, mel, speaker, num_samples: int):
+    """`wavenet.generate` for model inputs as `teacher.model_inputs` gives them: (B, T). Not
+    traced in a jit of its own, so that a batch spreads over the local devices
+    (`wavenet.spread_devices`); the sampler compiles once per model and shape."""
+    return wavenet.generate(
+        model,
+        params,
+        rng,
+        mel=mel,
+        speaker=speaker,
+        num_samples=None if mel is not None else num_samples,
+    )
 
 
 def log_mel_l1(config, generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def generation_speed(
     rng = jax.random.PRNGKey(0)
     mel = jnp.zeros((batch_size, frames, config.mel.n_mels)) - 5.0 if config.model.n_mels else None
     speaker = jnp.zeros((batch_size,), jnp.int32) if config.model.num_speakers else None
-    fn = _generate_jit(model)
+    fn = functools.partial(teacher_samples, model)
     jax.block_until_ready(fn(params, rng, mel, speaker, num_samples))  # compile
     best = math.inf
     for _ in range(repeats):
@@ -273,9 +273,8 @@ def evaluate_student(
     rng = jax.random.PRNGKey(seed)
 
     student_fn = lambda: iaf.sample(student, params, rng, mel, speaker)  # noqa: E731
-    teacher_gen = _generate_jit(teacher.model)
-    teacher_fn = lambda: teacher_gen(  # noqa: E731
-        teacher.params, rng, t_mel, t_speaker, reference.shape[1]
+    teacher_fn = lambda: teacher_samples(  # noqa: E731
+        teacher.model, teacher.params, rng, t_mel, t_speaker, reference.shape[1]
     )
     student_audio = np.asarray(student_fn())
     teacher_audio = np.asarray(teacher_fn())

@@ -138,10 +138,13 @@ def synthesize(
             teacher.config, {"mel": jnp.asarray(mel), "speaker": speakers}
         )
         num_samples = mel.shape[1] * teacher.model.hop_length
-        fn = evaluate._generate_jit(teacher.model)
 
         def run():
-            return np.asarray(fn(teacher.params, rng, tmel, tspk, num_samples))
+            return np.asarray(
+                evaluate.teacher_samples(
+                    teacher.model, teacher.params, rng, tmel, tspk, num_samples
+                )
+            )
 
         run()
     t0 = time.perf_counter()

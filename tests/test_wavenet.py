@@ -316,9 +316,53 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     np.testing.assert_allclose(samples, redrawn, atol=1e-4)
     assert len(np.unique(np.asarray(samples))) > x.shape[1] // 4  # not a constant output
 
-    # The public entry point, traced inside a caller's jit as the evaluation code does.
+    # The public entry point traced inside a caller's jit, which keeps it on one device (the
+    # call above spread the 2 streams over 2 of the 8 test devices): the same samples up to
+    # the float rounding of a batch-2 matmul against two batch-1 ones.
     public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
-    np.testing.assert_array_equal(public(params, rng, mel, speaker), samples)
+    np.testing.assert_allclose(public(params, rng, mel, speaker), samples, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [3, 4])
+def test_generation_spreads_a_batch_over_the_local_devices(batch):
+    """A batch of streams is split over as many local devices as divide it (the tests run
+    with 8 CPU devices), each stream drawing the noise it draws on one device: the samples
+    equal those of the same generation kept on one device (inside a caller's jit)."""
+    assert jax.local_device_count() == 8
+    config = _config(**COND, output="gaussian", log_scale_min=-7.0)
+    x, mel, speaker = _inputs(config, batch=batch, frames=3)
+    model, params = _model_and_params(config, x, mel, speaker)
+    rng = jax.random.key(11)
+    spread = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    assert len(spread.sharding.device_set) == batch
+    one = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
+    kept = one(params, rng, mel, speaker)
+    assert len(kept.sharding.device_set) == 1
+    np.testing.assert_allclose(np.asarray(spread), np.asarray(kept), rtol=0, atol=1e-5)
+    assert np.std(np.asarray(spread)) > 0
+
+    # Unconditional streams (the batch set by batch_size) spread the same way.
+    model = wavenet.WaveNet(_config(**UNCOND))
+    params = _random_variables(model, jnp.zeros((1, 8)))["params"]
+    spread, _ = wavenet.sample_with_params(model, params, rng, num_samples=20, batch_size=batch)
+    assert len(spread.sharding.device_set) == batch
+    kept = jax.jit(
+        lambda p, r: wavenet.sample_with_params(model, p, r, num_samples=20, batch_size=batch)
+    )(params, rng)[0]
+    np.testing.assert_allclose(np.asarray(spread), np.asarray(kept), rtol=0, atol=1e-5)
+
+
+def test_spread_devices_takes_the_most_devices_that_divide_the_batch():
+    sizes = {}
+    for b in (1, 5, 7, 9, 12, 16):
+        mesh = wavenet.spread_devices(b, jnp.ones(b))
+        sizes[b] = 1 if mesh is None else mesh.devices.size
+        assert mesh is None or b % mesh.devices.size == 0
+    assert sizes == {1: 1, 5: 5, 7: 7, 9: 3, 12: 6, 16: 8}  # of the 8 test devices
+    # Traced inside a caller's jit, generation stays where that jit places it.
+    seen = []
+    jax.jit(lambda x: seen.append(wavenet.spread_devices(4, x)) or x)(jnp.ones(4))
+    assert seen == [None]
 
 
 def test_conditioning_terms_ahead_and_in_the_step_generate_the_same(monkeypatch):

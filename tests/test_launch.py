@@ -1,0 +1,43 @@
+"""The entry points' shared process set-up (launch/common.py), in fresh processes: the CPU
+backend's device count is set before JAX starts a backend, so it cannot be changed here."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import sys
+from absl import flags
+from launch import common
+flags.FLAGS(["probe", *sys.argv[1:]])
+common.prepare_process()
+import jax
+print("devices", jax.local_device_count())
+"""
+
+
+def _devices(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")  # not the tests' 8 devices
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [((), 1), (("--cpu_devices=3",), 3), (("--cpu_devices=0",), len(os.sched_getaffinity(0)))],
+)
+def test_cpu_devices_sets_the_cpu_backends_device_count(args, expected):
+    run = _devices(*args)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"devices {expected}" in run.stdout
+
+
+def test_a_negative_cpu_device_count_is_refused_with_the_fix():
+    run = _devices("--cpu_devices=-2")
+    assert run.returncode != 0
+    assert "--cpu_devices=-2: use a count >= 1, or 0 for one per core" in run.stderr

@@ -94,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 8
+    # Examples per device taken at a time, gradients averaged (0: the device's whole batch).
+    # On a CPU, 1 keeps each operation's arrays in the last-level cache (BUILD.md).
+    c.train.microbatch_size = 0
     c.train.steps = 200_000
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 1000

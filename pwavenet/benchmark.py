@@ -174,29 +174,48 @@ def _teacher_inputs(batch: int, frames: int):
     return x, mel
 
 
-def teacher_train(repeats: int = 5, length: int = 7680) -> list[Row]:
+def training_microbatch() -> int | None:
+    """Examples a training scenario's step takes at a time (`train.microbatch_size`): one on
+    a CPU, where each operation's arrays then fit in the last-level cache (1.1x to 1.3x on 2
+    cores; BUILD.md), the whole batch on an accelerator."""
+    return 1 if jax.default_backend() == "cpu" else None
+
+
+def teacher_train(
+    repeats: int = 5, length: int = 7680, microbatch_size: int | None = -1
+) -> list[Row]:
+    """One Adam step; `microbatch_size` -1 is `training_microbatch()`."""
+    from pwavenet import train
+
+    if microbatch_size == -1:
+        microbatch_size = training_microbatch()
     model = wavenet.WaveNet(teacher_model_config())
     counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
     x, mel = _teacher_inputs(2, length // HOP)
     params = _init(model, jax.random.PRNGKey(2), x, mel)
     tx = optax.adam(1e-3)
     opt_state = tx.init(params)
+    rngs = jax.random.split(jax.random.PRNGKey(5), x.shape[0])  # one per example; unused
 
-    def make_step(m):
+    def make_step(m, microbatch):
+        def loss_fn(p, batch, rngs):
+            x, mel = batch
+            out = m.apply({"params": p}, x, mel)
+            return wavenet.negative_log_likelihood(out, x, m.distribution), {}
+
+        value_and_grad = train.value_and_grad_in_microbatches(loss_fn, microbatch)
+
         def step(params, opt_state, x, mel):
-            def loss_fn(p):
-                out = m.apply({"params": p}, x, mel)
-                return wavenet.negative_log_likelihood(out, x, m.distribution)
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+            (loss, _), grads = value_and_grad(params, (x, mel), rngs)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
         return step
 
-    step = jax.jit(make_step(model))
+    step = jax.jit(make_step(model, microbatch_size))
     seconds = time_median(lambda: step(params, opt_state, x, mel), repeats)
-    flops = model_flops(make_step(counted), params, opt_state, x, mel)
+    # Counted whole: the microbatches' scan would be counted once.
+    flops = model_flops(make_step(counted, None), params, opt_state, x, mel)
     return [_row("teacher_train", x.size, flops, seconds)]
 
 
@@ -319,22 +338,31 @@ def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
     )
 
 
-def _distill_step_fn(student, teacher, tx, **distiller_kwargs):
+def _distill_step_fn(student, teacher, tx, microbatch_size=None, **distiller_kwargs):
+    from pwavenet import train
+
     distiller = _distiller(student, teacher, **distiller_kwargs)
+    value_and_grad = train.value_and_grad_in_microbatches(
+        lambda p, batch, rngs, teacher_params: distiller.losses(p, teacher_params, batch, rngs),
+        microbatch_size,
+    )
 
     def step(params, opt_state, teacher_params, batch, rngs):
-        grads, metrics = jax.grad(
-            lambda p: distiller.losses(p, teacher_params, batch, rngs), has_aux=True
-        )(params)
+        (loss, _), grads = value_and_grad(params, batch, rngs, teacher_params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics["loss"]
+        return optax.apply_updates(params, updates), opt_state, loss
 
     return step
 
 
-def distill_step(repeats: int = 5, length: int = 7680) -> list[Row]:
+def distill_step(
+    repeats: int = 5, length: int = 7680, microbatch_size: int | None = -1
+) -> list[Row]:
+    """One Adam step of distillation; `microbatch_size` -1 is `training_microbatch()`."""
     from pwavenet import iaf
 
+    if microbatch_size == -1:
+        microbatch_size = training_microbatch()
     teacher = wavenet.WaveNet(distill_teacher_config())
     x, mel = _teacher_inputs(2, length // HOP)
     teacher_params = _init(teacher, jax.random.PRNGKey(2), x, mel)
@@ -347,12 +375,15 @@ def distill_step(repeats: int = 5, length: int = 7680) -> list[Row]:
     batch = {"audio": x, "mel": mel}
     rngs = jax.random.split(jax.random.PRNGKey(5), 2)
     args = (params, opt_state, teacher_params, batch, rngs)
-    # Each student flow is one cycle (nothing to unroll); the teacher's 2 cycles are unrolled
-    # so the one compiled step is both timed and counted.
-    step, flops = compile_and_count(
-        _distill_step_fn(student, wavenet.WaveNet(distill_teacher_config(scan_unroll=2)), tx),
-        *args,
-    )
+    # Each student flow is one cycle (nothing to unroll); the teacher's 2 cycles are unrolled,
+    # so that one compiled step is both timed and counted, unless the step takes microbatches:
+    # then the batch is counted whole in a second lowering (their scan would count once).
+    counted = wavenet.WaveNet(distill_teacher_config(scan_unroll=2))
+    if microbatch_size:
+        step = jax.jit(_distill_step_fn(student, counted, tx, microbatch_size))
+        flops = model_flops(_distill_step_fn(student, counted, tx), *args)
+    else:
+        step, flops = compile_and_count(_distill_step_fn(student, counted, tx), *args)
     seconds = time_median(lambda: step(*args), repeats)
     return [_row("distill_step", x.size, flops, seconds)]
 

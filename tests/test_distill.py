@@ -370,6 +370,27 @@ def test_pmapped_distillation_step_equals_a_single_device_step(gaussian_teacher_
         )
 
 
+def test_a_step_in_microbatches_equals_the_whole_batch_step(gaussian_teacher_setup):
+    """train.microbatch_size: the 8 examples taken 2 at a time (4 microbatches under a scan,
+    gradients and metrics averaged) give the whole batch's step: the same per-example keys,
+    loss terms, gradient norm and updated parameters, to float tolerance."""
+    s = gaussian_teacher_setup
+    batch, frozen = s["batch"], s["tparams"]
+    state1, metrics1 = s["single"](_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
+    micro = train.make_train_step(
+        s["loss_fn"], s["tx"], s["schedule"], 0.9, pmap=False, with_frozen=True, microbatch_size=2
+    )
+    state2, metrics2 = micro(_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
+    for name in ("loss", "kl", "power_loss", "entropy", "grad_norm"):
+        np.testing.assert_allclose(metrics2[name], metrics1[name], rtol=1e-4, err_msg=name)
+    assert float(metrics1["grad_norm"]) > 0
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+        (state2.params, state2.ema_params),
+        (state1.params, state1.ema_params),
+    )
+
+
 def test_contrastive_loss_does_not_depend_on_the_device_layout():
     """The pmapped step's loss is the mean over devices of the losses on each device's examples;
     with 8 devices and 8 examples that is the mean of the 8 one-example losses. With the

@@ -95,3 +95,53 @@ def test_the_loop_stops_after_too_many_non_finite_steps_and_keeps_finite_checkpo
         train.fit(config, str(tmp_path), job)
     params, step = train.restore_params(str(tmp_path), ema=False)
     assert step == 4 and np.all(np.isfinite(params["w"])) and np.any(params["w"] != 0)
+
+
+def _noisy_loss(params, batch, rngs, scale):
+    """A mean over examples that uses each example's key and a passed-through argument."""
+    noise = jax.vmap(lambda k: jax.random.normal(k, (3,)))(rngs)
+    pred = jnp.tanh((batch["x"] + 0.1 * noise) @ params["w"]) * scale
+    per_example = (pred - batch["y"]) ** 2
+    return jnp.mean(per_example), {"mean_pred": jnp.mean(pred)}
+
+
+@pytest.mark.parametrize("microbatch_size", [1, 2, 4])
+def test_microbatches_give_the_batchs_loss_metrics_and_gradient(microbatch_size):
+    batch = {k: jnp.asarray(v) for k, v in _batch(0).items()}
+    rngs = jax.random.split(jax.random.PRNGKey(3), 8)
+    params = {"w": jnp.asarray([0.3, -0.2, 0.7])}
+    whole = jax.value_and_grad(_noisy_loss, has_aux=True)(params, batch, rngs, 1.5)
+    split = jax.jit(train.value_and_grad_in_microbatches(_noisy_loss, microbatch_size))(
+        params, batch, rngs, 1.5
+    )
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), split, whole)
+    assert float(jnp.abs(whole[1]["w"]).sum()) > 0
+
+
+def test_microbatch_sizes_that_do_not_divide_the_batch_are_refused():
+    batch = {k: jnp.asarray(v) for k, v in _batch(0).items()}
+    rngs = jax.random.split(jax.random.PRNGKey(3), 8)
+    run = train.value_and_grad_in_microbatches(_noisy_loss, 3)
+    with pytest.raises(ValueError, match=r"microbatch_size=3 does not divide the batch of 8"):
+        run({"w": jnp.zeros(3)}, batch, rngs, 1.0)
+    # 0, None and sizes of at least the batch take it whole.
+    for size in (0, None, 8, 16):
+        out = train.value_and_grad_in_microbatches(_noisy_loss, size)(
+            {"w": jnp.ones(3)}, batch, rngs, 1.0
+        )
+        expected = jax.value_and_grad(_noisy_loss, has_aux=True)(
+            {"w": jnp.ones(3)}, batch, rngs, 1.0
+        )
+        jax.tree.map(np.testing.assert_array_equal, out, expected)
+
+
+def test_the_loop_refuses_a_microbatch_size_that_does_not_divide_a_devices_batch(tmp_path):
+    # 32 examples over the 8 test devices: 4 per device, which 3 does not divide.
+    workdir = tmp_path / "run"
+    config = ml_collections.ConfigDict(
+        {"seed": 0, "train": _train_config(batch_size=32, microbatch_size=3)}
+    )
+    job = train.Job(init_params=lambda rng: {"w": jnp.zeros(3)}, loss_fn=_loss, train_batches=[])
+    with pytest.raises(ValueError, match=r"microbatch_size=3 must divide the batch of 4 exa"):
+        train.fit(config, str(workdir), job)
+    assert not workdir.exists()  # refused before anything was written

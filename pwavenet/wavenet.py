@@ -38,7 +38,7 @@ layers' conditioning terms in one matmul (`WaveNet.step_conditioning`); the loop
 blocks of one mel frame, each drawing its steps' noise in one call. A batch is spread over
 this process's local devices (`spread_devices`): its streams are independent, so each device
 runs the loop for its share with no communication (on a 2-core CPU exposed as two devices,
-1.6x the samples/s of one device at batch 16; BUILD.md).
+1.45x to 1.56x the samples/s of one device at batch 16; BUILD.md).
 """
 
 from __future__ import annotations

@@ -161,10 +161,25 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _init(model, rng, *inputs):
-    """The model's parameters, initialised in one compiled computation (op by op, a
-    60-layer student takes tens of seconds on a CPU)."""
-    return jax.jit(model.init)(rng, *inputs)["params"]
+def _init(model, seed: int, *inputs):
+    """The model's parameters from `jax.random.PRNGKey(seed)`, initialised in one compiled
+    computation on one example of one mel frame (the shapes of the parameters do not depend
+    on the batch or the length). Kept per model and seed: the benchmark student's
+    initialisation compiles for about 16 s on a 2-core CPU (every parameter's random draw is
+    its own code; op by op it takes as long), and distill_step and student_generate share it."""
+    example = tuple(a[:1, : (HOP if a.ndim == 2 else 1)] for a in inputs)
+    shapes = tuple((a.shape, str(a.dtype)) for a in example)
+    return _init_cached(model, seed, shapes, example)
+
+
+_INIT_CACHE: dict = {}
+
+
+def _init_cached(model, seed, shapes, example):
+    key = (model, seed, shapes)
+    if key not in _INIT_CACHE:
+        _INIT_CACHE[key] = jax.jit(model.init)(jax.random.PRNGKey(seed), *example)["params"]
+    return _INIT_CACHE[key]
 
 
 def _teacher_inputs(batch: int, frames: int):
@@ -192,7 +207,7 @@ def teacher_train(
     model = wavenet.WaveNet(teacher_model_config())
     counted = wavenet.WaveNet(teacher_model_config(scan_unroll=4))
     x, mel = _teacher_inputs(2, length // HOP)
-    params = _init(model, jax.random.PRNGKey(2), x, mel)
+    params = _init(model, 2, x, mel)
     tx = optax.adam(1e-3)
     opt_state = tx.init(params)
     rngs = jax.random.split(jax.random.PRNGKey(5), x.shape[0])  # one per example; unused
@@ -228,7 +243,7 @@ def teacher_generate(
     rows = []
     for batch in batch_sizes:
         x, mel = _teacher_inputs(batch, frames)
-        params = _init(model, jax.random.PRNGKey(2), x[:, :HOP], mel[:, :1])
+        params = _init(model, 2, x[:, :HOP], mel[:, :1])
         # Not in a jit of its own: the batch spreads over the local devices (one per core on
         # a CPU, as launch.benchmark sets them up), and the sampler is compiled already.
         seconds = time_median(
@@ -365,11 +380,11 @@ def distill_step(
         microbatch_size = training_microbatch()
     teacher = wavenet.WaveNet(distill_teacher_config())
     x, mel = _teacher_inputs(2, length // HOP)
-    teacher_params = _init(teacher, jax.random.PRNGKey(2), x, mel)
+    teacher_params = _init(teacher, 2, x, mel)
     tx = optax.adam(1e-3)
 
     student = iaf.IAFStudent(student_model_config())
-    params = _init(student, jax.random.PRNGKey(4), x, mel)
+    params = _init(student, 4, x, mel)
     params = dict(params, upsampler=teacher_params["upsampler"])
     opt_state = tx.init(params)
     batch = {"audio": x, "mel": mel}
@@ -394,7 +409,7 @@ def student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
     student = iaf.IAFStudent(student_model_config())
     frames = math.ceil(audio_seconds * SAMPLE_RATE / HOP)
     x, mel = _teacher_inputs(1, frames)
-    params = _init(student, jax.random.PRNGKey(4), x, mel)
+    params = _init(student, 4, x, mel)
 
     def synth(params, mel):
         return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
@@ -443,8 +458,8 @@ def paper(
     teacher = wavenet.WaveNet(paper_teacher_config(dtype, scan_unroll=3))
     student = iaf.IAFStudent(paper_student_config(dtype, scan_unroll=3, remat=remat))
     x, mel = _teacher_inputs(distill_batch, length // HOP)
-    teacher_params = _init(teacher, jax.random.PRNGKey(2), x[:1], mel[:1])
-    params = _init(student, jax.random.PRNGKey(4), x[:1], mel[:1])
+    teacher_params = _init(teacher, 2, x[:1], mel[:1])
+    params = _init(student, 4, x[:1], mel[:1])
     params = dict(params, upsampler=teacher_params["upsampler"])
     tx = optax.adam(1e-3)
     args = (

@@ -33,21 +33,29 @@ def espeak_small_data_dir(tmp_path_factory):
     input pipeline's file lock), the others reuse it. Tests of building itself use their own."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    return str(tmp_path_factory.mktemp("tfds_espeak_small"))
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the workers' common folder: one corpus for all of them
+    path = root / "tfds_espeak_small"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_slow_jobs_early(request, tmp_path_factory):
     """The job tests whose work is separate training processes (tests/background.py): when
     their tests are selected, their processes start with the session's first test and run
-    beside the others; each module waits for its own and checks them as before."""
+    beside the others; each module waits for its own and checks them as before. Not under
+    pytest-xdist (the default, one worker per core): there the other workers' tests fill the
+    cores while a module waits for its processes, and a worker cannot know which modules it
+    will be given."""
     import importlib
 
     import background
 
     selected = {item.path.name for item in request.session.items}
     jobs = request.config.stash[background.EARLY] = {}
-    if shutil.which("espeak-ng") is not None:
+    if shutil.which("espeak-ng") is not None and "PYTEST_XDIST_WORKER" not in os.environ:
         for name in ("test_multihost.py", "test_preemption.py"):
             if name in selected:
                 module = importlib.import_module(name[: -len(".py")])

@@ -31,10 +31,40 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _has_avx512() -> bool:
+    """Whether this (Linux) machine's CPU runs AVX-512 (the avx512f flag of /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512f" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+# XLA:CPU vectorizes its fused loops for 256-bit registers unless told otherwise; on the
+# 2-core AVX-512 machines in BUILD.md, 512-bit code made training 1.15x to 1.20x as fast
+# (AMD EPYC) and the student's synthesis 1.24x, and no scenario slower.
+VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width=512"
+
+
+def prefer_wide_vectors() -> None:
+    """Adds VECTOR_WIDTH_FLAG to XLA_FLAGS on an AVX-512 CPU, unless XLA_FLAGS already sets a
+    vector width (XLA_FLAGS=--xla_cpu_prefer_vector_width=256 keeps XLA's default). XLA
+    reads XLA_FLAGS when JAX starts its first backend, so this runs before that."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_prefer_vector_width" in current or not _has_avx512():
+        return
+    os.environ["XLA_FLAGS"] = f"{current} {VECTOR_WIDTH_FLAG}".strip()
+
+
 def prepare_process() -> None:
     """Joins a multi-host run if asked, keeps TensorFlow (data and summaries only) off
-    accelerators, and logs this process's place and devices."""
+    accelerators, lets XLA:CPU use 512-bit vectors where the CPU has them, and logs this
+    process's place and devices. Runs before anything starts a JAX backend."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_wide_vectors()
     try:
         import tensorflow as tf
     except ImportError:

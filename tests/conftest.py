@@ -9,6 +9,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The jobs' XLA:CPU options (512-bit vectors on an AVX-512 CPU), so that the tests compile the
+# code as the jobs they start do.
+from launch import common  # noqa: E402
+
+common.prefer_wide_vectors()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One persistent compilation cache for this test session, inherited by the training processes
 # the job tests start: the same tiny models compile once instead of in every test and process.

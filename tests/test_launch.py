@@ -41,3 +41,30 @@ def test_a_negative_cpu_device_count_is_refused_with_the_fix():
     run = _devices("--cpu_devices=-2")
     assert run.returncode != 0
     assert "--cpu_devices=-2: use a count >= 1, or 0 for one per core" in run.stderr
+
+
+def _has_avx512() -> bool:
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads /proc/cpuinfo")
+@pytest.mark.parametrize("given", ["", "--xla_cpu_prefer_vector_width=256"])
+def test_xla_compiles_for_512_bit_vectors_on_avx512_unless_told_otherwise(tmp_path, given):
+    # XLA's own record of the options it compiled with, written next to each dumped module.
+    dump = tmp_path / "dump"
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} {given}".strip(), JAX_PLATFORMS="cpu")
+    probe = PROBE + "print(jax.jit(lambda x: x * 2)(1.0))\n"
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (options,) = [p for p in dump.iterdir() if p.name.endswith("debug_options")]
+    widths = [
+        line.split(":")[1].strip()
+        for line in options.read_text().splitlines()
+        if line.startswith("xla_cpu_prefer_vector_width:")
+    ]
+    expected = "256" if given else ("512" if _has_avx512() else None)
+    # XLA writes only the options that differ from its defaults (256 is the default).
+    assert widths == ([] if expected in (None, "256") else [expected])

@@ -1,9 +1,11 @@
 """Slow job tests whose work is separate training processes, started early in the session.
 
-Their processes mostly wait on one another (start-up, compiles, barriers), so tests/conftest.py
-starts them with the session's first test, in a thread, when the module's tests are selected:
-they run beside the in-process tests. The module's fixture (or test) then waits for the thread
-and checks what it left; run without the conftest's early start, it starts the thread itself.
+Their processes mostly wait on one another (start-up, compiles, barriers), so in a session run
+in one process (`-n 0`) tests/conftest.py starts them with the session's first test, in a
+thread, when the module's tests are selected: they run beside the in-process tests. Under
+pytest-xdist (the default) the conftest collects these modules first instead, and the other
+workers fill the cores meanwhile. The module's fixture (or test) waits for the thread and
+checks what it left; without an early start, it starts the thread itself.
 """
 
 import threading

@@ -71,15 +71,17 @@ def _start_slow_jobs_early(request, tmp_path_factory):
         job.kill()
 
 
-# The modules that wait longest on processes of their own (about 3 and 1 minutes on 2
-# cores), first: pytest-xdist hands out files in collection order, so they start on the
-# first workers and the shorter files fill the other cores around them, rather than one of
-# them starting last and running alone.
+# Under pytest-xdist, the modules that wait longest on processes of their own (about 3 and 1
+# minutes on 2 cores) first: the workers collect, and are handed files, in this order, so
+# these start on the first workers and the shorter files fill the other cores around them,
+# rather than one of them starting last and running alone. In one process the early start
+# above overlaps them with the other tests instead, and the order stays as collected.
 _LONGEST_FIRST = ("test_multihost.py", "test_preemption.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.path.name not in _LONGEST_FIRST)  # stable otherwise
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: item.path.name not in _LONGEST_FIRST)  # stable otherwise
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -9,6 +9,7 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_UNDER_XDIST = "PYTEST_XDIST_WORKER" in os.environ  # this process is a pytest-xdist worker
 # The jobs' XLA:CPU options (512-bit vectors on an AVX-512 CPU), so that the tests compile the
 # code as the jobs they start do.
 from launch import common  # noqa: E402
@@ -39,11 +40,15 @@ def espeak_small_data_dir(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     root = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
+    if _UNDER_XDIST:
         root = root.parent  # the workers' common folder: one corpus for all of them
     path = root / "tfds_espeak_small"
     path.mkdir(exist_ok=True)
     return str(path)
+
+
+# The job tests whose work is separate training processes (tests/background.py).
+_BACKGROUND_MODULES = ("test_multihost.py", "test_preemption.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,8 +65,8 @@ def _start_slow_jobs_early(request, tmp_path_factory):
 
     selected = {item.path.name for item in request.session.items}
     jobs = request.config.stash[background.EARLY] = {}
-    if shutil.which("espeak-ng") is not None and "PYTEST_XDIST_WORKER" not in os.environ:
-        for name in ("test_multihost.py", "test_preemption.py"):
+    if shutil.which("espeak-ng") is not None and not _UNDER_XDIST:
+        for name in _BACKGROUND_MODULES:
             if name in selected:
                 module = importlib.import_module(name[: -len(".py")])
                 data_dir = request.getfixturevalue("espeak_small_data_dir")
@@ -76,12 +81,9 @@ def _start_slow_jobs_early(request, tmp_path_factory):
 # these start on the first workers and the shorter files fill the other cores around them,
 # rather than one of them starting last and running alone. In one process the early start
 # above overlaps them with the other tests instead, and the order stays as collected.
-_LONGEST_FIRST = ("test_multihost.py", "test_preemption.py")
-
-
 def pytest_collection_modifyitems(session, config, items):
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        items.sort(key=lambda item: item.path.name not in _LONGEST_FIRST)  # stable otherwise
+    if _UNDER_XDIST:
+        items.sort(key=lambda item: item.path.name not in _BACKGROUND_MODULES)  # stable
 
 
 def pytest_sessionfinish(session, exitstatus):

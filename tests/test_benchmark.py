@@ -3,13 +3,59 @@ the FLOP counts are at least the dilated convolutions' own multiply-adds (no tim
 
 import math
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from pwavenet import benchmark
+from pwavenet import benchmark, wavenet
 
 # Multiply-adds of the 24 dilated convolutions alone (kernel 3, 64 -> 128 channels) per sample:
 # a floor for the model's forward FLOPs that any correct count must exceed.
 CONV_FLOPS_PER_SAMPLE = 24 * 2 * 3 * 64 * 128
+
+
+@pytest.fixture(autouse=True)
+def _cheap_parameters(monkeypatch):
+    """The scenarios' parameters drawn here, not by the models' own initialisers: what these
+    tests check (the scenarios run, their counts, finite figures) does not depend on the
+    values, and a full-size student's initialisation compiles for 17 to 21 s on 2 cores (its
+    192 truncated-normal draws), paid once for each of the two students. Kernels are N(0,
+    1/fan_in), vectors zero, from one NumPy stream; `benchmark._init` itself is tested below
+    against the model's own initialisation."""
+
+    def init(model, seed, *inputs):
+        example = tuple(a[:1, : (benchmark.HOP if a.ndim == 2 else 1)] for a in inputs)
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(seed), *example)["params"]
+        rng = np.random.default_rng(seed)
+
+        def draw(leaf):
+            if len(leaf.shape) < 2:
+                return jnp.zeros(leaf.shape, leaf.dtype)
+            fan_in = math.prod(leaf.shape[:-1])
+            values = rng.standard_normal(leaf.shape, dtype=np.float32) / math.sqrt(fan_in)
+            return jnp.asarray(values, leaf.dtype)
+
+        return jax.tree.map(draw, shapes)
+
+    monkeypatch.setattr(benchmark, "_init", init)
+
+
+def test_init_on_one_frame_equals_the_models_own_init_and_is_kept(monkeypatch):
+    monkeypatch.undo()  # the real benchmark._init
+    monkeypatch.setattr(benchmark, "_INIT_CACHE", {})
+    model = wavenet.WaveNet(benchmark.teacher_model_config())
+    x, mel = benchmark._teacher_inputs(2, 3)
+    params = benchmark._init(model, 2, x, mel)
+    expected = jax.jit(model.init)(jax.random.PRNGKey(2), x, mel)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(got, want)
+    # Kept: another batch and length of the same shapes' example reuse it; another seed not.
+    assert benchmark._init(model, 2, *benchmark._teacher_inputs(1, 5)) is params
+    other = benchmark._init(model, 3, x, mel)
+    assert other is not params
+    assert not np.array_equal(other["output"]["kernel"], params["output"]["kernel"])
 
 
 def _check(row):

@@ -36,23 +36,32 @@ import time
 import warnings
 
 
-def _build(weight_norm: bool):
+def _package_wavenet(weight_norm: bool, **shape):
+    """The package's WaveNet on scalar audio with 80 mel bins, channels 64/128/64 and no
+    dropout, as every network of the scenarios has; `shape` gives the rest."""
     from wavenet_vocoder import WaveNet
 
     return WaveNet(
-        out_channels=30,
-        layers=24,
-        stacks=4,
         residual_channels=64,
         gate_channels=128,
         skip_out_channels=64,
-        kernel_size=3,
         dropout=0.0,
         cin_channels=80,
-        upsample_conditional_features=True,
-        upsample_scales=[4, 4, 4, 4],
         scalar_input=True,
         weight_normalization=weight_norm,
+        **shape,
+    )
+
+
+def _build(weight_norm: bool):
+    return _package_wavenet(
+        weight_norm,
+        out_channels=30,
+        layers=24,
+        stacks=4,
+        kernel_size=3,
+        upsample_conditional_features=True,
+        upsample_scales=[4, 4, 4, 4],
     )
 
 
@@ -103,22 +112,14 @@ def teacher_generate(weight_norm: bool, frames: int = 4, repeats: int = 2) -> fl
 
 
 def _distill_teacher(weight_norm: bool):
-    from wavenet_vocoder import WaveNet
-
-    return WaveNet(
+    return _package_wavenet(
+        weight_norm,
         out_channels=2,
         layers=20,
         stacks=2,
-        residual_channels=64,
-        gate_channels=128,
-        skip_out_channels=64,
         kernel_size=2,
-        dropout=0.0,
-        cin_channels=80,
         upsample_conditional_features=True,
         upsample_scales=[16, 16],
-        scalar_input=True,
-        weight_normalization=weight_norm,
     )
 
 
@@ -147,25 +148,18 @@ def _student(weight_norm: bool, flows: int = 6, init_log_scale: float = -3.0):
     (pwavenet.iaf's parametrization)."""
     import torch
     import torch.nn.functional as F
-    from wavenet_vocoder import WaveNet
 
     class Student(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.flows = torch.nn.ModuleList(
-                WaveNet(
+                _package_wavenet(
+                    weight_norm,
                     out_channels=2,
                     layers=10,
                     stacks=1,
-                    residual_channels=64,
-                    gate_channels=128,
-                    skip_out_channels=64,
                     kernel_size=3,
-                    dropout=0.0,
-                    cin_channels=80,
                     upsample_conditional_features=False,
-                    scalar_input=True,
-                    weight_normalization=weight_norm,
                 )
                 for _ in range(flows)
             )

@@ -167,7 +167,7 @@ def _init(model, seed: int, *inputs):
     on the batch or the length). Kept per model and seed: the benchmark student's
     initialisation compiles for about 16 s on a 2-core CPU (every parameter's random draw is
     its own code; op by op it takes as long), and distill_step and student_generate share it."""
-    example = tuple(a[:1, : (HOP if a.ndim == 2 else 1)] for a in inputs)
+    example = init_example(*inputs)
     key = (model, seed, tuple((a.shape, str(a.dtype)) for a in example))
     if key not in _INIT_CACHE:
         _INIT_CACHE[key] = jax.jit(model.init)(jax.random.PRNGKey(seed), *example)["params"]
@@ -175,6 +175,12 @@ def _init(model, seed: int, *inputs):
 
 
 _INIT_CACHE: dict = {}
+
+
+def init_example(*inputs):
+    """The inputs the scenarios' parameters are initialised on: the first example of each,
+    one mel frame of audio (B, T) and one frame of mel (B, frames, C)."""
+    return tuple(a[:1, : (HOP if a.ndim == 2 else 1)] for a in inputs)
 
 
 def _teacher_inputs(batch: int, frames: int):

@@ -6,7 +6,6 @@ python -m launch.benchmark [--scenario=teacher_train --scenario=...] [--json=OUT
 import dataclasses
 import json
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -22,8 +21,7 @@ FLAGS.set_default("cpu_devices", 0)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
     import jax
 
@@ -44,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

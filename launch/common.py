@@ -1,9 +1,20 @@
-"""Process set-up shared by every job's entry point."""
+"""Process set-up shared by every job's entry point, and its command-line errors.
+
+`run(main)` starts an entry point: a bad flag, config file, config field or argument, and a
+ValueError or FileNotFoundError the library raises for the job's inputs, end the process with
+one line on stderr, `error: <the problem and its fix>`, and exit status 2 (`-v 1` shows the
+library's traceback instead). Flags and config files are checked before the job imports
+TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`.
+"""
 
 import os
+import re
+import sys
 
+from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 flags.DEFINE_bool(
     "multihost",
@@ -23,6 +34,109 @@ flags.DEFINE_integer(
     "default, one). Jobs spread their work over the local devices as on an accelerator "
     "host: data-parallel training and batched generation. The benchmark's default is 0.",
 )
+flags.register_validator(
+    "cpu_devices",
+    lambda count: count is None or count >= 0,
+    "use a count >= 1, or 0 for one per core.",
+)
+
+# Exit status of a command-line error (argparse's and absl's usage errors use 2 as well).
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> None:
+    """Prints `error: <message>` as one line on stderr and exits with status 2."""
+    one_line = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"error: {one_line}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def _config_file_problem(flag_name: str, argv: list[str], error: Exception) -> str:
+    """The one-line reason a config file flag could not give its config."""
+    text = str(error)
+    given = next((a for a in argv if a.startswith(f"--{flag_name}=")), f"--{flag_name}")
+    missing = re.search(r"No such file or directory: '([^']*)'", text)
+    if missing:
+        return (
+            f"{given}: no such config file {missing.group(1)!r} in {os.getcwd()}; pass an "
+            "existing file: one of configs/ (run from the repository root) or an absolute path."
+        )
+    # The config's own error (an unknown variant, ...) is the traceback's last line.
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    return f"{given}: {re.sub(r'^[A-Za-z]*Error: ', '', last)}"
+
+
+def _unknown_field_problem(argv: list[str], error: AttributeError) -> str:
+    """An override of a config field that does not exist (ml_collections' AttributeError)."""
+    text = str(error)
+    field = re.match(r"[\\'\"]*([A-Za-z0-9_]+)", text)
+    name = field.group(1) if field else ""
+    overrides = [a.split("=")[0] for a in argv if a.startswith("--") and "." in a.split("=")[0]]
+    given = next((a for a in overrides if name in a.split(".")), "a --config.<field> override")
+    hint = re.search(r'Did you mean \\?"([^"\\]+)', text)
+    fix = f"did you mean {hint.group(1)!r}?" if hint else "check the name in the config file."
+    return f"{given}: the config has no field {name!r}; {fix}"
+
+
+_CONFIG_FLAGS = []  # the names of the flags define_config_file defined
+
+
+def define_config_file(name: str, default: str, help_string: str) -> None:
+    """`config_flags.DEFINE_config_file` (locked) for an entry point, its errors through `fail`.
+    ml_collections types the command line's `--<name>.<field>` overrides when the flag is
+    defined, so an override of a field that does not exist fails here."""
+    try:
+        config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+    except AttributeError as e:
+        fail(_unknown_field_problem(sys.argv, e))
+    _CONFIG_FLAGS.append(name)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every problem ending the process through `fail`: flags,
+    config files (loaded here, not on first use), config fields, and stray arguments."""
+    try:
+        rest = flags.FLAGS(argv)
+        for name in _CONFIG_FLAGS:
+            try:
+                flags.FLAGS[name].value.get("variant")  # a config that failed to load raises
+            except OSError as e:
+                fail(_config_file_problem(name, argv, e))
+    except AttributeError as e:
+        fail(_unknown_field_problem(argv, e))
+    except flags.Error as e:
+        text = str(e)
+        if "Error whilst parsing config file" in text:
+            fail(_config_file_problem(text.split("=")[0].split("--")[-1], argv, e))
+        fail(f"{text.rstrip('.')}. See --helpshort for the flags.")
+    if len(rest) > 1:
+        fail(
+            f"unexpected arguments {rest[1:]}; flags take the form --name=value "
+            "(see --helpshort)."
+        )
+    return rest
+
+
+def require_dir(flag: str, path: str, fix: str) -> None:
+    """Fails with `error: --flag=path ...; fix` unless `path` is an existing directory."""
+    if not path:
+        fail(f"{flag} is empty; {fix}")
+    if not os.path.isdir(path):
+        fail(f"{flag}={path}: no such directory; {fix}")
+
+
+def run(main) -> None:
+    """`absl.app.run(main)` with the command-line errors of the module docstring."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (ValueError, FileNotFoundError) as e:
+            if flags.FLAGS.verbosity > 0:
+                raise
+            fail(e)
+
+    app.run(guarded, flags_parser=parse_flags)
 
 
 def _usable_cores() -> int:
@@ -31,10 +145,11 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _has_avx512() -> bool:
-    """Whether this (Linux) machine's CPU runs AVX-512 (the avx512f flag of /proc/cpuinfo)."""
+def has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU described by `cpuinfo` (Linux's /proc/cpuinfo format) runs AVX-512:
+    the avx512f flag of its first `flags` line. False where the file cannot be read."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
                     return "avx512f" in line.split()
@@ -49,14 +164,21 @@ def _has_avx512() -> bool:
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width=512"
 
 
-def prefer_wide_vectors() -> None:
-    """Adds VECTOR_WIDTH_FLAG to XLA_FLAGS on an AVX-512 CPU, unless XLA_FLAGS already sets a
-    vector width (XLA_FLAGS=--xla_cpu_prefer_vector_width=256 keeps XLA's default). XLA
-    reads XLA_FLAGS when JAX starts its first backend, so this runs before that."""
+def xla_flags_for_cpu(xla_flags: str, avx512: bool) -> str:
+    """XLA_FLAGS with VECTOR_WIDTH_FLAG added on an AVX-512 CPU, unless they already set a
+    vector width (XLA_FLAGS=--xla_cpu_prefer_vector_width=256 keeps XLA's default)."""
+    if "xla_cpu_prefer_vector_width" in xla_flags or not avx512:
+        return xla_flags
+    return f"{xla_flags} {VECTOR_WIDTH_FLAG}".strip()
+
+
+def prefer_wide_vectors(cpuinfo: str = "/proc/cpuinfo") -> None:
+    """Sets XLA_FLAGS to `xla_flags_for_cpu` of this CPU. XLA reads XLA_FLAGS when JAX starts
+    its first backend, so this runs before that."""
     current = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_prefer_vector_width" in current or not _has_avx512():
-        return
-    os.environ["XLA_FLAGS"] = f"{current} {VECTOR_WIDTH_FLAG}".strip()
+    wanted = xla_flags_for_cpu(current, has_avx512(cpuinfo))
+    if wanted != current:
+        os.environ["XLA_FLAGS"] = wanted
 
 
 def prepare_process() -> None:
@@ -75,10 +197,6 @@ def prepare_process() -> None:
 
     f = flags.FLAGS
     if f.cpu_devices is not None:
-        if f.cpu_devices < 0:
-            raise ValueError(
-                f"--cpu_devices={f.cpu_devices}: use a count >= 1, or 0 for one per core."
-            )
         # Before any backend starts; it changes only the CPU backend.
         jax.config.update("jax_num_cpu_devices", f.cpu_devices or _usable_cores())
     if f.coordinator_address:

@@ -5,24 +5,24 @@ python -m launch.distill --config=configs/student.py:espeak --workdir=runs/stude
     --config.teacher_workdir=runs/teacher
 """
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from launch import common
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/student.py:espeak", "Student config file[:variant].", lock_config=True
-)
+common.define_config_file("config", "configs/student.py:espeak", "Student config file[:variant].")
 flags.DEFINE_string(
     "workdir", None, "Checkpoints, config.json and TensorBoard summaries.", required=True
 )
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
+    common.require_dir(
+        "--config.teacher_workdir",
+        FLAGS.config.teacher_workdir,
+        "pass the workdir of a trained teacher (python -m launch.train_teacher --workdir=DIR).",
+    )
     common.prepare_process()
     from pwavenet import distill
 
@@ -30,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

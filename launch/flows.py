@@ -3,23 +3,20 @@
 python -m launch.flows --config=configs/flows.py:moons --workdir=runs/flows_moons
 """
 
-from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from launch import common
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/flows.py", "Job config file[:variant].", lock_config=True
+common.define_config_file("config", "configs/flows.py", "Job config file[:variant].")
+flags.DEFINE_string(
+    "workdir", None, "Where checkpoints, summaries and results go.", required=True
 )
-flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and results go.", required=True)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
     from pwavenet import fit_flows  # after the process is prepared
 
@@ -29,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -12,33 +12,28 @@ e.g. --teacher_config.train.steps=500 --student_config.train.steps=300.
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from launch import common
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
+common.define_config_file(
     "teacher_config",
     "configs/teacher.py:espeak",
     "Teacher config file[:variant].",
-    lock_config=True,
 )
-config_flags.DEFINE_config_file(
+common.define_config_file(
     "student_config",
     "configs/student.py:espeak",
     "Student config file[:variant]; its teacher_workdir is set to <workdir>/teacher.",
-    lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/espeak", "Root of the run: teacher/, student/, report.md.")
 flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher generation speed.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
     from pwavenet import distill
     from pwavenet import evaluate
@@ -66,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -3,24 +3,19 @@
 python -m launch.train_teacher --config=configs/teacher.py:espeak --workdir=runs/teacher
 """
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from launch import common
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", "configs/teacher.py:espeak", "Teacher config file[:variant].", lock_config=True
-)
+common.define_config_file("config", "configs/teacher.py:espeak", "Teacher config file[:variant].")
 flags.DEFINE_string(
     "workdir", None, "Checkpoints, config.json and TensorBoard summaries.", required=True
 )
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
     from pwavenet import teacher
 
@@ -28,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from launch import common
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
@@ -37,26 +39,67 @@ def test_cpu_devices_sets_the_cpu_backends_device_count(args, expected):
     assert f"devices {expected}" in run.stdout
 
 
-def test_a_negative_cpu_device_count_is_refused_with_the_fix():
-    run = _devices("--cpu_devices=-2")
-    assert run.returncode != 0
-    assert "--cpu_devices=-2: use a count >= 1, or 0 for one per core" in run.stderr
+# ------------------------------------------------------------------ XLA:CPU vector width
+
+AVX512_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+AVX2_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
 
 
-def _has_avx512() -> bool:
-    with open("/proc/cpuinfo") as f:
-        return any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+def test_avx512_is_read_from_the_cpuinfo_flags_line(tmp_path):
+    (tmp_path / "avx512").write_text(AVX512_CPUINFO)
+    (tmp_path / "avx2").write_text(AVX2_CPUINFO)
+    # "avx512f" elsewhere than the flags line (a model name) does not count.
+    (tmp_path / "named").write_text("model name\t: avx512f\n" + AVX2_CPUINFO)
+    assert common.has_avx512(str(tmp_path / "avx512"))
+    assert not common.has_avx512(str(tmp_path / "avx2"))
+    assert not common.has_avx512(str(tmp_path / "named"))
+    assert not common.has_avx512(str(tmp_path / "missing"))
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads /proc/cpuinfo")
-@pytest.mark.parametrize("given", ["", "--xla_cpu_prefer_vector_width=256"])
-def test_xla_compiles_for_512_bit_vectors_on_avx512_unless_told_otherwise(tmp_path, given):
-    # XLA's own record of the options it compiled with, written next to each dumped module.
+@pytest.mark.parametrize(
+    ("xla_flags", "avx512", "expected"),
+    [
+        ("", True, "--xla_cpu_prefer_vector_width=512"),
+        ("--xla_dump_to=d", True, "--xla_dump_to=d --xla_cpu_prefer_vector_width=512"),
+        ("", False, ""),
+        ("--xla_dump_to=d", False, "--xla_dump_to=d"),
+        ("--xla_cpu_prefer_vector_width=256", True, "--xla_cpu_prefer_vector_width=256"),
+    ],
+)
+def test_xla_flags_ask_for_512_bit_vectors_only_on_avx512_unless_set(xla_flags, avx512, expected):
+    assert common.xla_flags_for_cpu(xla_flags, avx512) == expected
+
+
+VECTOR_PROBE = """
+import sys
+from launch import common
+common.prefer_wide_vectors(sys.argv[1])
+import jax
+print(jax.jit(lambda x: x * 2)(1.0))
+"""
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "given", "expected"),
+    [
+        (AVX512_CPUINFO, "", ["512"]),
+        (AVX512_CPUINFO, "--xla_cpu_prefer_vector_width=256", []),
+        (AVX2_CPUINFO, "", []),
+    ],
+)
+def test_xla_compiles_with_the_vector_width_chosen_for_the_cpu(tmp_path, cpuinfo, given, expected):
+    """The choice reaches XLA: its own record of the options it compiled with, written next to
+    each dumped module, on a CPU described by a made-up /proc/cpuinfo (either kind, whatever
+    this machine is)."""
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
     dump = tmp_path / "dump"
     env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} {given}".strip(), JAX_PLATFORMS="cpu")
-    probe = PROBE + "print(jax.jit(lambda x: x * 2)(1.0))\n"
     run = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", VECTOR_PROBE, str(tmp_path / "cpuinfo")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     (options,) = [p for p in dump.iterdir() if p.name.endswith("debug_options")]
@@ -65,6 +108,109 @@ def test_xla_compiles_for_512_bit_vectors_on_avx512_unless_told_otherwise(tmp_pa
         for line in options.read_text().splitlines()
         if line.startswith("xla_cpu_prefer_vector_width:")
     ]
-    # XLA writes only the options that differ from its defaults, and 256 is the default: a
-    # width given in XLA_FLAGS is kept, and without one AVX-512 gets 512.
-    assert widths == ([] if given or not _has_avx512() else ["512"])
+    # XLA writes only the options that differ from its defaults, and 256 is the default.
+    assert widths == expected
+
+
+# ------------------------------------------------------------------ command-line errors
+
+# Reports which heavy modules the entry point imported, on stdout, however it exits.
+ENTRY = """
+import runpy, sys
+module, sys.argv = sys.argv[1], [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(module, run_name="__main__")
+finally:
+    print("imported", sorted(m for m in ("tensorflow", "jax", "pwavenet") if m in sys.modules))
+"""
+
+
+def _entry_point(module, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("launch.train_teacher", [], "flag --workdir=None: Flag --workdir must have a value"),
+        ("launch.train_teacher", ["--workdir=w", "extra"], "unexpected arguments ['extra']"),
+        ("launch.train_teacher", ["--workdir=w", "--bogus"], "Unknown command line flag 'bogus'"),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/nope.py"],
+            "--config=configs/nope.py: no such config file 'configs/nope.py'",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/teacher.py:bogus"],
+            "--config=configs/teacher.py:bogus: Unknown variant 'bogus' of configs/teacher.py; "
+            "use one of tiny",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config.train.stepz=3"],
+            "--config.train.stepz: the config has no field 'stepz'; did you mean 'steps'?",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config.train.steps=abc"],
+            "flag --config.train.steps=abc: invalid literal for int()",
+        ),
+        (
+            "launch.flows",
+            ["--workdir=w", "--cpu_devices=-2"],
+            "flag --cpu_devices=-2: use a count >= 1, or 0 for one per core",
+        ),
+        (
+            "launch.flows",
+            ["--workdir=w", "--config=configs/flows.py:U9"],
+            "Unknown variant 'U9' of configs/flows.py; use one of moons",
+        ),
+        (
+            "launch.distill",
+            ["--workdir=w", "--config=configs/student.py:tiny"],
+            "--config.teacher_workdir is empty; pass the workdir of a trained teacher",
+        ),
+        (
+            "launch.distill",
+            ["--workdir=w", "--config=configs/student.py:tiny", "--config.teacher_workdir=nope"],
+            "--config.teacher_workdir=nope: no such directory; pass the workdir of a trained",
+        ),
+        (
+            "launch.pipeline",
+            ["--student_config.distill.klx=1"],
+            "--student_config.distill.klx: the config has no field 'klx'; did you mean 'kl'?",
+        ),
+    ],
+)
+def test_a_command_line_error_is_one_line_and_exit_status_2_before_heavy_imports(
+    module, args, expected
+):
+    run = _entry_point(module, *args)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.splitlines() == [run.stderr.rstrip("\n")]  # one line
+    assert run.stderr.startswith("error: ") and expected in run.stderr
+    assert "Traceback" not in run.stderr
+    # Refused before TensorFlow, JAX or the library were imported.
+    assert run.stdout.strip() == "imported []"
+
+
+def test_a_library_error_about_the_jobs_input_ends_in_one_error_line(tmp_path):
+    """A ValueError the library raises for the job's inputs (here the flows job's layer list)
+    ends the process with its message as the last stderr line and status 2, no traceback;
+    `-v 1` shows the traceback."""
+    args = ["launch.flows", f"--workdir={tmp_path}", "--config=configs/flows.py:tiny"]
+    run = _entry_point(*args, "--config.flow.layers=affine,spline*2")
+    assert run.returncode == 2, run.stderr[-3000:]
+    last = run.stderr.rstrip("\n").splitlines()[-1]
+    assert last.startswith("error: ") and "spline" in last, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    verbose = _entry_point(*args, "--config.flow.layers=affine,spline*2", "-v", "1")
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr

@@ -30,6 +30,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import shutil  # noqa: E402  (after the environment set-up above)
 
 import pytest  # noqa: E402
+from ci_policy import pytest_runtest_makereport  # noqa: E402, F401  (a hook: CI runs every test)
+from ci_policy import under_ci  # noqa: E402
+
+ESPEAK_NG_MISSING = (
+    "espeak-ng is not installed; the job tests need it to build the embedded corpus "
+    "(Debian/Ubuntu: sudo apt-get install espeak-ng; macOS: brew install espeak-ng)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +45,9 @@ def espeak_small_data_dir(tmp_path_factory):
     by the tests that train on it: the first job to read it builds the corpus (under the
     input pipeline's file lock), the others reuse it. Tests of building itself use their own."""
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+        if under_ci():
+            pytest.fail(ESPEAK_NG_MISSING, pytrace=False)
+        pytest.skip(ESPEAK_NG_MISSING)
     root = tmp_path_factory.getbasetemp()
     if _UNDER_XDIST:
         root = root.parent  # the workers' common folder: one corpus for all of them

@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import jax
@@ -629,29 +629,3 @@ def validation_utterances(
         "speaker": np.array([e["speaker"] for e in chosen], np.int32),
         "id": np.array([e["id"].decode("utf-8", "replace") for e in chosen]),
     }
-
-
-# -------------------------------------------------------------------------- to devices
-
-
-def shard_batch(batch: Batch, num_devices: int | None = None) -> Batch:
-    """(B, ...) -> (num_devices, B // num_devices, ...) for every array (pmap's layout)."""
-    n = jax.local_device_count() if num_devices is None else num_devices
-
-    def split(x):
-        if x.shape[0] % n:
-            raise ValueError(f"A batch of {x.shape[0]} does not split over {n} devices.")
-        return x.reshape((n, x.shape[0] // n) + x.shape[1:])
-
-    return jax.tree.map(split, batch)
-
-
-def prefetch_to_device(
-    batches: Iterable[Batch], size: int = 2, devices: list[Any] | None = None
-) -> Iterator[Any]:
-    """Shards each host batch over the local devices and keeps `size` of them on device."""
-    from flax import jax_utils
-
-    devices = list(devices) if devices is not None else jax.local_devices()
-    sharded = (shard_batch(b, len(devices)) for b in batches)
-    return jax_utils.prefetch_to_device(sharded, size, devices)

@@ -383,18 +383,6 @@ def test_too_short_utterances_are_dropped_or_fail(data_dir):
         next(failing.train)
 
 
-def test_shard_batch_and_prefetch_to_device():
-    batch = {"audio": np.zeros((16, 512), np.float32), "speaker": np.arange(16, dtype=np.int32)}
-    sharded = input_pipeline.shard_batch(batch)
-    assert sharded["audio"].shape == (8, 2, 512) and sharded["speaker"].shape == (8, 2)
-    with pytest.raises(ValueError, match="does not split over 8 devices"):
-        input_pipeline.shard_batch({"audio": np.zeros((12, 4))})
-    on_device = list(input_pipeline.prefetch_to_device(iter([batch, batch]), size=2))
-    assert len(on_device) == 2
-    totals = jax.pmap(lambda b: b["speaker"].sum())(on_device[0])
-    np.testing.assert_array_equal(np.asarray(totals), batch["speaker"].reshape(8, 2).sum(1))
-
-
 # --------------------------------------------------------------- ljspeech and vctk (mocked)
 
 

@@ -308,13 +308,22 @@ class ConditioningUpsampler(nn.Module):
         return math.prod(self.strides)
 
     @nn.compact
-    def __call__(self, mel: Array) -> Array:
-        """mel: (batch, frames, n_mels) -> (batch, frames * hop, features)."""
+    def __call__(self, mel: Array, valid_frames: Array | int | None = None) -> Array:
+        """mel: (batch, frames, n_mels) -> (batch, frames * hop, features).
+
+        valid_frames (optional, may be traced): the frames from it on are padding, treated as
+        absent. They and every stage's output past them are zeroed, so the first
+        valid_frames * hop samples equal the upsampling of mel[:, :valid_frames] alone: inputs
+        padded to one length (one compiled program) upsample as the unpadded ones would.
+        """
         if mel.ndim != 3:
             raise ValueError(
                 f"ConditioningUpsampler expects (batch, frames, n_mels), got {mel.shape}"
             )
         x = mel
+        if valid_frames is not None:
+            x = _zero_from(x, valid_frames)
+        upsampled = 1
         for i, stride in enumerate(self.strides):
             x = _TimeTransposedConv(
                 self.features or x.shape[-1],
@@ -325,4 +334,13 @@ class ConditioningUpsampler(nn.Module):
                 name=f"stage_{i}",
             )(x)
             x = nn.leaky_relu(x, self.negative_slope)
+            upsampled *= stride
+            if valid_frames is not None:
+                x = _zero_from(x, valid_frames * upsampled)
         return x
+
+
+def _zero_from(x: Array, length: Array | int) -> Array:
+    """x (batch, time, channels) with the steps from `length` on set to zero."""
+    keep = jnp.arange(x.shape[1]) < length
+    return jnp.where(keep[None, :, None], x, jnp.zeros((), x.dtype))

@@ -604,6 +604,13 @@ def _zero_cache(config, batch: int) -> tuple[Array, ...]:
     return layers + history
 
 
+def generation_carry(model: WaveNet, batch: int) -> tuple[tuple[Array, ...], Array]:
+    """The state cached generation starts from: (the layer caches (and sample history) of
+    `WaveNet.step`, all zeros, and x_{-1} = 0 (batch,)). A generation cut into pieces
+    (pwavenet.vocoder) carries it from one piece to the next."""
+    return _zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32)
+
+
 def _as_variables(params) -> dict:
     """Accepts a parameter tree or a full variables dict {'params': ...}."""
     # No submodule is named 'params', so a tree whose only key is 'params' is a variables dict.
@@ -614,13 +621,6 @@ def _as_variables(params) -> dict:
 
 # Cached generation computes a block's conditioning terms ahead when they take at most this.
 AHEAD_BYTES = 4 * 2**20
-def generation_carry(model: WaveNet, batch: int) -> tuple[tuple[Array, ...], Array]:
-    """The state cached generation starts from: (the layer caches (and sample history) of
-    `WaveNet.step`, all zeros, and x_{-1} = 0 (batch,)). A generation cut into pieces
-    (pwavenet.vocoder) carries it from one piece to the next."""
-    return _zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32)
-
-
 
 
 def _unrolled_cycles(model: WaveNet) -> WaveNet:

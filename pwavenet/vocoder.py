@@ -1,0 +1,434 @@
+"""A trained vocoder as a Python object: `load_vocoder(workdir)` -> `Vocoder`.
+
+    vocoder = pwavenet.load_vocoder("runs/espeak/student")
+    mel = vocoder.mel(audio)                      # (frames, n_mels), the model's own definition
+    x = vocoder.vocode(mel, speaker=3, seed=0)    # (frames * hop,) float32 in [-1, 1]
+    for piece in vocoder.stream(frames_as_they_arrive):   # the same audio, chunk by chunk
+        play(piece)
+
+Windows. Both models synthesize in pieces of `chunk_frames` mel frames. A piece's program
+sees one window of W = left + chunk_frames + right frames of mel (and, for the student, of
+noise) around it: `left` frames before the piece (the student's flows' receptive field and the
+upsampler's reach; the teacher carries its past in its generation state, so only the reach),
+`right` after it (the upsampler's reach). Windows start at max(0, piece start - left); the
+frames of a window past the piece's end + right, or past the input's end, are padding, zeroed
+and masked out of the upsampler (`ConditioningUpsampler(valid_frames=...)`), so they change
+nothing. Every window therefore has the same shape: one compiled program per batch size,
+whatever the input's length (short inputs are padded to one window), and memory is bounded by
+the window, not the input. The teacher's cached generation (a scan over samples) carries its
+layer caches and last sample from piece to piece; the student's synthesis filter (if any)
+carries its last lpc_order samples. The result equals one pass over the whole mel (tests
+check it against `iaf.forward` and the teacher's teacher forcing).
+
+Noise. Item b of a batch vocoded with `seed` uses the noise of a single utterance vocoded with
+seed + b, and the noise of mel frame f is drawn from `fold_in(PRNGKey(seed + b), f)`: the
+student's (hop,) base noise z, or the teacher's per-step noise for its `hop` steps
+(`distribution.noise`). It depends on neither the input's length nor the batch, so `stream`
+(which never knows the length) equals `vocode`, and batched equals single.
+
+Streaming. `stream` emits piece k once the frames up to its end + `right` have arrived (or
+the input has ended): the look-ahead is `lookahead_frames` = chunk_frames + right frames. It
+runs the same programs on the same windows as `vocode`, so the pieces concatenate to the same
+audio, sample for sample.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import lax
+
+from pwavenet import audio
+from pwavenet import iaf
+from pwavenet import layers
+from pwavenet import lpc as lpc_lib
+from pwavenet import wavenet
+
+Array = jax.Array
+
+MODELS = ("student", "teacher")
+
+
+def load_vocoder(
+    workdir: str,
+    step: int | None = None,
+    *,
+    model: str | None = None,
+    chunk_frames: int | None = None,
+) -> Vocoder:
+    """The vocoder trained in `workdir` (a teacher's or a student's), with its EMA weights and
+    saved config.
+
+    Args:
+      workdir: a training job's workdir (launch.train_teacher or launch.distill).
+      step: the checkpoint step; the latest if None.
+      model: 'student' or 'teacher'; default: the workdir's own model. 'teacher' on a
+        student's workdir loads the teacher it was distilled from (its latest checkpoint).
+      chunk_frames: mel frames per piece (`Vocoder`); default `default_chunk_frames`.
+    """
+    from pwavenet import distill  # the jobs' builders; imports no TensorFlow
+    from pwavenet import train
+
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(
+            f"{workdir!r} does not exist: pass the --workdir of a trained teacher "
+            "(python -m launch.train_teacher) or student (python -m launch.distill)."
+        )
+    config = train.load_config(workdir)
+    is_student = "teacher_workdir" in config
+    own = "student" if is_student else "teacher"
+    model = model or own
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}; expected one of {MODELS}.")
+    if model == "student" and not is_student:
+        raise ValueError(
+            f"{workdir} is a teacher's workdir; use model='teacher', or pass a student's "
+            "workdir (python -m launch.distill)."
+        )
+    if model == "teacher" and is_student:
+        teacher = distill.load_teacher(config.teacher_workdir)
+        return Vocoder(teacher.config, teacher.params, chunk_frames=chunk_frames)
+    params, _ = train.restore_params(workdir, step, ema=True)
+    return Vocoder(config, params, chunk_frames=chunk_frames)
+
+
+def build_model(config: ml_collections.ConfigDict):
+    """The WaveNet teacher or IAF student a job config describes (a student's config names
+    its teacher_workdir)."""
+    from pwavenet import distill
+    from pwavenet import teacher as teacher_lib
+
+    if "teacher_workdir" in config:
+        return distill.build_student(config)
+    return teacher_lib.build_model(config)
+
+
+def default_chunk_frames(left: int) -> int:
+    """Frames per piece: four times the left context (so that recomputing the context costs
+    at most a quarter of a window), at least 64, rounded up to a multiple of 16."""
+    frames = max(64, 4 * left)
+    return -(-frames // 16) * 16
+
+
+class Vocoder:
+    """Audio from log-mels with a teacher or student, in bounded memory.
+
+    Attributes:
+      config: the job config the model was trained with (`mel` holds its mel definition).
+      model: the `wavenet.WaveNet` teacher or `iaf.IAFStudent`.
+      kind: 'teacher' or 'student'.
+      sample_rate, hop_length, n_mels, num_speakers: from the config.
+      chunk_frames: mel frames each piece synthesizes.
+      context: (left, right) frames of mel each piece's window holds around it.
+      lookahead_frames: frames `stream` needs past a piece's start before emitting it.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, params, *, chunk_frames=None):
+        self.config = config
+        self.model = build_model(config)
+        self.kind = "student" if isinstance(self.model, iaf.IAFStudent) else "teacher"
+        if not config.model.n_mels:
+            raise ValueError(
+                "this model has no mel conditioning (model.n_mels=0), so it cannot vocode; "
+                "train one with a mel (the configs' default)."
+            )
+        self.variables = wavenet._as_variables(jax.device_put(params))
+        self.sample_rate = int(config.mel.sample_rate)
+        self.hop_length = int(self.model.hop_length)
+        self.n_mels = int(config.model.n_mels)
+        self.num_speakers = int(config.model.num_speakers)
+        reach = config.model.upsample_kernel_multiple * len(config.model.upsample_strides)
+        if self.kind == "student":
+            left, right = iaf.chunk_context(self.model)
+        else:
+            left, right = reach, reach
+        self.context = (int(left), int(right))
+        self.chunk_frames = int(chunk_frames or default_chunk_frames(left))
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames={chunk_frames}: use a count >= 1 (or None).")
+        self.window_frames = left + self.chunk_frames + right
+        self.lookahead_frames = self.chunk_frames + right
+        program = _student_window if self.kind == "student" else _teacher_window
+        # One jitted program per vocoder: it compiles once per batch size (its cache size is
+        # the number of shapes it has seen).
+        self._window = jax.jit(functools.partial(program, self.model, self.chunk_frames))
+
+    # ------------------------------------------------------------------ features
+
+    def mel(self, x: np.ndarray) -> np.ndarray:
+        """The model's own log-mel of audio: x (T,) -> (T // hop, n_mels), or (B, T) ->
+        (B, T // hop, n_mels); float32 audio in [-1, 1] at `sample_rate`. A trailing partial
+        frame is dropped, so vocoding the mel gives (T // hop) * hop samples."""
+        x = np.asarray(x, np.float32)
+        single = x.ndim == 1
+        if x.ndim not in (1, 2):
+            raise ValueError(f"audio of shape {x.shape}; expected (samples,) or (batch, samples).")
+        frames = x.shape[-1] // self.hop_length
+        if frames < 1:
+            raise ValueError(
+                f"{x.shape[-1]} samples is less than one mel frame ({self.hop_length} samples)."
+            )
+        x = x.reshape(-1, x.shape[-1])[:, : frames * self.hop_length]
+        mel = np.asarray(audio.log_mel_spectrogram(x, self.config.mel), np.float32)
+        return mel[0] if single else mel
+
+    def noise(self, frames: int, seed: int = 0, batch: int | None = None) -> np.ndarray:
+        """The student's base noise `vocode` uses for `frames` mel frames: (frames * hop,), or
+        (batch, frames * hop) for a batch (item b drawn with seed + b). `iaf.forward` (or an
+        exported synthesis, pwavenet.export) on this noise gives `vocode`'s audio."""
+        if self.kind != "student":
+            raise ValueError("noise(): only the student's synthesis is a function of base noise.")
+        keys = _keys(seed, batch or 1)
+        z = _student_noise(self.model, keys, jnp.arange(frames))
+        z = np.asarray(z).reshape(batch or 1, frames * self.hop_length)
+        return z if batch is not None else z[0]
+
+    # ------------------------------------------------------------------ synthesis
+
+    def vocode(self, mel, speaker=None, seed: int = 0) -> np.ndarray:
+        """Audio from a log-mel in the model's definition.
+
+        Args:
+          mel: (frames, n_mels) or (batch, frames, n_mels).
+          speaker: multi-speaker models: an id, or (batch,) ids; None means speaker 0.
+          seed: noise seed; item b of a batch uses seed + b (see the module docstring).
+
+        Returns:
+          float32 (frames * hop,) or (batch, frames * hop), clipped to [-1, 1].
+        """
+        mel, single = self._check_mel(mel)
+        batch, total = mel.shape[:2]
+        speakers = self._speakers(speaker, batch)
+        keys = _keys(seed, batch)
+        state = self._initial_state(batch)
+        pieces = []
+        for start in range(0, total, self.chunk_frames):
+            piece, state = self._piece(mel, 0, total, start, speakers, keys, state)
+            pieces.append(piece)
+        x = np.concatenate(pieces, axis=1)[:, : total * self.hop_length]
+        return x[0] if single else x
+
+    def stream(
+        self, frames: Iterable[np.ndarray], speaker=None, seed: int = 0
+    ) -> Iterator[np.ndarray]:
+        """Audio pieces as mel frames arrive, one utterance.
+
+        `frames` yields arrays of (n, n_mels) (any n >= 0) or single frames (n_mels,). A piece
+        of chunk_frames * hop samples (the last one shorter) is yielded as soon as
+        `lookahead_frames` frames past its start have arrived, or the input ended. The pieces
+        concatenate to `vocode(all frames, speaker, seed)` exactly.
+        """
+        speakers = self._speakers(speaker, 1)
+        keys = _keys(seed, 1)
+        state = self._initial_state(1)
+        buffer = np.zeros((1, 0, self.n_mels), np.float32)
+        offset = 0  # global index of buffer's first frame
+        start = 0  # the next piece's first frame
+        left = self.context[0]
+        for block in frames:
+            block = np.asarray(block, np.float32)
+            if block.ndim == 1:
+                block = block[None]
+            if block.ndim != 2 or block.shape[1] != self.n_mels:
+                raise ValueError(
+                    f"stream: a block of mel frames of shape {block.shape}; expected "
+                    f"(frames, {self.n_mels}) or ({self.n_mels},)."
+                )
+            _check_finite(block)
+            buffer = np.concatenate([buffer, block[None]], axis=1)
+            while offset + buffer.shape[1] >= start + self.lookahead_frames:
+                piece, state = self._piece(buffer, offset, None, start, speakers, keys, state)
+                yield piece[0]
+                start += self.chunk_frames
+                drop = max(0, start - left) - offset  # frames no later window reads
+                buffer, offset = buffer[:, drop:], offset + drop
+        total = offset + buffer.shape[1]
+        while start < total:
+            piece, state = self._piece(buffer, offset, total, start, speakers, keys, state)
+            yield piece[0, : (min(total, start + self.chunk_frames) - start) * self.hop_length]
+            start += self.chunk_frames
+
+    def compiled_programs(self) -> int:
+        """How many window programs have been compiled (one per batch size used)."""
+        return self._window._cache_size()
+
+    # ------------------------------------------------------------------ internals
+
+    def _piece(self, mel, offset, total, start, speakers, keys, state):
+        """(audio (B, chunk_frames * hop), state) of the piece starting at frame `start`;
+        `mel` holds frames [offset, offset + mel.shape[1]) of an input of `total` frames
+        (None: not known yet, at least start + lookahead_frames)."""
+        left, right = self.context
+        window_start = max(0, start - left)
+        valid_end = start + self.chunk_frames + right
+        if total is not None:
+            valid_end = min(valid_end, total)
+        window = np.zeros((mel.shape[0], self.window_frames, self.n_mels), np.float32)
+        valid = valid_end - window_start
+        window[:, :valid] = mel[:, window_start - offset : valid_end - offset]
+        x, state = self._window(
+            self.variables,
+            jnp.asarray(window),
+            np.int32(valid),
+            np.int32(window_start),
+            np.int32(start - window_start),
+            speakers,
+            keys,
+            state,
+        )
+        return np.clip(np.asarray(x), -1.0, 1.0), state
+
+    def _initial_state(self, batch: int):
+        if self.kind == "teacher":
+            return wavenet.generation_carry(self.model, batch)
+        if self.model.has_synthesis_filter:
+            return jnp.zeros((batch, self.model.config.lpc_order), jnp.float32)
+        return jnp.zeros((batch, 0), jnp.float32)
+
+    def _check_mel(self, mel) -> tuple[np.ndarray, bool]:
+        mel = np.asarray(mel, np.float32)
+        single = mel.ndim == 2
+        if mel.ndim not in (2, 3) or mel.shape[-1] != self.n_mels or mel.shape[-2] < 1:
+            raise ValueError(
+                f"a mel of shape {mel.shape}; expected (frames, {self.n_mels}) or (batch, "
+                f"frames, {self.n_mels}) with frames >= 1: a log-mel in the model's definition "
+                "(Vocoder.mel computes it from audio)."
+            )
+        _check_finite(mel)
+        return (mel[None] if single else mel), single
+
+    def _speakers(self, speaker, batch: int):
+        if not self.num_speakers:
+            if speaker not in (None, 0):
+                raise ValueError(
+                    f"speaker={speaker!r}, but this model has no speaker conditioning; "
+                    "pass speaker=None."
+                )
+            return None
+        ids = np.broadcast_to(np.asarray(0 if speaker is None else speaker), (batch,))
+        if ids.dtype.kind not in "iu" or np.any(ids < 0) or np.any(ids >= self.num_speakers):
+            raise ValueError(
+                f"speaker={speaker!r} is out of range: the model knows {self.num_speakers} "
+                f"speakers (integers 0 .. {self.num_speakers - 1})."
+            )
+        return jnp.asarray(ids, jnp.int32)
+
+
+def _check_finite(mel: np.ndarray) -> None:
+    if not np.all(np.isfinite(mel)):
+        raise ValueError("the mel contains NaN or infinite values; check the model producing it.")
+
+
+def _keys(seed: int, batch: int) -> Array:
+    """(batch, key) PRNG keys: item b's is PRNGKey(seed + b)."""
+    return jax.vmap(jax.random.PRNGKey)(jnp.arange(batch, dtype=jnp.uint32) + np.uint32(seed))
+
+
+def _student_noise(model: iaf.IAFStudent, keys: Array, frames: Array) -> Array:
+    """Base noise (B, F * hop) of the given global frame indices (F,)."""
+
+    def one(key, frame):
+        return model.sample_base(jax.random.fold_in(key, frame), (model.hop_length,))
+
+    z = jax.vmap(lambda key: jax.vmap(lambda f: one(key, f))(frames))(keys)  # (B, F, hop)
+    return z.reshape(keys.shape[0], -1)
+
+
+def _upsample_valid_frames(valid):
+    """An `nn.intercept_methods` interceptor that passes `valid_frames=valid` to every
+    `ConditioningUpsampler` call, so that the model's own `conditioning` upsamples a padded
+    window as it would its first `valid` frames alone."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, layers.ConditioningUpsampler):
+            if context.method_name == "__call__":
+                kwargs = dict(kwargs, valid_frames=valid)
+        return next_fun(*args, **kwargs)
+
+    return interceptor
+
+
+def _student_window(model, chunk, variables, mel, valid, window_start, keep, speaker, keys, past):
+    """One piece of the student's synthesis: (x (B, chunk * hop), the synthesis filter's
+    state after it) for mel (B, W, n_mels) whose first `valid` frames are real, starting at
+    global frame `window_start`; the piece starts `keep` frames into the window."""
+    hop = model.hop_length
+    z = _student_noise(model, keys, window_start + jnp.arange(mel.shape[1]))
+    with nn.intercept_methods(_upsample_valid_frames(valid)):
+        mel_up, speaker_emb, filters = model.apply(
+            variables, z.shape, mel, speaker, method=iaf.IAFStudent.conditioning_checked
+        )
+    e = iaf.windowed_flows(model, variables, z, mel_up, speaker_emb)[0]
+    x = lax.dynamic_slice_in_dim(e, keep * hop, chunk * hop, axis=1)
+    if filters is None:
+        return x, past
+    coefficients, log_gain = (lax.dynamic_slice_in_dim(f, keep, chunk, axis=1) for f in filters)
+    u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
+    return lpc_lib.synthesize(u, coefficients, hop, past)
+
+
+def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, speaker, keys, carry):
+    """One piece of the teacher's cached generation: (x (B, chunk * hop), the generation
+    state after it), continuing from `carry`; arguments as `_student_window`."""
+    hop = model.hop_length
+    batch = mel.shape[0]
+    distribution = model.distribution
+    with nn.intercept_methods(_upsample_valid_frames(valid)):
+        mel_up, speaker_emb = model.apply(
+            variables, mel, speaker, method=wavenet.WaveNet.conditioning
+        )
+    mel_up = lax.dynamic_slice_in_dim(mel_up, keep * hop, chunk * hop, axis=1)
+    mel_steps = jnp.swapaxes(mel_up, 0, 1).reshape(chunk, hop, batch, -1)
+    first = window_start + keep  # the piece's first global frame
+    frames = first + jnp.arange(chunk)
+    lpc_frames = None
+    if model.config.get("lpc_order", 0):
+        lpc = model.apply(variables, mel, method=wavenet.WaveNet.lpc)
+        lpc_frames = jnp.swapaxes(lax.dynamic_slice_in_dim(lpc, keep, chunk, axis=1), 0, 1)
+    # (chunk, hop, B, ...): frame f's noise of item b from fold_in(key_b, f).
+    noise = jax.vmap(
+        lambda key: jax.vmap(
+            lambda f: distribution.noise(jax.random.fold_in(key, f), (hop,))
+        )(frames)
+    )(keys)
+    noise = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 2), noise)
+    steps = (frames[:, None] * hop + jnp.arange(hop)).astype(jnp.int32)
+    cond_kernel = model.apply(variables, method=wavenet.WaveNet.conditioning_kernel)
+    step_variables = wavenet.loop_invariant(variables)
+
+    def one_frame(carry, inputs):
+        t_frame, mel_frame, lpc_f, noise_frame = inputs
+
+        def one_sample(carry, inputs):
+            cache, x_prev = carry
+            t, mel_t, noise_t = inputs
+            params_t, cache = model.apply(
+                step_variables(),
+                cache,
+                x_prev,
+                mel_t,
+                speaker_emb,
+                t,
+                lpc_f,
+                None,
+                cond_kernel,
+                method=wavenet.WaveNet.step,
+            )
+            x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
+            return (cache, x_t), x_t
+
+        return lax.scan(one_sample, carry, (t_frame, mel_frame, noise_frame))
+
+    carry, x = lax.scan(one_frame, carry, (steps, mel_steps, lpc_frames, noise))
+    return x.reshape(chunk * hop, batch).T, carry
+
+
+__all__ = ["Vocoder", "build_model", "default_chunk_frames", "load_vocoder"]

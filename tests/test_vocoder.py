@@ -1,0 +1,314 @@
+"""Tests for pwavenet.vocoder: the Python API (load_vocoder, Vocoder).
+
+Each claim is checked against an independent computation: the student's pieces against one
+pass of `iaf.forward` over the whole, unpadded mel with noise drawn here from the documented
+rule; the teacher's pieces against its own teacher forcing (every generated sample is the one
+its step's distribution and noise give, across piece boundaries); the stream and the batch
+against `vocode`; the memory bound by the count of compiled programs, which does not grow
+with the input's length.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import student as student_config
+from configs import teacher as teacher_config
+from pwavenet import audio
+from pwavenet import iaf
+from pwavenet import train
+from pwavenet import vocoder as vocoder_lib
+import student_helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_MELS = 16  # the tiny configs'
+
+
+def _student_config(lpc_order=0):
+    config = student_config.get_config("tiny")
+    config.teacher_workdir = "unused"
+    if lpc_order:  # the synthesis filter on the tiny mel (the tiny teacher has none)
+        config.model.lpc_order = lpc_order
+    return config
+
+
+def _random_params(model, scale, seed=1):
+    """Gaussian parameters (tests/student_helpers.random_params) times `scale`: every path
+    live, the audio mostly inside (-1, 1) so that clipping hides nothing."""
+    hop = model.hop_length
+    params = student_helpers.random_params(
+        model,
+        jnp.zeros((1, 4 * hop)),
+        jnp.zeros((1, 4, N_MELS)),
+        jnp.zeros((1,), jnp.int32),
+        seed=seed,
+    )
+    return jax.tree.map(lambda a: a * scale, params)
+
+
+@pytest.fixture(scope="module", params=[0, 6], ids=["flows", "synthesis_filter"])
+def student(request):
+    config = _student_config(request.param)
+    model = vocoder_lib.build_model(config)
+    return vocoder_lib.Vocoder(config, _random_params(model, 0.5))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    config = teacher_config.get_config("tiny")  # a 3-component MoL, 8 speakers
+    model = vocoder_lib.build_model(config)
+    params = _random_params(model, 0.3)
+    # Mixture scales about exp(-4) (weights, means, log-scales are the output's thirds), so
+    # that samples follow their means rather than fill [-1, 1].
+    k = config.model.num_mixtures
+    params["output"]["bias"] = params["output"]["bias"].at[2 * k :].set(-4.0)
+    return vocoder_lib.Vocoder(config, params, chunk_frames=8)
+
+
+def _mel(frames, seed=0, batch=None):
+    shape = (frames, N_MELS) if batch is None else (batch, frames, N_MELS)
+    return np.random.default_rng(seed).normal(-2.0, 1.5, shape).astype(np.float32)
+
+
+def _base_noise(model, seed, frames):
+    """The documented noise: frame f's hop samples from fold_in(PRNGKey(seed), f)."""
+    key = jax.random.PRNGKey(seed)
+    return np.concatenate(
+        [
+            np.asarray(model.sample_base(jax.random.fold_in(key, f), (model.hop_length,)))
+            for f in range(frames)
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- student
+
+
+@pytest.mark.parametrize("frames", [3, 150])  # inside one padded window; several pieces
+def test_student_vocode_equals_one_pass_over_the_unpadded_mel(student, frames):
+    v = student
+    assert v.window_frames < 150 and 150 > 2 * v.chunk_frames
+    mel = _mel(frames, seed=frames)
+    x = v.vocode(mel, speaker=2, seed=4)
+    z = _base_noise(v.model, 4, frames)
+    np.testing.assert_array_equal(v.noise(frames, seed=4), z)
+    reference = iaf.forward(v.model, v.variables, z[None], mel[None], jnp.array([2]))[0][0]
+    reference = np.asarray(reference)
+    assert x.shape == (frames * v.hop_length,) and x.dtype == np.float32
+    assert np.mean(np.abs(reference) >= 1.0) < 0.01  # clipping hides nothing
+    scale = np.std(reference)
+    assert scale > 1e-3
+    np.testing.assert_allclose(x, np.clip(reference, -1, 1), atol=5e-3 * scale, rtol=0)
+
+
+def test_student_compiles_one_program_whatever_the_length(student):
+    v = vocoder_lib.Vocoder(student.config, student.variables["params"], chunk_frames=16)
+    for frames in (1, 7, 40, 333):
+        v.vocode(_mel(frames), speaker=1)
+    # One shape for every window: the program, and its memory, do not depend on the length.
+    assert v.compiled_programs() == 1
+    v.vocode(_mel(9, batch=2), speaker=[0, 1])
+    assert v.compiled_programs() == 2  # one per batch size
+
+
+def test_student_batch_equals_single_utterances_with_consecutive_seeds(student):
+    mel = _mel(70, batch=3, seed=5)
+    speakers = [0, 2, 1]
+    x = student.vocode(mel, speaker=speakers, seed=10)
+    assert x.shape == (3, 70 * student.hop_length)
+    for b in range(3):
+        single = student.vocode(mel[b], speaker=speakers[b], seed=10 + b)
+        np.testing.assert_allclose(x[b], single, atol=2e-6, rtol=0)
+    np.testing.assert_array_equal(student.noise(70, seed=10, batch=3)[2], student.noise(70, 12))
+    assert not np.allclose(x[0], x[1], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- teacher
+
+
+def _teacher_forcing_samples(v, x, mel, speaker, seed):
+    """The samples the teacher's distribution at every step (teacher forcing on x: one
+    parallel pass) gives with the documented noise; cached generation must reproduce x."""
+    model = v.model
+    key = jax.random.PRNGKey(seed)
+    frames = mel.shape[0]
+    noise = [
+        model.distribution.noise(jax.random.fold_in(key, f), (model.hop_length,))
+        for f in range(frames)
+    ]
+    noise = jax.tree.map(lambda *a: jnp.concatenate(a)[None], *noise)
+    params = model.apply(v.variables, jnp.asarray(x)[None], mel[None], jnp.array([speaker]))
+    return np.asarray(model.distribution.sample_from_noise(params, noise))[0]
+
+
+@pytest.mark.parametrize("frames", [3, 29])  # inside one window; four pieces of 8
+def test_teacher_pieces_are_its_own_sampling_across_piece_boundaries(teacher, frames):
+    mel = _mel(frames, seed=frames)
+    x = teacher.vocode(mel, speaker=5, seed=2)
+    assert x.shape == (frames * teacher.hop_length,)
+    assert 0.05 < np.std(x) and np.mean(np.abs(x) >= 1.0) < 0.05
+    np.testing.assert_allclose(
+        x, _teacher_forcing_samples(teacher, x, mel, 5, seed=2), atol=1e-4, rtol=0
+    )
+
+
+def test_teacher_compiles_one_program_whatever_the_length(teacher):
+    v = vocoder_lib.Vocoder(teacher.config, teacher.variables["params"], chunk_frames=4)
+    for frames in (2, 13, 30):
+        v.vocode(_mel(frames), speaker=0)
+    assert v.compiled_programs() == 1
+
+
+def test_teacher_batch_equals_single_utterances_with_consecutive_seeds(teacher):
+    mel = _mel(11, batch=2, seed=3)
+    x = teacher.vocode(mel, speaker=[4, 7], seed=1)
+    for b, speaker in enumerate([4, 7]):
+        np.testing.assert_allclose(
+            x[b], teacher.vocode(mel[b], speaker=speaker, seed=1 + b), atol=1e-4, rtol=0
+        )
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _stream_with_arrivals(v, mel, block_sizes, **kwargs):
+    """(pieces, frames that had arrived when each piece came out)."""
+    arrived = [0]
+
+    def frames():
+        i = 0
+        for size in block_sizes:
+            block = mel[i : i + size]
+            i += size
+            arrived[0] = i
+            yield block[0] if size == 1 else block
+
+    pieces, seen = [], []
+    for piece in v.stream(frames(), **kwargs):
+        pieces.append(piece)
+        seen.append(arrived[0])
+    return pieces, seen
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_stream_equals_vocode_with_a_bounded_lookahead(which, student, teacher):
+    v = student if which == "student" else teacher
+    total = 3 * v.chunk_frames + 5
+    mel = _mel(total, seed=7)
+    sizes = [1, 2, 5, 1, 3] * total  # irregular blocks, single frames among them
+    sizes = sizes[: np.searchsorted(np.cumsum(sizes), total) + 1]
+    sizes[-1] -= sum(sizes) - total
+    pieces, seen = _stream_with_arrivals(v, mel, sizes, speaker=1, seed=3)
+    np.testing.assert_array_equal(np.concatenate(pieces), v.vocode(mel, speaker=1, seed=3))
+    assert [len(p) for p in pieces] == [v.chunk_frames * v.hop_length] * 3 + [5 * v.hop_length]
+    # Piece k comes out once its end + the upsampler's reach has arrived, not later.
+    for k, arrived in enumerate(seen[:3]):
+        needed = k * v.chunk_frames + v.lookahead_frames
+        assert needed <= arrived < needed + 5, (k, arrived, needed)
+
+
+def test_stream_of_an_input_shorter_than_the_lookahead(student):
+    mel = _mel(4, seed=1)
+    pieces = list(student.stream(iter([mel[:1], mel[1:]]), speaker=0, seed=0))
+    np.testing.assert_array_equal(np.concatenate(pieces), student.vocode(mel, speaker=0))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _write_workdir(path, config, params, ema_params):
+    os.makedirs(path)
+    train.save_config(config, str(path))
+    with ocp.CheckpointManager(os.path.join(path, "checkpoints")) as manager:
+        manager.save(7, args=ocp.args.StandardSave({"params": params, "ema_params": ema_params}))
+        manager.wait_until_finished()
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory, student, teacher):
+    root = tmp_path_factory.mktemp("vocoders")
+    tparams = teacher.variables["params"]
+    _write_workdir(root / "teacher", teacher.config, jax.tree.map(jnp.zeros_like, tparams), tparams)
+    config = _student_config()
+    config.teacher_workdir = str(root / "teacher")
+    sparams = _random_params(vocoder_lib.build_model(config), 0.5, seed=3)
+    _write_workdir(root / "student", config, jax.tree.map(lambda a: 0.5 * a, sparams), sparams)
+    return str(root / "teacher"), str(root / "student"), sparams
+
+
+def test_load_vocoder_uses_the_ema_weights_and_the_saved_config(workdirs, teacher):
+    import pwavenet
+
+    teacher_dir, student_dir, ema = workdirs
+    v = pwavenet.load_vocoder(student_dir)
+    assert isinstance(v, pwavenet.Vocoder) and v.kind == "student"
+    assert (v.sample_rate, v.hop_length, v.n_mels) == (22050, 64, 16)
+    mel = _mel(20)
+    direct = vocoder_lib.Vocoder(_student_config(), ema)
+    np.testing.assert_array_equal(v.vocode(mel, speaker=3), direct.vocode(mel, speaker=3))
+    # The teacher a student was distilled from, and a teacher's own workdir, alike.
+    for t in (pwavenet.load_vocoder(student_dir, model="teacher"), pwavenet.load_vocoder(teacher_dir)):
+        assert t.kind == "teacher"
+        np.testing.assert_array_equal(
+            t.vocode(mel[:5], speaker=1),
+            vocoder_lib.Vocoder(teacher.config, teacher.variables["params"]).vocode(
+                mel[:5], speaker=1
+            ),
+        )
+
+
+def test_mel_is_the_models_own_definition_of_whole_frames(student):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 10 * 64 + 17).astype(np.float32)
+    mel = student.mel(x)
+    assert mel.shape == (10, N_MELS)
+    expected = audio.log_mel_spectrogram(x[None, : 10 * 64], student.config.mel)[0]
+    np.testing.assert_allclose(mel, expected, atol=1e-6)
+    np.testing.assert_allclose(student.mel(np.stack([x, x]))[1], mel, atol=1e-6)
+
+
+def test_mistakes_are_refused_with_the_fix(workdirs, student, tmp_path):
+    teacher_dir, _, _ = workdirs
+    with pytest.raises(ValueError, match=r"expected \(frames, 16\)"):
+        student.vocode(np.zeros((10, 80), np.float32))
+    with pytest.raises(ValueError, match=r"out of range: the model knows 8 speakers"):
+        student.vocode(_mel(4), speaker=8)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        student.vocode(np.full((4, N_MELS), np.nan, np.float32))
+    with pytest.raises(ValueError, match="teacher's workdir; use model='teacher'"):
+        vocoder_lib.load_vocoder(teacher_dir, model="student")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        vocoder_lib.load_vocoder(str(tmp_path / "missing"))
+
+
+def test_import_pwavenet_and_its_api_loads_no_tensorflow():
+    probe = (
+        "import sys, pwavenet\n"
+        "assert 'jax' not in sys.modules\n"
+        "from pwavenet import load_vocoder, Vocoder\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_upsampler_treats_frames_past_valid_frames_as_absent():
+    """Padding changes nothing inside the valid frames: without the mask, a leaky ReLU of the
+    first stage's bias over the padding reaches the last valid frames through the second."""
+    from pwavenet.layers import ConditioningUpsampler
+
+    up = ConditioningUpsampler(strides=(4, 2), kernel_multiple=3)
+    mel = _mel(12, seed=2)[None]
+    padded = np.concatenate([mel, _mel(5, seed=9)[None]], axis=1)
+    params = student_helpers.random_params(up, padded)
+    alone = up.apply({"params": params}, mel)
+    masked = up.apply({"params": params}, padded, valid_frames=12)
+    np.testing.assert_allclose(masked[:, : 12 * 8], alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(masked[:, 12 * 8 :], 0.0)
+    unmasked = up.apply({"params": params}, padded)
+    assert np.max(np.abs(unmasked[:, : 12 * 8] - alone)) > 1e-3

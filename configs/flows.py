@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.batch_size = 512
     c.train.learning_rate = 1e-2
     c.train.warmup_steps = 100
+    c.train.decay_steps = 0  # length of the warmup + cosine schedule; 0: train.steps
     c.train.anneal_steps = 0  # energy task: steps over which beta in E[log q + beta U] reaches 1
     c.train.grad_clip = 10.0
     c.train.log_every = 200

@@ -6,7 +6,8 @@ Losses, per batch:
                                          (beta rises linearly from 0.01 to 1 over
                                          config.train.anneal_steps, then stays at 1)
 
-Writes to the workdir: orbax checkpoints (resumed automatically), `config.json`,
+Writes to the workdir: orbax checkpoints (resumed automatically; SIGTERM saves the step being
+trained and exits with code 0, as the vocoder jobs do), `config.json`,
 TensorBoard summaries under `tensorboard/`, `flows.png` (data vs learned density vs samples,
 or target vs fitted vs samples) and `results.json` (held-out NLL in nats per point with the
 best single Gaussian's for reference, or the KL estimate with its standard error).
@@ -31,6 +32,7 @@ import orbax.checkpoint as ocp
 
 from pwavenet import flows
 from pwavenet import toy2d
+from pwavenet import train
 
 _LAYERS = ("planar", "affine", "elementwise", "sigmoid")
 
@@ -132,11 +134,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     init_rng, data_rng, sample_rng = jax.random.split(rng, 3)
     init_x = jnp.asarray((box[0] + box[1]) / 2)[None]
     params = flow.init(init_rng, init_x)
+    # Over train.decay_steps (0: train.steps), so that a run whose train.steps is raised on
+    # resume keeps the learning rates it used when decay_steps is set.
+    decay_steps = config.train.get("decay_steps", 0) or config.train.steps
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         config.train.learning_rate,
         config.train.warmup_steps,
-        max(config.train.steps, config.train.warmup_steps + 1),
+        max(decay_steps, config.train.warmup_steps + 1),
         end_value=config.train.learning_rate * 0.01,
     )
     optimizer = optax.chain(optax.clip_by_global_norm(config.train.grad_clip), optax.adam(schedule))
@@ -188,32 +193,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = _summary_writer(workdir)
     start = int(state["step"])
     t0, last_step = time.time(), start
-    for step in range(start, config.train.steps):
-        state, metrics = train_step(state)
-        done = step + 1
-        if done % config.train.log_every == 0 or done == config.train.steps:
-            metrics = jax.device_get(metrics)
-            if not np.isfinite(metrics["loss"]):
-                raise FloatingPointError(
-                    f"Loss became {metrics['loss']} at step {done}; lower config.train.learning_rate "
-                    f"(now {config.train.learning_rate})."
+    with train.PreemptionNotice() as preemption:
+        for step in range(start, config.train.steps):
+            state, metrics = train_step(state)
+            done = step + 1
+            if done % config.train.log_every == 0 or done == config.train.steps:
+                metrics = jax.device_get(metrics)
+                if not np.isfinite(metrics["loss"]):
+                    raise FloatingPointError(
+                        f"Loss became {metrics['loss']} at step {done}; lower "
+                        f"config.train.learning_rate (now {config.train.learning_rate})."
+                    )
+                rate = (done - last_step) / max(time.time() - t0, 1e-9)
+                t0, last_step = time.time(), done
+                for name, value in metrics.items():
+                    writer.scalar(f"train/{name}", float(value), done)
+                writer.scalar("train/steps_per_second", rate, done)
+                logging.info(
+                    "step %d/%d  loss %.4f  grad_norm %.3g  %.1f steps/s  eta %.0fs",
+                    done,
+                    config.train.steps,
+                    metrics["loss"],
+                    metrics["grad_norm"],
+                    rate,
+                    (config.train.steps - done) / max(rate, 1e-9),
                 )
-            rate = (done - last_step) / max(time.time() - t0, 1e-9)
-            t0, last_step = time.time(), done
-            for name, value in metrics.items():
-                writer.scalar(f"train/{name}", float(value), done)
-            writer.scalar("train/steps_per_second", rate, done)
-            logging.info(
-                "step %d/%d  loss %.4f  grad_norm %.3g  %.1f steps/s  eta %.0fs",
-                done,
-                config.train.steps,
-                metrics["loss"],
-                metrics["grad_norm"],
-                rate,
-                (config.train.steps - done) / max(rate, 1e-9),
-            )
-        if done % config.train.checkpoint_every == 0 or done == config.train.steps:
-            ckpt.save(done, args=ocp.args.StandardSave(state))
+            stop = preemption.reached(done)
+            if done % config.train.checkpoint_every == 0 or done == config.train.steps or stop:
+                ckpt.save(done, args=ocp.args.StandardSave(state))
+            if stop and done < config.train.steps:
+                ckpt.wait_until_finished()
+                ckpt.close()
+                writer.flush()
+                logging.warning(
+                    "Preempted: saved step %d in %s; rerun the same command to resume.",
+                    done,
+                    workdir,
+                )
+                raise train.Preempted(done, workdir)
     final_step = int(state["step"])
     ckpt.wait_until_finished()
 

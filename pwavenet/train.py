@@ -361,7 +361,7 @@ class Preempted(SystemExit):
         self.workdir = workdir
 
 
-class _PreemptionNotice:
+class PreemptionNotice:
     """Turns SIGTERM (what cloud VMs send before preempting) into a step at which to stop.
 
     Single process: a Python SIGTERM handler sets a flag the loop polls. Several processes:
@@ -479,7 +479,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     state = jax_utils.replicate(state)
 
     last: dict[str, float] = {}
-    with _PreemptionNotice() as preemption:
+    with PreemptionNotice() as preemption:
         last = _loop(
             config,
             workdir,

@@ -3,7 +3,12 @@
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -62,6 +67,69 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path):
             return mngr.restore(40)["params"]
 
     jax.tree_util.tree_map(np.testing.assert_array_equal, restore(full), restore(resumed))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _logged_step(proc, log_path, at_least, timeout=240):
+    """The highest 'step N/' in the job's log once it is at least `at_least`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [int(m) for m in re.findall(r"step (\d+)/", log_path.read_text())]
+        if steps and max(steps) >= at_least:
+            return max(steps)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"no step {at_least} within {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_and_the_rerun_ends_where_an_uninterrupted_run_does(
+    tiny_run, tmp_path
+):
+    """`launch.flows` with no last step of its own (train.steps far away, the schedule over
+    the tiny run's 40 steps) gets SIGTERM while it trains, paused while the signal is sent: it
+    saves a step after the last one it logged, exits with code 0, and the rerun of the tiny
+    config ends with the tiny run's state and results, bit for bit."""
+    workdir = tmp_path / "interrupted"
+    log_path = tmp_path / "log.txt"
+    flags = {"train.steps": 100_000, "train.decay_steps": 40, "train.log_every": 1}
+    cmd = [sys.executable, "-m", "launch.flows", "--config=configs/flows.py:tiny"]
+    cmd += [f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in flags.items()]]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _logged_step(proc, log_path, 5)
+            proc.send_signal(signal.SIGSTOP)
+            signalled_after = _logged_step(proc, log_path, 5)
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)
+            code = proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    saved = re.search(r"Preempted: saved step (\d+)", output)
+    assert saved, output[-3000:]
+    termed_at = int(saved.group(1))
+    assert signalled_after < termed_at <= signalled_after + 2 and termed_at < 40, output[-3000:]
+    assert not (workdir / "results.json").exists()  # it stopped before the evaluation
+
+    import orbax.checkpoint as ocp
+
+    def restore(root, step=None):
+        with ocp.CheckpointManager(os.path.abspath(root / "checkpoints")) as mngr:
+            return mngr.restore(step or mngr.latest_step())
+
+    assert int(restore(workdir)["step"]) == termed_at
+    results = fit_flows.train_and_evaluate(_config(**{"train.decay_steps": 40}), str(workdir))
+    full, resumed = restore(tiny_run[0], 40), restore(workdir, 40)
+    for key in ("params", "opt_state", "step"):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, resumed[key], full[key])
+    assert results == tiny_run[1]
 
 
 @pytest.mark.slow

@@ -1,13 +1,16 @@
-"""Synthesizes audio from a mel spectrogram (.npy) or from a wav file's mel.
+"""Vocodes a file or a folder: mel spectrograms (.npy) or wav files' mels -> wav files.
 
 python -m launch.synthesize --workdir=runs/espeak/student --input=speech.wav --output=out.wav
+python -m launch.synthesize --workdir=runs/espeak/student --input=mels/ --output=wavs/
 python -m launch.synthesize --workdir=runs/espeak/student --input=mel.npy --output=out.wav \
     --model=teacher
 
-Prints the samples/s and real-time factor (synthesis time / audio duration) of the run.
+A folder keeps its relative names (a/b.npy -> wavs/a/b.wav). Wavs at another rate or with
+several channels are resampled and downmixed, with one notice. Shows a progress bar, then one
+summary line: files, seconds of audio, synthesis seconds and the real-time factor (synthesis
+time / audio duration, compilation excluded).
 """
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -15,19 +18,23 @@ from launch import common
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A student's (or a teacher's) workdir.", required=True)
 flags.DEFINE_string(
-    "input", None, "A mono .wav at the model's rate, or a .npy log-mel.", required=True
+    "input", None, "A .wav or .npy log-mel file, or a folder of them.", required=True
 )
-flags.DEFINE_string("output", None, "The .wav file to write.", required=True)
-flags.DEFINE_enum("model", "student", ["student", "teacher"], "Which model synthesizes.")
+flags.DEFINE_string("output", None, "The .wav file, or the folder, to write.", required=True)
+flags.DEFINE_enum(
+    "model", None, ["student", "teacher"], "Which model; default: the workdir's own."
+)
 flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
-flags.DEFINE_float("chunk_seconds", 10.0, "Student: seconds of audio per chunk (bounds memory).")
+flags.DEFINE_integer(
+    "chunk_frames", None, "Mel frames per synthesized piece (bounds memory); default: auto."
+)
 flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
     from pwavenet import synthesize
 
@@ -38,15 +45,12 @@ def main(argv):
         model=FLAGS.model,
         speaker=FLAGS.speaker,
         seed=FLAGS.seed,
-        chunk_seconds=FLAGS.chunk_seconds,
+        chunk_frames=FLAGS.chunk_frames,
         step=FLAGS.step,
+        progress=FLAGS.progress,
     )
-    print(
-        f"Wrote {FLAGS.output}: {result['samples']} samples by the {result['model']} in "
-        f"{result['seconds']:.3f} s, {result['samples_per_second']:,.0f} samples/s, real-time "
-        f"factor {result['real_time_factor']:.4f}."
-    )
+    print(synthesize.summary_line(result))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -1,82 +1,124 @@
-"""Vocoding: audio from a mel spectrogram (or from a wav file's mel) with a trained model.
+"""Vocoding files: audio from mel spectrograms (.npy) or from wav files' mels, one file or a
+folder, with a trained model (`pwavenet.vocoder.Vocoder`).
 
 `synthesize(workdir, input_path, output_path)`:
-  - a student workdir (written by the distillation job) synthesizes with the student in one
-    parallel pass, in chunks of `chunk_seconds` each computed with enough mel and noise
-    context around it (`iaf.chunk_context`) that the result equals a single pass while memory
-    stays bounded by the chunk; `model='teacher'` uses the teacher it was distilled from
-    (cached autoregressive generation) for comparison;
-  - a teacher workdir synthesizes with the teacher.
-Input: a .wav file (mono, at the model's sample rate; its log-mel is computed with the
-project's one definition) or a .npy log-mel of shape (frames, n_mels) or (1, frames, n_mels)
-in that same definition. Output: 16-bit PCM wav, clipped to [-1, 1].
+  - input a file: a .wav (any sample rate, any number of channels: downmixed to mono and
+    resampled to the model's rate, with one notice, before its log-mel is computed in the
+    model's definition) or a .npy log-mel of shape (frames, n_mels) or (1, frames, n_mels) in
+    that definition; output a .wav file (or an existing folder to write <name>.wav into);
+  - input a folder: every .wav and .npy under it, written to the output folder under the same
+    relative names with a .wav suffix.
+Output: 16-bit PCM wav at the model's rate, clipped to [-1, 1]. The vocoder synthesizes in
+fixed-shape pieces (pwavenet.vocoder), so memory stays bounded for inputs of any length and
+the one program it compiles, before timing starts, serves every file.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from pwavenet import audio
-from pwavenet import iaf
-from pwavenet import train
+INPUT_SUFFIXES = (".wav", ".npy")
 
 
-def is_student_workdir(config) -> bool:
-    return "teacher_workdir" in config
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """x (samples,) at `rate` Hz -> at `target` Hz: a polyphase filter (scipy's
+    resample_poly, Kaiser window) by target / rate in lowest terms."""
+    if rate == target:
+        return x
+    from scipy import signal  # a dependency of the package; heavy to import
+
+    g = math.gcd(int(rate), int(target))
+    return signal.resample_poly(x, target // g, rate // g).astype(np.float32)
 
 
-def load_mel(input_path: str, mel_config) -> np.ndarray:
-    """(1, frames, n_mels) log-mel from a .wav or .npy file, with clear errors."""
-    if not os.path.exists(input_path):
-        raise FileNotFoundError(f"--input={input_path!r} does not exist.")
-    ext = os.path.splitext(input_path)[1].lower()
+def read_mel(path: str, vocoder) -> tuple[np.ndarray, list[str]]:
+    """(log-mel (frames, n_mels), what was converted) for one .wav or .npy file.
+
+    The conversions list holds 'downmixed from C channels' and 'resampled from R Hz' for a
+    wav that needed them (empty otherwise)."""
+    ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        mel = np.load(input_path)
-        if mel.ndim == 2:
-            mel = mel[None]
-        if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[-1] != mel_config.n_mels:
+        try:
+            mel = np.load(path)
+        except Exception as e:  # numpy raises several types for unreadable files
+            raise ValueError(f"{path}: not a readable .npy file ({e}).") from e
+        if mel.ndim == 3 and mel.shape[0] == 1:
+            mel = mel[0]
+        if mel.ndim != 2 or mel.shape[-1] != vocoder.n_mels or mel.shape[0] < 1:
             raise ValueError(
-                f"{input_path}: a mel of shape {mel.shape}; expected (frames, {mel_config.n_mels})"
-                f" or (1, frames, {mel_config.n_mels}), log-mel as pwavenet.audio."
-                "log_mel_spectrogram computes it with the model's mel settings."
+                f"{path}: a mel of shape {mel.shape}; expected (frames, {vocoder.n_mels}) or "
+                f"(1, frames, {vocoder.n_mels}): a log-mel in the model's definition "
+                "(Vocoder.mel, pwavenet.audio.log_mel_spectrogram with the model's mel config)."
             )
         if not np.all(np.isfinite(mel)):
-            raise ValueError(f"{input_path}: the mel contains NaN or infinite values.")
-        return mel.astype(np.float32)
+            raise ValueError(f"{path}: the mel contains NaN or infinite values.")
+        return mel.astype(np.float32), []
     if ext != ".wav":
-        raise ValueError(f"--input={input_path!r}: expected a .wav or a .npy (log-mel) file.")
+        raise ValueError(f"{path}: expected a .wav or a .npy (log-mel) file.")
     import soundfile
 
     try:
-        samples, rate = soundfile.read(input_path, dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for unreadable files
-        raise ValueError(f"{input_path}: not a readable wav file ({e}).") from e
+        raise ValueError(f"{path}: not a readable wav file ({e}).") from e
+    conversions = []
     if samples.shape[1] != 1:
+        conversions.append(f"downmixed from {samples.shape[1]} channels")
+    x = samples.mean(axis=1)
+    if rate != vocoder.sample_rate:
+        conversions.append(f"resampled from {rate} Hz")
+        x = resample(x, rate, vocoder.sample_rate)
+    if len(x) < vocoder.hop_length:
         raise ValueError(
-            f"{input_path} has {samples.shape[1]} channels; the vocoder needs mono audio. "
-            "Mix it down first (e.g. sox in.wav -c 1 out.wav)."
+            f"{path} has {len(x)} samples at {vocoder.sample_rate} Hz, fewer than one mel frame "
+            f"({vocoder.hop_length} samples)."
         )
-    if rate != mel_config.sample_rate:
+    return vocoder.mel(x), conversions
+
+
+def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
+    """(input file, output wav) pairs: one for a file, every .wav/.npy under a folder with the
+    same relative name (suffix .wav) under the output folder."""
+    if not os.path.exists(input_path):
+        raise FileNotFoundError(f"--input={input_path}: no such file or folder.")
+    if os.path.isfile(input_path):
+        if os.path.isdir(output_path):
+            name = os.path.splitext(os.path.basename(input_path))[0] + ".wav"
+            return [(input_path, os.path.join(output_path, name))]
+        if not output_path.lower().endswith(".wav"):
+            raise ValueError(
+                f"--output={output_path}: name a .wav file (or an existing folder) for one input."
+            )
+        return [(input_path, output_path)]
+    if os.path.isfile(output_path):
         raise ValueError(
-            f"{input_path} is sampled at {rate} Hz but the model's mel.sample_rate is "
-            f"{mel_config.sample_rate} Hz; resample it first (e.g. sox in.wav -r "
-            f"{mel_config.sample_rate} out.wav)."
+            f"--output={output_path} is a file, but --input={input_path} is a folder; name an "
+            "output folder."
         )
-    x = samples[:, 0]
-    frames = len(x) // mel_config.hop_length
-    if frames < 1:
+    pairs = []
+    for root, dirs, files in os.walk(input_path):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in INPUT_SUFFIXES:
+                relative = os.path.relpath(os.path.join(root, stem), input_path)
+                pairs.append((os.path.join(root, name), os.path.join(output_path, relative + ".wav")))
+    if not pairs:
+        raise FileNotFoundError(f"--input={input_path}: no .wav or .npy files under the folder.")
+    outputs = [out for _, out in pairs]
+    clash = next((o for o in outputs if outputs.count(o) > 1), None)
+    if clash:
         raise ValueError(
-            f"{input_path} has {len(x)} samples, fewer than one mel frame "
-            f"({mel_config.hop_length} samples)."
+            f"{clash} would be written twice: the input folder holds both a .wav and a .npy of "
+            "that name; move one of them."
         )
-    x = x[: frames * mel_config.hop_length]
-    return np.asarray(audio.log_mel_spectrogram(x[None], mel_config), np.float32)
+    return pairs
 
 
 def synthesize(
@@ -84,78 +126,66 @@ def synthesize(
     input_path: str,
     output_path: str,
     *,
-    model: str = "student",
+    model: str | None = None,
     speaker: int = 0,
     seed: int = 0,
-    chunk_seconds: float = 10.0,
+    chunk_frames: int | None = None,
     step: int | None = None,
+    progress: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Writes `output_path`; returns {'samples', 'seconds', 'samples_per_second',
-    'real_time_factor', 'model'} (timings exclude compilation: the student runs twice)."""
+    """Vocodes a file or a folder (module docstring).
+
+    Returns {'files', 'audio_seconds', 'seconds', 'real_time_factor', 'model', 'outputs',
+    'conversions'}: `seconds` is the synthesis time of all files, excluding the program's
+    one compilation (it runs once on one frame first); real_time_factor = seconds /
+    audio_seconds. `notify` gets one line naming the files that were downmixed or resampled
+    (default: stderr)."""
     import soundfile
+    from tqdm import tqdm
 
-    from pwavenet import distill
-    from pwavenet import evaluate
-    from pwavenet import teacher as teacher_lib
+    from pwavenet import vocoder as vocoder_lib
 
-    config = train.load_config(workdir)
-    student_dir = is_student_workdir(config)
-    if model not in ("student", "teacher"):
-        raise ValueError(f"--model={model!r}; expected 'student' or 'teacher'.")
-    if model == "student" and not student_dir:
-        raise ValueError(
-            f"{workdir} is a teacher's workdir; use --model=teacher, or pass a student's "
-            "workdir (python -m launch.distill)."
+    pairs = plan(input_path, output_path)
+    vocoder = vocoder_lib.load_vocoder(workdir, step, model=model, chunk_frames=chunk_frames)
+    speaker_id = speaker if vocoder.num_speakers else None
+    vocoder.vocode(np.zeros((1, vocoder.n_mels), np.float32), speaker_id)  # compile
+    audio_seconds = seconds = 0.0
+    converted = {}
+    for source, target in tqdm(pairs, desc="vocoding", unit="file", disable=not progress):
+        mel, conversions = read_mel(source, vocoder)
+        if conversions:
+            converted[source] = conversions
+        start = time.perf_counter()
+        x = vocoder.vocode(mel, speaker_id, seed)
+        seconds += time.perf_counter() - start
+        audio_seconds += len(x) / vocoder.sample_rate
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        soundfile.write(target, x, vocoder.sample_rate, subtype="PCM_16")
+    if converted:
+        kinds = sorted({c for cs in converted.values() for c in cs})
+        first = next(iter(converted))
+        more = f" and {len(converted) - 1} more" if len(converted) > 1 else ""
+        (notify or (lambda line: print(line, file=sys.stderr)))(
+            f"notice: {first}{more} converted to mono at {vocoder.sample_rate} Hz for the "
+            f"model ({'; '.join(kinds)})."
         )
-    mel = load_mel(input_path, config.mel)
-    model_config = config.model
-    if model_config.num_speakers and not 0 <= speaker < model_config.num_speakers:
-        raise ValueError(
-            f"--speaker={speaker} is out of range: the model knows {model_config.num_speakers} "
-            f"speakers (0 .. {model_config.num_speakers - 1})."
-        )
-    speakers = np.array([speaker], np.int32) if model_config.num_speakers else None
-    sr = config.mel.sample_rate
-    rng = jax.random.PRNGKey(seed)
-
-    if model == "student":
-        student = distill.build_student(config)
-        params, step = train.restore_params(workdir, step)
-        num_samples = mel.shape[1] * student.hop_length
-        z = student.sample_base(rng, (1, num_samples))
-        chunk_frames = max(1, int(chunk_seconds * sr) // student.hop_length)
-
-        def run():
-            return np.asarray(
-                iaf.chunked_sample(student, params, z, mel, speakers, chunk_frames=chunk_frames)
-            )
-
-        run()  # compile
-    else:
-        tdir = config.teacher_workdir if student_dir else workdir
-        teacher = distill.load_teacher(tdir)
-        tmel, tspk = teacher_lib.model_inputs(
-            teacher.config, {"mel": jnp.asarray(mel), "speaker": speakers}
-        )
-        num_samples = mel.shape[1] * teacher.model.hop_length
-
-        def run():
-            return np.asarray(
-                evaluate.teacher_samples(
-                    teacher.model, teacher.params, rng, tmel, tspk, num_samples
-                )
-            )
-
-        run()
-    t0 = time.perf_counter()
-    x = run()
-    seconds = time.perf_counter() - t0
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    soundfile.write(output_path, np.clip(x[0], -1.0, 1.0), sr, subtype="PCM_16")
     return {
-        "model": model,
-        "samples": int(num_samples),
+        "model": vocoder.kind,
+        "files": len(pairs),
+        "audio_seconds": audio_seconds,
         "seconds": seconds,
-        "samples_per_second": num_samples / seconds,
-        "real_time_factor": seconds / (num_samples / sr),
+        "real_time_factor": seconds / audio_seconds,
+        "outputs": [target for _, target in pairs],
+        "conversions": converted,
     }
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line: files, audio seconds, synthesis seconds and the real-time factor."""
+    files = result["files"]
+    return (
+        f"{files} file{'s' if files != 1 else ''} vocoded by the {result['model']}: "
+        f"{result['audio_seconds']:.2f} s of audio in {result['seconds']:.2f} s, real-time "
+        f"factor {result['real_time_factor']:.3f}"
+    )

@@ -15,41 +15,20 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from configs import student as student_config
-from configs import teacher as teacher_config
 from pwavenet import audio
 from pwavenet import iaf
-from pwavenet import train
 from pwavenet import vocoder as vocoder_lib
 import student_helpers
+import vocoder_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_MELS = 16  # the tiny configs'
 
 
-def _student_config(lpc_order=0):
-    config = student_config.get_config("tiny")
-    config.teacher_workdir = "unused"
-    if lpc_order:  # the synthesis filter on the tiny mel (the tiny teacher has none)
-        config.model.lpc_order = lpc_order
-    return config
-
-
-def _random_params(model, scale, seed=1):
-    """Gaussian parameters (tests/student_helpers.random_params) times `scale`: every path
-    live, the audio mostly inside (-1, 1) so that clipping hides nothing."""
-    hop = model.hop_length
-    params = student_helpers.random_params(
-        model,
-        jnp.zeros((1, 4 * hop)),
-        jnp.zeros((1, 4, N_MELS)),
-        jnp.zeros((1,), jnp.int32),
-        seed=seed,
-    )
-    return jax.tree.map(lambda a: a * scale, params)
+_student_config = vocoder_helpers.student_config
+_random_params = vocoder_helpers.random_params
 
 
 @pytest.fixture(scope="module", params=[0, 6], ids=["flows", "synthesis_filter"])
@@ -61,13 +40,7 @@ def student(request):
 
 @pytest.fixture(scope="module")
 def teacher():
-    config = teacher_config.get_config("tiny")  # a 3-component MoL, 8 speakers
-    model = vocoder_lib.build_model(config)
-    params = _random_params(model, 0.3)
-    # Mixture scales about exp(-4) (weights, means, log-scales are the output's thirds), so
-    # that samples follow their means rather than fill [-1, 1].
-    k = config.model.num_mixtures
-    params["output"]["bias"] = params["output"]["bias"].at[2 * k :].set(-4.0)
+    config, params = vocoder_helpers.teacher_config_and_params()
     return vocoder_lib.Vocoder(config, params, chunk_frames=8)
 
 
@@ -222,24 +195,10 @@ def test_stream_of_an_input_shorter_than_the_lookahead(student):
 # ----------------------------------------------------------------------------- loading
 
 
-def _write_workdir(path, config, params, ema_params):
-    os.makedirs(path)
-    train.save_config(config, str(path))
-    with ocp.CheckpointManager(os.path.join(path, "checkpoints")) as manager:
-        manager.save(7, args=ocp.args.StandardSave({"params": params, "ema_params": ema_params}))
-        manager.wait_until_finished()
-
-
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory, student, teacher):
+def workdirs(tmp_path_factory, teacher):
     root = tmp_path_factory.mktemp("vocoders")
-    tparams = teacher.variables["params"]
-    _write_workdir(root / "teacher", teacher.config, jax.tree.map(jnp.zeros_like, tparams), tparams)
-    config = _student_config()
-    config.teacher_workdir = str(root / "teacher")
-    sparams = _random_params(vocoder_lib.build_model(config), 0.5, seed=3)
-    _write_workdir(root / "student", config, jax.tree.map(lambda a: 0.5 * a, sparams), sparams)
-    return str(root / "teacher"), str(root / "student"), sparams
+    return vocoder_helpers.write_workdirs(root, teacher.config, teacher.variables["params"])
 
 
 def test_load_vocoder_uses_the_ema_weights_and_the_saved_config(workdirs, teacher):

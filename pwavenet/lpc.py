@@ -295,7 +295,9 @@ def synthesize(
     if past is None:
         past = jnp.zeros((batch, order), jnp.float32)
     inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, plan.a_spectrum, plan.h_spectrum))
-    past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=2)
+    # Unrolling needs a known frame count; a length-polymorphic export (pwavenet.export) has none.
+    unroll = 2 if isinstance(frames, int) else 1
+    past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=unroll)
     return jnp.swapaxes(x, 0, 1).reshape(batch, frames * hop), past
 
 

@@ -93,9 +93,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.audio_seconds = 1.0
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.num_utterances = 2
-    c.eval.max_seconds = 2.0
-    c.eval.batch_size = 2
+    c.eval.num_utterances = 2  # the listening set: wavs and spectrograms
+    c.eval.max_seconds = 2.0  # the listening set's length
+    c.eval.quality_utterances = 0  # utterances the quality table scores; 0: the whole split
+    c.eval.quality_max_seconds = 0.0  # > 0: each scored utterance cut to this length
+    c.eval.batch_size = 8  # utterances generated at a time for the quality table
 
     if variant == "ljspeech":
         c.data.name = "ljspeech"
@@ -166,6 +168,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.audio_seconds = 0.05
         c.eval.num_utterances = 2
         c.eval.max_seconds = 0.05
+        c.eval.quality_utterances = 2
+        c.eval.quality_max_seconds = 1.0
+        c.eval.batch_size = 2
     else:
         raise ValueError(
             f"Unknown variant {variant!r} of configs/teacher.py; use one of "

@@ -18,6 +18,10 @@ flags.DEFINE_integer("num_utterances", None, "Validation utterances to generate.
 flags.DEFINE_float("max_seconds", None, "Length cap of each generated utterance.")
 flags.DEFINE_list("speed_batch_sizes", ["1"], "Batch sizes for the generation-speed rows.")
 flags.DEFINE_float("speed_seconds", 0.5, "Seconds of audio per generation-speed row.")
+flags.DEFINE_string("split", None, "Split the quality table scores; default: the config's eval split.")
+flags.DEFINE_integer(
+    "quality_utterances", None, "Utterances the quality table scores (0: the whole split)."
+)
 
 
 def main(argv):
@@ -34,6 +38,8 @@ def main(argv):
         max_seconds=FLAGS.max_seconds,
         speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes),
         speed_seconds=FLAGS.speed_seconds,
+        split=FLAGS.split,
+        quality_utterances=FLAGS.quality_utterances,
     )
     print(json.dumps(report, indent=2))
 

@@ -87,6 +87,7 @@ __all__ = [
     "float_to_pcm16",
     "import_tensorflow",
     "log_mel_spectrogram",
+    "mel_filterbank",
     "mel_padding",
     "mulaw_compress",
     "mulaw_decode",
@@ -336,6 +337,12 @@ def _mel_matrix_and_window(
     start = (n_fft - win) // 2
     window[start : start + win] = hann
     return matrix, window
+
+
+def mel_filterbank(mel_config: Any) -> np.ndarray:
+    """The filterbank W of `log_mel_spectrogram`: (n_fft // 2 + 1, n_mels) float32."""
+    sr, n_fft, win, _, n_mels, fmin, fmax, _ = _mel_fields(mel_config)
+    return _mel_matrix_and_window(sr, n_fft, win, n_mels, fmin, fmax)[0].copy()
 
 
 def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:

@@ -3,12 +3,24 @@
 `evaluate(workdir)` restores the latest (or a chosen) checkpoint's EMA weights with the config
 saved in the workdir and writes to `<workdir>/eval_<step>/`:
 
-  report.json         validation NLL (nats and bits per sample), the log-mel L1 distance of
-                      generated to reference audio, generation speed (samples/s and real-time
-                      factor = generation time / audio duration) at each batch size measured
-  reference_<i>.wav   the validation utterances whose mels condition generation
-  generated_<i>.wav   the model's audio for those mels
-  mels.png            log-mel spectrograms, reference vs generated, one row per utterance
+  report.json         the quality table (below); validation NLL (nats and bits per sample);
+                      the log-mel L1 distance of generated to reference audio on the listening
+                      set; generation speed (samples/s and real-time factor = generation time /
+                      audio duration) at each batch size measured
+  reference_<i>.wav   the listening set: the first config.eval.num_utterances validation
+  generated_<i>.wav   utterances (cut to config.eval.max_seconds), the model's audio for their
+  griffin_lim_<i>.wav mels and the Griffin-Lim reconstruction of the same mels
+  mels.png            log-mel spectrograms of those, one row per utterance
+
+The quality table scores whole utterances of a split (config.data.eval_split unless told
+otherwise; config.eval.quality_utterances of them, 0 = all) with every measure of
+pwavenet.quality (STOI, wide-band PESQ, MCD, F0 RMSE, V/UV error, periodicity RMSE,
+multi-resolution STFT distance) and the teacher's NLL, per utterance and as means, for the
+reference itself (the ceiling), the Griffin-Lim baseline from the same mels and the model
+(for a student: also the teacher and the untrained student). The means also go to
+TensorBoard as quality_<split>/<system>/<measure>. For a checkpoint and seed it is
+deterministic: utterances are generated in length-sorted batches of config.eval.batch_size,
+batch b with the key fold_in(PRNGKey(seed), b).
 
 Spectral distance: mean over frames and bins of |log-mel(generated) - log-mel(reference)|
 with the project's one log-mel definition (`audio.log_mel_spectrogram`), in nats of
@@ -34,6 +46,7 @@ import numpy as np
 
 from pwavenet import audio
 from pwavenet import input_pipeline
+from pwavenet import quality
 from pwavenet import train
 from pwavenet import wavenet
 
@@ -109,6 +122,138 @@ def mel_comparison_image(
     return image
 
 
+# ------------------------------------------------------------------- quality over a split
+
+
+def padded_batches(utterances: list[dict[str, Any]], batch_size: int, mel_config):
+    """Yields (indices, batch) over `utterances` (input_pipeline.split_utterances) sorted by
+    length, each batch {'audio': (B, T), 'mel': (B, T // hop, n_mels), 'speaker': (B,)} padded
+    to its longest: audio with zeros, the mel with the log floor (silence). Every model here is
+    causal in its audio, so padding after an utterance leaves its own samples' distribution
+    unchanged except where the upsampler's kernels reach into the padding (the last frame)."""
+    order = sorted(range(len(utterances)), key=lambda i: len(utterances[i]["audio"]))
+    floor = math.log(float(mel_config.log_floor))
+    hop = int(mel_config.hop_length)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        length = max(len(utterances[i]["audio"]) for i in indices)
+        audio_batch = np.zeros((len(indices), length), np.float32)
+        mel_batch = np.full(
+            (len(indices), length // hop, utterances[indices[0]]["mel"].shape[-1]), floor, np.float32
+        )
+        for row, i in enumerate(indices):
+            u = utterances[i]
+            audio_batch[row, : len(u["audio"])] = u["audio"]
+            mel_batch[row, : len(u["mel"])] = u["mel"]
+        speaker = np.array([utterances[i]["speaker"] for i in indices], np.int32)
+        yield indices, {"audio": audio_batch, "mel": mel_batch, "speaker": speaker}
+
+
+def synthesize_split(
+    synthesize, utterances: list[dict[str, Any]], batch_size: int, mel_config, seed: int
+) -> list[np.ndarray]:
+    """`synthesize(batch, rng) -> (B, T)` over `padded_batches`, each utterance's audio cut
+    back to its length, in the utterances' order. Batch b draws from fold_in(seed key, b)."""
+    out: list[np.ndarray | None] = [None] * len(utterances)
+    key = jax.random.PRNGKey(seed)
+    for b, (indices, batch) in enumerate(padded_batches(utterances, batch_size, mel_config)):
+        generated = np.asarray(synthesize(batch, jax.random.fold_in(key, b)), np.float32)
+        for row, i in enumerate(indices):
+            out[i] = np.clip(generated[row, : len(utterances[i]["audio"])], -1.0, 1.0)
+    return out
+
+
+def griffin_lim_split(utterances: list[dict[str, Any]], mel_config) -> list[np.ndarray]:
+    """The Griffin-Lim baseline (quality.griffin_lim) of each utterance's mel."""
+    return [quality.griffin_lim(u["mel"], mel_config, len(u["audio"])) for u in utterances]
+
+
+def teacher_nll_split(
+    teacher_model, teacher_config, teacher_params, utterances, audio_list, batch_size: int
+) -> list[float]:
+    """The teacher's NLL (nats/sample) of each utterance's `audio_list` entry given its mel,
+    padding masked out."""
+    forced = jax.jit(
+        lambda x, mel, speaker: wavenet.log_likelihood(
+            teacher_model.apply({"params": teacher_params}, x, mel, speaker),
+            x,
+            teacher_model.distribution,
+        )
+    )
+    out = [math.nan] * len(utterances)
+    for indices, batch in padded_batches(utterances, batch_size, teacher_config.mel):
+        x = np.zeros_like(batch["audio"])
+        for row, i in enumerate(indices):
+            x[row, : len(audio_list[i])] = audio_list[i]
+        mel = batch["mel"] if teacher_config.model.n_mels else None
+        speaker = batch["speaker"] if teacher_config.model.num_speakers else None
+        log_p = np.asarray(forced(jnp.asarray(x), mel, speaker))
+        for row, i in enumerate(indices):
+            out[i] = float(-np.mean(log_p[row, : len(audio_list[i])]))
+    return out
+
+
+def score_systems(
+    utterances: list[dict[str, Any]],
+    systems: dict[str, list[np.ndarray]],
+    sample_rate: int,
+    teacher_nll: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
+    """Every quality measure (pwavenet.quality) of each system's audio against the reference,
+    per utterance and as means; the reference itself is scored as a row too (its own ceiling).
+    `teacher_nll` adds each system's teacher NLL per utterance where given."""
+    f0 = [quality.f0_track(u["audio"], sample_rate) for u in utterances]
+    periodicity = [quality.periodicity(u["audio"], sample_rate) for u in utterances]
+    rows = {"reference": [u["audio"] for u in utterances], **systems}
+    per_utterance: dict[str, list[dict[str, Any]]] = {}
+    means: dict[str, dict[str, float]] = {}
+    for name, audio_list in rows.items():
+        measured = [
+            quality.measure(u["audio"], x, sample_rate, f0[i], periodicity[i])
+            for i, (u, x) in enumerate(zip(utterances, audio_list))
+        ]
+        means[name] = quality.mean_measures(measured)
+        if teacher_nll and name in teacher_nll:
+            for m, nll in zip(measured, teacher_nll[name]):
+                m["teacher_nll"] = nll
+            means[name]["teacher_nll"] = float(np.mean(teacher_nll[name]))
+        per_utterance[name] = [{"id": u["id"], **m} for u, m in zip(utterances, measured)]
+    return {
+        "num_utterances": len(utterances),
+        "seconds": float(sum(len(u["audio"]) for u in utterances) / sample_rate),
+        "mean": _undefined_as_none(means),
+        "per_utterance": _undefined_as_none(per_utterance),
+    }
+
+
+def _undefined_as_none(tree):
+    """NaN (a measure undefined for an utterance, e.g. F0 error with no voiced frame) as None,
+    so report.json is standard JSON."""
+    if isinstance(tree, dict):
+        return {k: _undefined_as_none(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_undefined_as_none(v) for v in tree]
+    return None if isinstance(tree, float) and math.isnan(tree) else tree
+
+
+def quality_utterances_of(config, split: str | None, limit: int | None) -> list[dict[str, Any]]:
+    """The utterances a report scores: `limit` (else config.eval.quality_utterances; 0 = the
+    whole split) of `split` (else the config's evaluation split), whole unless
+    config.eval.quality_max_seconds caps them."""
+    if limit is None:
+        limit = int(config.eval.get("quality_utterances", 0))
+    max_seconds = float(config.eval.get("quality_max_seconds", 0.0))
+    return input_pipeline.split_utterances(config, split, limit, max_seconds)
+
+
+def write_quality_summaries(workdir: str, step: int, scores: dict[str, Any], split: str) -> None:
+    """The mean measures in TensorBoard as quality_<split>/<system>/<measure>."""
+    writer = train.Writer(workdir)
+    for system, values in scores["mean"].items():
+        writer.scalars(step, values, f"quality_{split}/{system}/")
+    writer.flush()
+
+
 def generation_speed(
     model, config, params, batch_size: int, seconds: float, repeats: int = 2
 ) -> dict[str, float]:
@@ -145,13 +290,15 @@ def evaluate(
     max_seconds: float | None = None,
     speed_batch_sizes=(1,),
     speed_seconds: float = 0.5,
+    split: str | None = None,
+    quality_utterances: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluates the checkpoint in `workdir` (a teacher's, or a student's: then
-    `evaluate_student`); returns the report it writes."""
-    from pwavenet import teacher
-    import soundfile
+    `evaluate_student`); returns the report it writes.
 
+    `split` and `quality_utterances` choose what the quality table scores (default: the
+    config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
     config = train.load_config(workdir)
     if "teacher_workdir" in config:
         return evaluate_student(
@@ -160,8 +307,12 @@ def evaluate(
             output_dir=output_dir,
             num_utterances=num_utterances,
             max_seconds=max_seconds,
+            split=split,
+            quality_utterances=quality_utterances,
             seed=seed,
         )
+    from pwavenet import teacher
+
     model = teacher.build_model(config)
     params, step = train.restore_params(workdir, step)
     out = output_dir or os.path.join(workdir, f"eval_{step}")
@@ -176,27 +327,44 @@ def evaluate(
         input_pipeline.create_datasets(config, train=False).eval(config.train.eval_batches),
     )
 
+    # The listening set: a few utterances cut to one length, as wavs and spectrograms.
     utterances = input_pipeline.validation_utterances(
         config, num_utterances=num_utterances, max_seconds=max_seconds
     )
     generated = generate_for(model, config, params, utterances, jax.random.PRNGKey(seed))
     reference = utterances["audio"]
-    distance = log_mel_l1(config, generated, reference)
-    unrelated = (
-        log_mel_l1(config, np.roll(reference, 1, axis=0), reference)
-        if reference.shape[0] > 1
-        else np.full(1, np.nan)
+    griffin_lim = np.stack(
+        [quality.griffin_lim(m, config.mel, reference.shape[1]) for m in utterances["mel"]]
     )
+    distance = log_mel_l1(config, generated, reference)
     sr = config.mel.sample_rate
-    for i in range(reference.shape[0]):
-        soundfile.write(os.path.join(out, f"reference_{i}.wav"), reference[i], sr, subtype="PCM_16")
-        soundfile.write(
-            os.path.join(out, f"generated_{i}.wav"),
-            np.clip(generated[i], -1, 1),
-            sr,
-            subtype="PCM_16",
-        )
-    mel_comparison_image(config, reference, {"generated": generated}, os.path.join(out, "mels.png"))
+    write_wavs(out, sr, {"reference": reference, "generated": generated, "griffin_lim": griffin_lim})
+    mel_comparison_image(
+        config,
+        reference,
+        {"generated": generated, "griffin_lim": griffin_lim},
+        os.path.join(out, "mels.png"),
+    )
+
+    # The quality table: every measure over the split, beside the Griffin-Lim baseline.
+    split_name = split or config.data.eval_split
+    utts = quality_utterances_of(config, split, quality_utterances)
+    batch_size = int(config.eval.batch_size)
+
+    def synthesize(batch, rng):
+        mel, speaker = teacher.model_inputs(config, batch)
+        return teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
+
+    systems = {
+        "griffin_lim": griffin_lim_split(utts, config.mel),
+        "teacher": synthesize_split(synthesize, utts, batch_size, config.mel, seed),
+    }
+    nlls = {
+        name: teacher_nll_split(model, config, params, utts, audio_list, batch_size)
+        for name, audio_list in {"reference": [u["audio"] for u in utts], **systems}.items()
+    }
+    scores = score_systems(utts, systems, sr, teacher_nll=nlls)
+    write_quality_summaries(workdir, step, scores, split_name)
     speed = [generation_speed(model, config, params, b, speed_seconds) for b in speed_batch_sizes]
 
     report = {
@@ -207,15 +375,51 @@ def evaluate(
         "validation_bits_per_sample": nll["bits_per_sample"],
         "log_mel_l1": float(np.mean(distance)),
         "log_mel_l1_per_utterance": [float(d) for d in distance],
-        "log_mel_l1_between_references": float(np.mean(unrelated)),
+        "log_mel_l1_between_references": between_references(config, reference),
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / sr,
+        "quality": {"split": split_name, **scores},
         "generation_speed": speed,
         "files": sorted(os.listdir(out)),
     }
+    return write_report(out, report)
+
+
+def between_references(config, reference: np.ndarray) -> float:
+    """The log-mel L1 between different reference utterances (each against the next): what a
+    model that ignored its mel and made other natural speech would score; NaN for one."""
+    if reference.shape[0] < 2:
+        return math.nan
+    return float(np.mean(log_mel_l1(config, np.roll(reference, 1, axis=0), reference)))
+
+
+def write_wavs(out: str, sample_rate: int, audio_by_name: dict[str, np.ndarray]) -> None:
+    """<out>/<name>_<i>.wav, 16-bit, for each (N, T) array."""
+    import soundfile
+
+    for name, batch in audio_by_name.items():
+        for i, x in enumerate(batch):
+            path = os.path.join(out, f"{name}_{i}.wav")
+            soundfile.write(path, np.clip(x, -1, 1), sample_rate, subtype="PCM_16")
+
+
+def write_report(out: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Writes <out>/report.json (with the folder's file list) and returns the report."""
+    report["files"] = sorted(set(os.listdir(out)) | {"report.json"})
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
-    logging.info("Evaluation of %s step %d: %s", workdir, step, json.dumps(report))
+    means = report["quality"]["mean"]
+    logging.info(
+        "Evaluation of %s step %d on %d %s utterances: %s",
+        report["workdir"],
+        report["step"],
+        report["quality"]["num_utterances"],
+        report["quality"]["split"],
+        "; ".join(
+            f"{name} " + ", ".join(f"{k} {v}" if v is None else f"{k} {v:.3f}" for k, v in m.items())
+            for name, m in means.items()
+        ),
+    )
     return report
 
 
@@ -237,21 +441,26 @@ def evaluate_student(
     output_dir: str | None = None,
     num_utterances: int | None = None,
     max_seconds: float | None = None,
+    split: str | None = None,
+    quality_utterances: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Student vs teacher vs reference on validation mels; writes `<workdir>/eval_<step>/`:
 
-    report.json   the log-mel L1 of the student's and of the teacher's audio to the
-                  reference; the teacher's NLL (nats/sample) of the student's samples, of
-                  the teacher's own samples and of the real audio; the distillation terms
-                  (KL, cross-entropy, entropy, power loss) on these mels; the speed of
-                  student synthesis (one parallel pass) and of the teacher's cached
-                  generation on the same mels, and their ratio
-    reference_<i>.wav, teacher_<i>.wav, student_<i>.wav
-    mels.png      three rows of log-mel spectrograms: reference, teacher, student
-    """
-    import soundfile
+    report.json   the quality table over the split (pwavenet.quality's measures and the
+                  teacher's NLL for the reference, Griffin-Lim, the untrained student, the
+                  teacher and the student); on the listening set, the log-mel L1 of the
+                  student's and of the teacher's audio to the reference; the teacher's NLL
+                  (nats/sample) of the student's samples, of the teacher's own samples and of
+                  the real audio; the distillation terms (KL, cross-entropy, entropy, power
+                  loss) on these mels; the speed of student synthesis (one parallel pass) and
+                  of the teacher's cached generation on the same mels, and their ratio
+    reference_<i>.wav, teacher_<i>.wav, student_<i>.wav, griffin_lim_<i>.wav
+    mels.png      rows of log-mel spectrograms: reference, Griffin-Lim, teacher, student
 
+    The untrained student is the same architecture with its initial parameters (the synthesis
+    filter driven by near-white noise): distillation has to beat it.
+    """
     from pwavenet import distill
     from pwavenet import iaf
     from pwavenet import teacher as teacher_lib
@@ -296,29 +505,52 @@ def evaluate_student(
     )
 
     sr = config.mel.sample_rate
-    for i in range(reference.shape[0]):
-        for name, x in (
-            ("reference", reference),
-            ("teacher", teacher_audio),
-            ("student", student_audio),
-        ):
-            soundfile.write(
-                os.path.join(out, f"{name}_{i}.wav"), np.clip(x[i], -1, 1), sr, subtype="PCM_16"
-            )
-    mel_comparison_image(
-        config,
-        reference,
-        {"teacher": teacher_audio, "student": student_audio},
-        os.path.join(out, "mels.png"),
-        models_as_rows=True,
+    griffin_lim = np.stack(
+        [quality.griffin_lim(m, config.mel, reference.shape[1]) for m in utterances["mel"]]
     )
+    listening = {"griffin_lim": griffin_lim, "teacher": teacher_audio, "student": student_audio}
+    write_wavs(out, sr, {"reference": reference, **listening})
+    mel_comparison_image(
+        config, reference, listening, os.path.join(out, "mels.png"), models_as_rows=True
+    )
+
+    # The quality table over the split: the two models and the two baselines.
+    split_name = split or config.data.eval_split
+    utts = quality_utterances_of(config, split, quality_utterances)
+    batch_size = int(config.eval.batch_size)
+    untrained = distill.init_params(
+        student, config, jax.random.PRNGKey(config.seed), teacher.params
+    )
+
+    def student_synthesis(student_params):
+        def synthesize(b, r):
+            return iaf.sample(student, student_params, r, *teacher_lib.model_inputs(config, b))
+
+        return synthesize
+
+    def teacher_synthesis(b, r):
+        m, s = teacher_lib.model_inputs(teacher.config, b)
+        return teacher_samples(teacher.model, teacher.params, r, m, s, b["audio"].shape[1])
+
+    systems = {
+        "griffin_lim": griffin_lim_split(utts, config.mel),
+        "untrained_student": synthesize_split(
+            student_synthesis(untrained), utts, batch_size, config.mel, seed
+        ),
+        "teacher": synthesize_split(teacher_synthesis, utts, batch_size, config.mel, seed),
+        "student": synthesize_split(student_synthesis(params), utts, batch_size, config.mel, seed),
+    }
+    nlls = {
+        name: teacher_nll_split(
+            teacher.model, teacher.config, teacher.params, utts, audio_list, batch_size
+        )
+        for name, audio_list in {"reference": [u["audio"] for u in utts], **systems}.items()
+    }
+    scores = score_systems(utts, systems, sr, teacher_nll=nlls)
+    write_quality_summaries(workdir, step, scores, split_name)
+
     student_l1 = log_mel_l1(config, student_audio, reference)
     teacher_l1 = log_mel_l1(config, teacher_audio, reference)
-    unrelated = (
-        log_mel_l1(config, np.roll(reference, 1, axis=0), reference)
-        if reference.shape[0] > 1
-        else np.full(1, np.nan)
-    )
     report = {
         "workdir": workdir,
         "kind": "student",
@@ -328,9 +560,10 @@ def evaluate_student(
         "teacher_step": int(teacher.step),
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / sr,
+        "quality": {"split": split_name, **scores},
         "log_mel_l1_student": float(np.mean(student_l1)),
         "log_mel_l1_teacher": float(np.mean(teacher_l1)),
-        "log_mel_l1_between_references": float(np.mean(unrelated)),
+        "log_mel_l1_between_references": between_references(config, reference),
         "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
         "teacher_nll_of_student_audio": teacher_nll(student_audio),
         "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
@@ -344,9 +577,5 @@ def evaluate_student(
             "teacher_real_time_factor": teacher_seconds / (samples / sr),
             "student_over_teacher": teacher_seconds / student_seconds,
         },
-        "files": sorted(os.listdir(out)),
     }
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    logging.info("Evaluation of %s step %d: %s", workdir, step, json.dumps(report))
-    return report
+    return write_report(out, report)

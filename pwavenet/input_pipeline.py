@@ -629,3 +629,37 @@ def validation_utterances(
         "speaker": np.array([e["speaker"] for e in chosen], np.int32),
         "id": np.array([e["id"].decode("utf-8", "replace") for e in chosen]),
     }
+
+
+def split_utterances(
+    config: Any, split: str | None = None, limit: int = 0, max_seconds: float = 0.0
+) -> list[dict[str, Any]]:
+    """Whole utterances of a split in file order (the first `limit`; 0: all), for scoring.
+
+    Each is {'audio': float32 (T,), 'mel': float32 (T // hop, n_mels), 'speaker': int,
+    'id': str}, its audio cut to a multiple of the hop (and to `max_seconds` if > 0) and its
+    mel computed on the full utterance, as in training. Every process gets the same ones.
+    """
+    hop = config.mel.hop_length
+    builder = get_builder(config)
+    split = resolve_split(config, split or config.data.eval_split)
+    out = []
+    for example in _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator():
+        x = audio.pcm16_to_float(example["audio"])
+        length = len(x) if max_seconds <= 0 else min(len(x), int(max_seconds * config.mel.sample_rate))
+        length = length // hop * hop
+        if length < hop:
+            continue
+        out.append(
+            {
+                "audio": np.asarray(x[:length], np.float32),
+                "mel": np.asarray(audio.log_mel_spectrogram(x, config.mel)[: length // hop]),
+                "speaker": int(example["speaker"]),
+                "id": example["id"].decode("utf-8", "replace"),
+            }
+        )
+        if limit and len(out) == limit:
+            break
+    if not out:
+        raise ValueError(f"The split {split!r} of {config.data.name} has no utterances.")
+    return out

@@ -25,7 +25,8 @@ def _teacher_section(r: dict[str, Any], eval_dir: str) -> list[str]:
     for i in range(r["num_utterances"]):
         lines.append(
             f"- utterance {i}: [reference]({eval_dir}/reference_{i}.wav), "
-            f"[generated]({eval_dir}/generated_{i}.wav)"
+            f"[generated]({eval_dir}/generated_{i}.wav), "
+            f"[Griffin-Lim]({eval_dir}/griffin_lim_{i}.wav)"
         )
     return lines
 
@@ -58,9 +59,41 @@ def _student_section(r: dict[str, Any], eval_dir: str) -> list[str]:
     for i in range(r["num_utterances"]):
         lines.append(
             f"- utterance {i}: [reference]({eval_dir}/reference_{i}.wav), "
-            f"[teacher]({eval_dir}/teacher_{i}.wav), [student]({eval_dir}/student_{i}.wav)"
+            f"[teacher]({eval_dir}/teacher_{i}.wav), [student]({eval_dir}/student_{i}.wav), "
+            f"[Griffin-Lim]({eval_dir}/griffin_lim_{i}.wav)"
         )
     return lines
+
+
+_MEASURE_HEADINGS = {
+    "stoi": "STOI",
+    "pesq_wb": "PESQ (wb)",
+    "mcd_db": "MCD (dB)",
+    "f0_rmse_cents": "F0 RMSE (cents)",
+    "vuv_error": "V/UV error",
+    "periodicity_rmse": "periodicity RMSE",
+    "mrstft": "MR-STFT",
+    "teacher_nll": "teacher NLL",
+}
+
+
+def quality_table(q: dict[str, Any]) -> list[str]:
+    """The mean quality measures, a row per system (pwavenet.quality's measures)."""
+    measures = [m for m in _MEASURE_HEADINGS if any(m in v for v in q["mean"].values())]
+    lines = [
+        f"Quality over {q['num_utterances']} {q['split']} utterances ({q['seconds']:.0f} s); "
+        "higher is better for STOI and PESQ, lower for the rest:",
+        "",
+        "| system | " + " | ".join(_MEASURE_HEADINGS[m] for m in measures) + " |",
+        "| --- |" + " --- |" * len(measures),
+    ]
+    for system, values in q["mean"].items():
+        cells = [
+            "" if m not in values else "n/a" if values[m] is None else f"{values[m]:.3f}"
+            for m in measures
+        ]
+        lines.append(f"| {system.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def write_markdown(root: str, reports: dict[str, dict[str, Any]]) -> str:
@@ -70,6 +103,7 @@ def write_markdown(root: str, reports: dict[str, dict[str, Any]]) -> str:
         eval_dir = os.path.relpath(os.path.join(r["workdir"], f"eval_{r['step']}"), root)
         lines += [f"## {name} (step {r['step']}, variant {r.get('variant') or 'custom'})", ""]
         section = _student_section if r.get("kind") == "student" else _teacher_section
+        lines += quality_table(r["quality"])
         lines += section(r, eval_dir)
         lines.append("")
     path = os.path.join(root, "report.md")

@@ -62,7 +62,14 @@ from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length,
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "WaveNet", "generate", "negative_log_likelihood", "sample_with_params"]
+__all__ = [
+    "ResidualLayer",
+    "WaveNet",
+    "generate",
+    "log_likelihood",
+    "negative_log_likelihood",
+    "sample_with_params",
+]
 
 _OUTPUTS = ("mol", "gaussian", "logistic", "mulaw", "affine")
 
@@ -581,11 +588,14 @@ def negative_log_likelihood(
       Scalar. For 'mol' the probability of x's 16-bit bin (quantize=True), for 'mulaw' of its
       mu-law class, for 'gaussian'/'logistic' a density: the three scales are not comparable.
     """
+    return -jnp.mean(log_likelihood(outputs, x, distribution))
+
+
+def log_likelihood(outputs: Array, x: Array, distribution: distributions.Distribution) -> Array:
+    """log p(x_t | x_<t) per sample, (B, T), on the scale `negative_log_likelihood` averages."""
     if isinstance(distribution, distributions.DiscretizedMixtureOfLogistics):
-        log_p = distribution.log_prob(outputs, x, quantize=True)
-    else:
-        log_p = distribution.log_prob(outputs, x)
-    return -jnp.mean(log_p)
+        return distribution.log_prob(outputs, x, quantize=True)
+    return distribution.log_prob(outputs, x)
 
 
 def _zero_cache(config, batch: int) -> tuple[Array, ...]:

@@ -15,6 +15,7 @@ from configs import teacher as teacher_config
 from pwavenet import evaluate
 from pwavenet import teacher
 from pwavenet import train
+from pwavenet import wavenet
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +126,71 @@ def test_checkpoints_round_trip_and_training_resumes(data_dir, trained, tmp_path
 
 @pytest.mark.slow
 def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path):
+    import pystoi
+    import soundfile
+
+    from pwavenet import input_pipeline
+    from pwavenet import quality
+
     config = _config(data_dir)
     workdir = str(tmp_path / "run")
     shutil.copytree(trained, workdir)
     report = evaluate.evaluate(workdir, speed_batch_sizes=(1, 2), speed_seconds=0.02)
     out = os.path.join(workdir, "eval_6")
-    for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav"):
+    for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav", "griffin_lim_1.wav"):
         assert os.path.getsize(os.path.join(out, name)) > 0
-    assert json.load(open(os.path.join(out, "report.json"))) == report
-    assert np.isfinite(report["validation_nll"]) and report["log_mel_l1"] > 0
+    assert sorted(os.listdir(out)) == report["files"]
+    with open(os.path.join(out, "report.json")) as f:
+        assert json.load(f) == report
+    assert np.isfinite(report["validation_nll"])
     assert [s["batch_size"] for s in report["generation_speed"]] == [1, 2]
-    # The reference wav is the validation audio itself: its log-mel distance to itself is 0.
-    import soundfile
 
-    ref, sr = soundfile.read(os.path.join(out, "reference_0.wav"), dtype="float32")
-    assert sr == config.mel.sample_rate
-    assert evaluate.log_mel_l1(config, ref[None], ref[None])[0] == 0.0
+    # The listening set's L1, recomputed from the wavs (16-bit: quiet samples move the logs).
+    sr = config.mel.sample_rate
+    wav = {
+        name: np.stack(
+            [soundfile.read(os.path.join(out, f"{name}_{i}.wav"), dtype="float32")[0] for i in (0, 1)]
+        )
+        for name in ("reference", "generated")
+    }
+    expected = evaluate.log_mel_l1(config, wav["generated"], wav["reference"])
+    np.testing.assert_allclose(report["log_mel_l1_per_utterance"], expected, rtol=0.02)
+    assert report["log_mel_l1"] > 0.1
+
+    # The quality table: the configured utterances of the validation split, every row.
+    q = report["quality"]
+    utterances = input_pipeline.split_utterances(config, "validation", 2, max_seconds=1.0)
+    assert q["split"] == "validation" and q["num_utterances"] == 2
+    assert set(q["mean"]) == {"reference", "griffin_lim", "teacher"}
+    assert [r["id"] for r in q["per_utterance"]["teacher"]] == [u["id"] for u in utterances]
+    for system, rows in q["per_utterance"].items():
+        for name in quality.MEASURES:
+            values = [r[name] for r in rows if r[name] is not None]
+            mean = q["mean"][system][name]
+            assert mean == pytest.approx(np.mean(values)) if values else mean is None
+    assert q["mean"]["reference"]["stoi"] == pytest.approx(1.0)
+    assert q["mean"]["reference"]["mcd_db"] == 0.0
+    # Griffin-Lim's STOI, recomputed with pystoi directly on a fresh reconstruction.
+    u = utterances[1]
+    gl = quality.griffin_lim(u["mel"], config.mel, len(u["audio"]))
+    assert q["per_utterance"]["griffin_lim"][1]["stoi"] == pytest.approx(
+        pystoi.stoi(u["audio"], gl, sr), abs=1e-6
+    )
+    # The teacher's NLL of the real audio, batched with padding, equals a pass over each
+    # utterance alone (the model is causal and the padding is masked out).
+    model = teacher.build_model(config)
+    params, _ = train.restore_params(workdir)
+    for i, u in enumerate(utterances):
+        outputs = model.apply(
+            {"params": params}, u["audio"][None], u["mel"][None], np.array([u["speaker"]])
+        )
+        alone = float(
+            -np.mean(np.asarray(wavenet.log_likelihood(outputs, u["audio"][None], model.distribution)))
+        )
+        assert q["per_utterance"]["reference"][i]["teacher_nll"] == pytest.approx(alone, abs=1e-3)
+    # Deterministic for a checkpoint and seed.
+    again = evaluate.evaluate(workdir, output_dir=str(tmp_path / "again"), speed_batch_sizes=())
+    assert again["quality"]["per_utterance"] == q["per_utterance"]
 
 
 def test_evaluating_a_workdir_without_checkpoints_says_so(tmp_path):

@@ -1,0 +1,300 @@
+"""Speech quality measures of vocoded audio against the reference, and the Griffin-Lim baseline.
+
+Every measure compares one generated waveform with the reference utterance whose mel produced
+it (same length, time-aligned: no alignment search), at the corpus's sample rate:
+
+  stoi              short-time objective intelligibility (pystoi), in [0, 1]; 1 = reference
+  pesq_wb           wide-band PESQ (ITU-T P.862.2, the `pesq` package) on both signals resampled
+                    to 16 kHz; 4.64 = reference, about 1 = noise
+  mcd_db            mel-cepstral distortion in dB: (10 / ln 10) sqrt(2 sum_d (c_d - c'_d)^2),
+                    d = 1..24, per frame, averaged over frames; c = DCT-II (orthonormal) of the
+                    natural-log magnitude of an 80-band mel spectrum up to 8 kHz (librosa's
+                    Slaney filters, 1024-point frames, 256 hop), floored 70 dB below the
+                    reference's peak so that digital silence does not dominate. c_0 (the
+                    level) is left out, so a gain change scores 0
+  f0_rmse_cents     RMSE of 1200 log2(f0 / f0_ref) over frames both call voiced; F0 and voicing
+                    from WORLD's harvest (pyworld), 5 ms frames, 60 to 500 Hz
+  vuv_error         the fraction of frames whose voiced/unvoiced decision differs from the
+                    reference's
+  periodicity_rmse  RMSE over frames of the periodicity (below) against the reference's
+  mrstft            multi-resolution STFT distance: per resolution (FFT 512/1024/2048, hop a
+                    quarter, Hann), spectral convergence ||S - S_ref||_F / ||S_ref||_F plus the
+                    mean |log S - log S_ref| (magnitudes floored at 1e-5), averaged over the
+                    three; 0 = reference
+
+Periodicity of a frame (1024 samples, 256 hop) is the height of the highest peak of its
+normalized autocorrelation for pitch periods of 60 to 500 Hz, the autocorrelation of the
+Hann-windowed frame divided by the window's own (Boersma's correction, which makes a
+periodic signal score near 1 at its period): about 1 for a steady vowel, near 0 for white
+noise; frames 50 dB below the utterance's loudest are silence and score 0.
+
+`griffin_lim(log_mel, mel_config)` inverts the project's log-mel (audio.log_mel_spectrogram)
+to audio: the magnitudes exp(log_mel) mapped back to FFT bins by non-negative least squares
+against the same filterbank, then librosa's Griffin-Lim with the same FFT, window and hop,
+shifted to the project's frame centres. It is the classical floor a neural vocoder must beat.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pwavenet import audio as audio_lib
+
+__all__ = [
+    "MEASURES",
+    "f0_track",
+    "griffin_lim",
+    "measure",
+    "mean_measures",
+    "mel_cepstral_distortion",
+    "multi_resolution_stft_distance",
+    "periodicity",
+    "pesq_wb",
+    "pitch_errors",
+    "stoi",
+]
+
+# name -> whether higher is better; the order of the report's tables.
+MEASURES: dict[str, bool] = {
+    "stoi": True,
+    "pesq_wb": True,
+    "mcd_db": False,
+    "f0_rmse_cents": False,
+    "vuv_error": False,
+    "periodicity_rmse": False,
+    "mrstft": False,
+}
+
+F0_RANGE_HZ = (60.0, 500.0)
+_FRAME, _HOP = 1024, 256
+_STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+_SILENCE_DB = 50.0
+_MCD_FMAX_HZ = 8000.0  # speech bandwidth; above it a corpus may hold nothing but its noise floor
+_MCD_RANGE_DB = 70.0  # mel magnitudes floored this far below the reference's peak
+
+
+def _pair(reference: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    reference = np.asarray(reference, np.float64)
+    audio = np.asarray(audio, np.float64)
+    if reference.ndim != 1 or reference.shape != audio.shape:
+        raise ValueError(
+            f"Quality measures compare two 1-D waveforms of one length; got shapes "
+            f"{reference.shape} and {audio.shape}."
+        )
+    return reference, audio
+
+
+def stoi(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float:
+    """Short-time objective intelligibility of `audio` against `reference` (pystoi)."""
+    import pystoi
+
+    reference, audio = _pair(reference, audio)
+    return float(pystoi.stoi(reference, audio, sample_rate, extended=False))
+
+
+def pesq_wb(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float:
+    """Wide-band PESQ (MOS-LQO, 1.04 to 4.64) at 16 kHz; NaN where PESQ finds no speech in
+    the reference (e.g. shorter than its quarter-second analysis needs)."""
+    import pesq
+    from scipy import signal
+
+    reference, audio = _pair(reference, audio)
+    if sample_rate != 16000:
+        g = math.gcd(16000, sample_rate)
+        reference = signal.resample_poly(reference, 16000 // g, sample_rate // g)
+        audio = signal.resample_poly(audio, 16000 // g, sample_rate // g)
+    try:
+        return float(pesq.pesq(16000, reference, audio, "wb"))
+    except (pesq.PesqError, ValueError):
+        return math.nan
+
+
+def _mel_cepstrum(x: np.ndarray, sample_rate: int, order: int, floor: float) -> np.ndarray:
+    import scipy.fft
+
+    mel = _mel_magnitude(x, sample_rate)
+    return scipy.fft.dct(np.log(np.maximum(mel, floor)), type=2, norm="ortho", axis=0)[
+        1 : order + 1
+    ]
+
+
+def _mel_magnitude(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    import librosa
+
+    return librosa.feature.melspectrogram(
+        y=x,
+        sr=sample_rate,
+        n_fft=_FRAME,
+        hop_length=_HOP,
+        n_mels=80,
+        power=1.0,
+        fmax=min(_MCD_FMAX_HZ, sample_rate / 2),
+    )
+
+
+def mel_cepstral_distortion(
+    reference: np.ndarray, audio: np.ndarray, sample_rate: int, order: int = 24
+) -> float:
+    """Mean mel-cepstral distortion in dB over frames, coefficients 1..order (see the module
+    docstring)."""
+    reference, audio = _pair(reference, audio)
+    peak = float(_mel_magnitude(reference, sample_rate).max())
+    floor = max(peak * 10.0 ** (-_MCD_RANGE_DB / 20.0), 1e-8)
+    diff = _mel_cepstrum(reference, sample_rate, order, floor) - _mel_cepstrum(
+        audio, sample_rate, order, floor
+    )
+    per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * np.sum(np.square(diff), axis=0))
+    return float(np.mean(per_frame))
+
+
+def f0_track(x: np.ndarray, sample_rate: int, frame_period_ms: float = 5.0) -> np.ndarray:
+    """F0 in Hz per frame (0 where unvoiced) from WORLD's harvest."""
+    import pyworld
+
+    f0, _ = pyworld.harvest(
+        np.ascontiguousarray(x, np.float64),
+        sample_rate,
+        f0_floor=F0_RANGE_HZ[0],
+        f0_ceil=F0_RANGE_HZ[1],
+        frame_period=frame_period_ms,
+    )
+    return f0
+
+
+def pitch_errors(
+    reference: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    reference_f0: np.ndarray | None = None,
+) -> dict[str, float]:
+    """{'f0_rmse_cents', 'vuv_error'} of `audio` against `reference` (harvest's tracks).
+    `reference_f0` reuses a track already computed for the reference. F0 RMSE is NaN when no
+    frame is voiced in both."""
+    reference, audio = _pair(reference, audio)
+    f0_ref = f0_track(reference, sample_rate) if reference_f0 is None else reference_f0
+    f0 = f0_track(audio, sample_rate)
+    n = min(len(f0_ref), len(f0))
+    f0_ref, f0 = f0_ref[:n], f0[:n]
+    voiced_ref, voiced = f0_ref > 0, f0 > 0
+    both = voiced_ref & voiced
+    cents = 1200.0 * np.log2(f0[both] / f0_ref[both])
+    return {
+        "f0_rmse_cents": float(np.sqrt(np.mean(np.square(cents)))) if both.any() else math.nan,
+        "vuv_error": float(np.mean(voiced_ref != voiced)),
+    }
+
+
+def periodicity(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Per-frame periodicity in [0, 1] (see the module docstring): (frames,)."""
+    import librosa
+
+    x = np.asarray(x, np.float64)
+    x = np.pad(x, (_FRAME // 2, _FRAME // 2))
+    frames = librosa.util.frame(x, frame_length=_FRAME, hop_length=_HOP, axis=0)  # (F, N)
+    window = np.hanning(_FRAME + 2)[1:-1]
+    n_fft = 2 * _FRAME
+
+    def autocorrelation(v):  # (..., N) -> (..., N) for lags 0..N-1
+        spectrum = np.fft.rfft(v, n=n_fft, axis=-1)
+        return np.fft.irfft(np.abs(spectrum) ** 2, n=n_fft, axis=-1)[..., :_FRAME]
+
+    r = autocorrelation(frames * window)
+    r_window = autocorrelation(window)
+    lo = int(sample_rate / F0_RANGE_HZ[1])
+    hi = min(int(math.ceil(sample_rate / F0_RANGE_HZ[0])), _FRAME // 2)
+    energy = r[:, 0]
+    normalized = r[:, lo : hi + 1] / np.maximum(energy[:, None], 1e-20)
+    normalized /= r_window[lo : hi + 1] / r_window[0]
+    value = np.clip(normalized.max(axis=1), 0.0, 1.0)
+    loud = energy > energy.max() * 10.0 ** (-_SILENCE_DB / 10.0) if energy.max() > 0 else energy > 0
+    return np.where(loud, value, 0.0)
+
+
+def multi_resolution_stft_distance(reference: np.ndarray, audio: np.ndarray) -> float:
+    """Spectral convergence plus log-magnitude L1, averaged over three resolutions."""
+    import librosa
+
+    reference, audio = _pair(reference, audio)
+    total = 0.0
+    for n_fft, hop in _STFT_RESOLUTIONS:
+        s_ref = np.abs(librosa.stft(reference, n_fft=n_fft, hop_length=hop))
+        s = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop))
+        convergence = np.linalg.norm(s - s_ref) / max(np.linalg.norm(s_ref), 1e-12)
+        log_l1 = np.mean(np.abs(np.log(np.maximum(s, 1e-5)) - np.log(np.maximum(s_ref, 1e-5))))
+        total += convergence + log_l1
+    return float(total / len(_STFT_RESOLUTIONS))
+
+
+def measure(
+    reference: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    reference_f0: np.ndarray | None = None,
+    reference_periodicity: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Every measure of MEASURES for one utterance. The reference's F0 track and periodicity
+    may be passed in to avoid recomputing them for each system."""
+    reference, audio = _pair(reference, audio)
+    p_ref = periodicity(reference, sample_rate) if reference_periodicity is None else (
+        reference_periodicity
+    )
+    p = periodicity(audio, sample_rate)
+    return {
+        "stoi": stoi(reference, audio, sample_rate),
+        "pesq_wb": pesq_wb(reference, audio, sample_rate),
+        "mcd_db": mel_cepstral_distortion(reference, audio, sample_rate),
+        **pitch_errors(reference, audio, sample_rate, reference_f0),
+        "periodicity_rmse": float(np.sqrt(np.mean(np.square(p - p_ref)))),
+        "mrstft": multi_resolution_stft_distance(reference, audio),
+    }
+
+
+def mean_measures(per_utterance: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of each measure over utterances, NaNs (undefined cases) left out."""
+    out = {}
+    for name in MEASURES:
+        values = np.array([m[name] for m in per_utterance], np.float64)
+        finite = values[np.isfinite(values)]
+        out[name] = float(finite.mean()) if finite.size else math.nan
+    return out
+
+
+def griffin_lim(
+    log_mel: np.ndarray, mel_config: Any, num_samples: int, n_iter: int = 64, seed: int = 0
+) -> np.ndarray:
+    """Audio (num_samples,) float32 from one utterance's log-mel (frames, n_mels) in the
+    project's definition, by NNLS mel inversion and Griffin-Lim (see the module docstring)."""
+    import librosa
+
+    n_fft, win, hop = (
+        int(mel_config.n_fft),
+        int(mel_config.win_length),
+        int(mel_config.hop_length),
+    )
+    log_mel = np.asarray(log_mel, np.float64)
+    if log_mel.ndim != 2 or log_mel.shape[1] != int(mel_config.n_mels):
+        raise ValueError(
+            f"griffin_lim takes one utterance's log-mel (frames, {mel_config.n_mels}); got "
+            f"shape {log_mel.shape}."
+        )
+    basis = audio_lib.mel_filterbank(mel_config).astype(np.float64)  # (n_fft // 2 + 1, n_mels)
+    magnitude = librosa.util.nnls(basis.T, np.exp(log_mel).T)  # (n_fft // 2 + 1, frames)
+    y = librosa.griffinlim(
+        magnitude,
+        n_iter=n_iter,
+        hop_length=hop,
+        win_length=win,
+        n_fft=n_fft,
+        window="hann",
+        center=True,
+        random_state=seed,
+    )
+    # librosa centres frame i on sample i hop; the project centres it on i hop + shift.
+    left, _ = audio_lib.mel_padding(mel_config)
+    shift = n_fft // 2 - left
+    y = np.concatenate([np.zeros(shift), y])[:num_samples]
+    y = np.pad(y, (0, num_samples - len(y)))
+    return np.clip(y, -1.0, 1.0).astype(np.float32)

@@ -12,8 +12,12 @@ from absl import flags
 from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A student's workdir (python -m launch.distill).", required=True)
-flags.DEFINE_string("output", None, "The artifact to write; the manifest goes beside it.", required=True)
+flags.DEFINE_string(
+    "workdir", None, "A student's workdir (python -m launch.distill).", required=True
+)
+flags.DEFINE_string(
+    "output", None, "The artifact to write; the manifest goes beside it.", required=True
+)
 flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
 flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "Platforms to lower for.")
 

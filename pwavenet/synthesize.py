@@ -108,7 +108,8 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
             stem, ext = os.path.splitext(name)
             if ext.lower() in INPUT_SUFFIXES:
                 relative = os.path.relpath(os.path.join(root, stem), input_path)
-                pairs.append((os.path.join(root, name), os.path.join(output_path, relative + ".wav")))
+                target = os.path.join(output_path, relative + ".wav")
+                pairs.append((os.path.join(root, name), target))
     if not pairs:
         raise FileNotFoundError(f"--input={input_path}: no .wav or .npy files under the folder.")
     outputs = [out for _, out in pairs]

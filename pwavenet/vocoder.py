@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import flax.linen as nn
 import jax

@@ -49,7 +49,8 @@ def workdirs(tmp_path_factory):
 
 def _serve(artifact, cases, tmp_path):
     inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
-    np.savez(inputs, **{f"{case}/{k}": v for case, arrays in cases.items() for k, v in arrays.items()})
+    flat = {f"{case}/{k}": v for case, arrays in cases.items() for k, v in arrays.items()}
+    np.savez(inputs, **flat)
     run = subprocess.run(
         [sys.executable, "-c", SERVE, artifact, str(inputs), str(outputs)],
         cwd=str(tmp_path), capture_output=True, text=True,

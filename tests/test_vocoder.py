@@ -212,7 +212,9 @@ def test_load_vocoder_uses_the_ema_weights_and_the_saved_config(workdirs, teache
     direct = vocoder_lib.Vocoder(_student_config(), ema)
     np.testing.assert_array_equal(v.vocode(mel, speaker=3), direct.vocode(mel, speaker=3))
     # The teacher a student was distilled from, and a teacher's own workdir, alike.
-    for t in (pwavenet.load_vocoder(student_dir, model="teacher"), pwavenet.load_vocoder(teacher_dir)):
+    teachers = [pwavenet.load_vocoder(student_dir, model="teacher")]
+    teachers.append(pwavenet.load_vocoder(teacher_dir))
+    for t in teachers:
         assert t.kind == "teacher"
         np.testing.assert_array_equal(
             t.vocode(mel[:5], speaker=1),

@@ -9,6 +9,7 @@ saved config and refuses a mismatch)
   ljspeech  the Parallel WaveNet layout: logistic base, flows of 10, 10, 10 and 30 layers,
             width 64, Monte Carlo cross-entropy against the 10-component MoL teacher
   clarinet  ClariNet: Gaussian base, six flows of 10 layers, closed-form KL and regularizer
+  vctk      the ljspeech student on the vctk teacher (48 kHz, HiFi-GAN's mel definition)
 """
 
 import importlib.util
@@ -27,10 +28,10 @@ def _teacher_config(variant: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "espeak"
-    if variant not in ("tiny", "espeak", "ljspeech", "clarinet"):
+    if variant not in ("tiny", "espeak", "ljspeech", "clarinet", "vctk"):
         raise ValueError(
             f"Unknown variant {variant!r} of configs/student.py; use one of "
-            "tiny, espeak, ljspeech, clarinet."
+            "tiny, espeak, ljspeech, clarinet, vctk."
         )
     t = _teacher_config(variant)
     c = ml_collections.ConfigDict()

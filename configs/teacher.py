@@ -6,6 +6,9 @@ Variants
   ljspeech  the Parallel WaveNet layout: 3 cycles of 10 layers, kernel 3, 10-component MoL
   clarinet  ljspeech with a single Gaussian output (the ClariNet teacher)
   mulaw     ljspeech with a 256-way mu-law softmax output
+  vctk      the ljspeech layout on VCTK at 48 kHz, 110 speakers, with HiFi-GAN's mel definition
+            (mel.preset 'hifigan', pwavenet.audio.mel_settings('hifigan', 48000)): mels that
+            TTS models in that definition predict vocode as they are
 
 `model` is everything `pwavenet.wavenet.WaveNet(config.model)` needs; its `n_mels` is linked
 to `mel.n_mels`, so overriding `--config.mel.n_mels` changes both. The product of
@@ -108,6 +111,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "mulaw":
         c.data.name = "ljspeech"
         c.model.output = "mulaw"
+    elif variant == "vctk":
+        c.data.name = "vctk"
+        # pwavenet.audio.mel_settings("hifigan", 48000), written out so that loading a config
+        # imports no library (tests/test_mel_presets.py checks that they agree).
+        c.mel.preset = "hifigan"
+        c.mel.sample_rate = 48000
+        c.mel.n_fft = 4096
+        c.mel.win_length = 2400
+        c.mel.hop_length = 600
+        c.mel.fmax = 24000.0
+        c.model.upsample_strides = (24, 25)  # pwavenet.audio.upsample_strides(600)
+        c.model.num_speakers = 110
+        c.data.crop_samples = 16800  # 28 hops, 0.35 s as ljspeech's 7680 samples at 22.05 kHz
     elif variant == "espeak":
         # Sized for about ten minutes on two CPU cores. A single Gaussian per step (as in
         # ClariNet) learns faster here than the 16-bit MoL (log-mel L1 2.0 after 600 steps vs
@@ -174,6 +190,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         raise ValueError(
             f"Unknown variant {variant!r} of configs/teacher.py; use one of "
-            "tiny, espeak, ljspeech, clarinet, mulaw."
+            "tiny, espeak, ljspeech, clarinet, mulaw, vctk."
         )
     return c

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pwavenet import audio
 from pwavenet import train
 from pwavenet import wavenet
 
@@ -38,6 +39,13 @@ def check_model_against_mel(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.model.n_mels={config.model.n_mels} differs from "
             f"config.mel.n_mels={config.mel.n_mels}."
+        )
+    preset = audio.mel_preset(config.mel)
+    if config.model.get("lpc_order", 0) and preset != "pwavenet":
+        raise ValueError(
+            f"config.model.lpc_order={config.model.lpc_order} inverts the project's own mel "
+            f"definition, but config.mel.preset={preset!r}; set model.lpc_order=0, or use "
+            "the 'pwavenet' preset."
         )
 
 

@@ -164,8 +164,9 @@ class Vocoder:
 
     def mel(self, x: np.ndarray) -> np.ndarray:
         """The model's own log-mel of audio: x (T,) -> (T // hop, n_mels), or (B, T) ->
-        (B, T // hop, n_mels); float32 audio in [-1, 1] at `sample_rate`. A trailing partial
-        frame is dropped, so vocoding the mel gives (T // hop) * hop samples."""
+        (B, T // hop, n_mels); float32 audio in [-1, 1] at `sample_rate`. The T % hop trailing
+        samples of a partial frame serve as context only, so vocoding the mel gives
+        (T // hop) * hop samples."""
         x = np.asarray(x, np.float32)
         single = x.ndim == 1
         if x.ndim not in (1, 2):
@@ -175,7 +176,7 @@ class Vocoder:
             raise ValueError(
                 f"{x.shape[-1]} samples is less than one mel frame ({self.hop_length} samples)."
             )
-        x = x.reshape(-1, x.shape[-1])[:, : frames * self.hop_length]
+        x = x.reshape(-1, x.shape[-1])
         mel = np.asarray(audio.log_mel_spectrogram(x, self.config.mel), np.float32)
         return mel[0] if single else mel
 

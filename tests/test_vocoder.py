@@ -228,7 +228,7 @@ def test_mel_is_the_models_own_definition_of_whole_frames(student):
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 10 * 64 + 17).astype(np.float32)
     mel = student.mel(x)
     assert mel.shape == (10, N_MELS)
-    expected = audio.log_mel_spectrogram(x[None, : 10 * 64], student.config.mel)[0]
+    expected = audio.log_mel_spectrogram(x[None], student.config.mel)[0]
     np.testing.assert_allclose(mel, expected, atol=1e-6)
     np.testing.assert_allclose(student.mel(np.stack([x, x]))[1], mel, atol=1e-6)
 

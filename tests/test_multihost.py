@@ -6,7 +6,10 @@ The one-process runs read, batch by batch, what processes 0 and 1 read side by s
 batches. With the same batches and the same per-example randomness (keys are folded from the
 global example index), the parameters must agree up to the order of the cross-device sums.
 
-Every run of the module is started in two waves of concurrent processes, by a thread that
+A third wave starts `launch.train_teacher` and `launch.distill` on two "hosts" with the entry
+points' multi-host flags, as a user does, and compares them with the worker's two-process runs.
+
+Every run of the module is started in three waves of concurrent processes, by a thread that
 tests/conftest.py starts with the session's first test (tests/background.py), so that they go
 on beside the other tests; the module's fixture waits for it.
 """
@@ -87,6 +90,30 @@ class _Run:
         return dict(np.load(str(self.tmp / f"{self.name}{p}.{job}.npz")))
 
 
+class _LaunchedRun(_Run):
+    """A job started as a user starts it on each of two hosts: `python -m <module>` with the
+    entry points' multi-host flags (--coordinator_address, --num_processes, --process_id) and
+    --cpu_devices=2, on the tiny config with `overrides`."""
+
+    def __init__(self, tmp, name, module, config, **overrides):
+        self.name, self.tmp = name, tmp
+        self.workdir = str(tmp / name)
+        port = _free_port()
+        self.procs, self.logs = [], []
+        for p in range(2):
+            cmd = [sys.executable, "-m", module, f"--config={config}", f"--workdir={self.workdir}"]
+            cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+            cmd += [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+            cmd += [f"--process_id={p}", "--cpu_devices=2"]
+            env = dict(os.environ)
+            env.pop("XLA_FLAGS", None)  # --cpu_devices sets the device count
+            self.logs.append(str(tmp / f"{name}{p}.log"))
+            with open(self.logs[-1], "w") as log:
+                self.procs.append(
+                    subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                )
+
+
 def _params(result):
     return {k: v for k, v in result.items() if k.startswith("[")}
 
@@ -111,7 +138,7 @@ def _resume_copy(src, dst):
     return dst
 
 
-def _both_waves(job, tmp, data_dir):
+def _all_waves(job, tmp, data_dir):
     """Every run of the module, in a background.Background: {name: _Run}."""
     common = dict(data_dir=data_dir)
     r = {}
@@ -139,18 +166,36 @@ def _both_waves(job, tmp, data_dir):
         time.sleep(0.2)
     term.procs[1].send_signal(signal.SIGTERM)
     term.wait(), r["one_from_two"].wait()
+    # Wave 3 (alone: more processes on two cores time out gloo's connections): the entry
+    # points with the multi-host flags, the teacher as the worker's runs train it and the
+    # student distilled from wave 1's two-process teacher.
+    schedule = {"train.log_every": 1, "data.data_dir": data_dir}
+    for name, module, config, steps, extra in (
+        ("flags_teacher", "launch.train_teacher", "configs/teacher.py:tiny", STEPS, {}),
+        (
+            "flags_student",
+            "launch.distill",
+            "configs/student.py:tiny",
+            2,
+            {"teacher_workdir": r["two"].workdir},
+        ),
+    ):
+        steps = {"train.steps": steps, "train.decay_steps": steps}
+        r[name] = _LaunchedRun(tmp, name, module, config, **schedule, **steps, **extra)
+        job.procs.extend(r[name].procs)
+    r["flags_teacher"].wait(), r["flags_student"].wait()
     return r
 
 
 def start_early(tmp_path_factory, data_dir):
-    return background.Background(_both_waves, tmp_path_factory.mktemp("multihost"), data_dir)
+    return background.Background(_all_waves, tmp_path_factory.mktemp("multihost"), data_dir)
 
 
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory, espeak_small_data_dir):
     tmp = tmp_path_factory.mktemp("multihost")
     return background.started(
-        request, "test_multihost.py", _both_waves, tmp, espeak_small_data_dir
+        request, "test_multihost.py", _all_waves, tmp, espeak_small_data_dir
     ).result()
 
 
@@ -177,6 +222,25 @@ def _flat(tree):
     import jax
 
     return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.slow
+def test_the_entry_points_multihost_flags_train_like_the_library_runs(runs):
+    """`python -m launch.train_teacher` and `python -m launch.distill` started on two
+    "hosts" with --coordinator_address, --num_processes, --process_id and --cpu_devices=2
+    join one cluster and reach the parameters of the worker's two-process runs, which train
+    like one process with four devices (the tests above); both processes exit 0 (the fixture's
+    wait)."""
+    from pwavenet import train
+
+    for name, job, steps in (("flags_teacher", "teacher", STEPS), ("flags_student", "student", 2)):
+        run = runs[name]
+        for p in (0, 1):
+            assert f"JAX process {p} of 2" in run.log(p), run.log(p)[-3000:]
+        params, step = train.restore_params(run.workdir, ema=False)
+        assert step == steps
+        flat = {k: np.asarray(v) for k, v in _flat(params).items()}
+        _assert_params_close(flat, runs["two"].result(0, job))
 
 
 @pytest.mark.slow

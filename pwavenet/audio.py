@@ -90,6 +90,8 @@ __all__ = [
     "log_mel_spectrogram",
     "mel_preset",
     "mel_settings",
+    "mel_filterbank",
+    "mel_magnitude",
     "mel_padding",
     "mulaw_compress",
     "mulaw_decode",
@@ -443,6 +445,24 @@ def _mel_matrix_and_window(
     start = (n_fft - win) // 2
     window[start : start + win] = hann
     return matrix, window
+
+
+def mel_filterbank(mel_config: Any) -> np.ndarray:
+    """The filterbank W of `log_mel_spectrogram` for the config's preset:
+    (n_fft // 2 + 1, n_mels) float32."""
+    sr, n_fft, win, _, n_mels, fmin, fmax, _ = _mel_fields(mel_config)
+    if mel_preset(mel_config) in _SLANEY_PRESETS:
+        return slaney_filterbank(sr, n_fft, n_mels, fmin, fmax).copy()
+    return _mel_matrix_and_window(sr, n_fft, win, n_mels, fmin, fmax)[0].copy()
+
+
+def mel_magnitude(log_mel: Any, mel_config: Any) -> np.ndarray:
+    """The mel-band magnitudes that `log_mel_spectrogram` took the log of (floored values stay
+    at the floor): exp, or 10 ** for the log10 preset."""
+    log_mel = np.asarray(log_mel, np.float64)
+    if mel_preset(mel_config) == "espnet":
+        return np.power(10.0, log_mel)
+    return np.exp(log_mel)
 
 
 def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:

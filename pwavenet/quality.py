@@ -28,10 +28,10 @@ Hann-windowed frame divided by the window's own (Boersma's correction, which mak
 periodic signal score near 1 at its period): about 1 for a steady vowel, near 0 for white
 noise; frames 50 dB below the utterance's loudest are silence and score 0.
 
-`griffin_lim(log_mel, mel_config)` inverts the project's log-mel (audio.log_mel_spectrogram)
-to audio: the magnitudes exp(log_mel) mapped back to FFT bins by non-negative least squares
-against the same filterbank, then librosa's Griffin-Lim with the same FFT, window and hop,
-shifted to the project's frame centres. It is the classical floor a neural vocoder must beat.
+`griffin_lim(log_mel, mel_config)` inverts a log-mel of any `mel.preset`
+(audio.log_mel_spectrogram) to audio: the mel magnitudes mapped back to FFT bins by
+non-negative least squares against the same filterbank, then librosa's Griffin-Lim with the
+same FFT, window and hop, shifted to the preset's frame centres. It is the classical floor a neural vocoder must beat.
 """
 
 from __future__ import annotations
@@ -281,7 +281,8 @@ def griffin_lim(
             f"shape {log_mel.shape}."
         )
     basis = audio_lib.mel_filterbank(mel_config).astype(np.float64)  # (n_fft // 2 + 1, n_mels)
-    magnitude = librosa.util.nnls(basis.T, np.exp(log_mel).T)  # (n_fft // 2 + 1, frames)
+    mel = audio_lib.mel_magnitude(log_mel, mel_config)
+    magnitude = librosa.util.nnls(basis.T, mel.T)  # (n_fft // 2 + 1, frames)
     y = librosa.griffinlim(
         magnitude,
         n_iter=n_iter,

@@ -8,6 +8,7 @@ against `vocode`; the memory bound by the count of compiled programs, which does
 with the input's length.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -31,11 +32,23 @@ _student_config = vocoder_helpers.student_config
 _random_params = vocoder_helpers.random_params
 
 
-@pytest.fixture(scope="module", params=[0, 6], ids=["flows", "synthesis_filter"])
-def student(request):
-    config = _student_config(request.param)
+@functools.lru_cache(maxsize=None)
+def _student(lpc_order):
+    config = _student_config(lpc_order)
     model = vocoder_lib.build_model(config)
     return vocoder_lib.Vocoder(config, _random_params(model, 0.5))
+
+
+@pytest.fixture(scope="module", params=[0, 6], ids=["flows", "synthesis_filter"])
+def student(request):
+    """The tiny student, and the same with the synthesis filter (for the tests of the
+    pieces' arithmetic; the others take `flows_student`)."""
+    return _student(request.param)
+
+
+@pytest.fixture(scope="module")
+def flows_student():
+    return _student(0)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +93,9 @@ def test_student_vocode_equals_one_pass_over_the_unpadded_mel(student, frames):
     np.testing.assert_allclose(x, np.clip(reference, -1, 1), atol=5e-3 * scale, rtol=0)
 
 
-def test_student_compiles_one_program_whatever_the_length(student):
-    v = vocoder_lib.Vocoder(student.config, student.variables["params"], chunk_frames=16)
+def test_student_compiles_one_program_whatever_the_length(flows_student):
+    v = flows_student
+    v = vocoder_lib.Vocoder(v.config, v.variables["params"], chunk_frames=16)
     for frames in (1, 7, 40, 333):
         v.vocode(_mel(frames), speaker=1)
     # One shape for every window: the program, and its memory, do not depend on the length.
@@ -90,7 +104,8 @@ def test_student_compiles_one_program_whatever_the_length(student):
     assert v.compiled_programs() == 2  # one per batch size
 
 
-def test_student_batch_equals_single_utterances_with_consecutive_seeds(student):
+def test_student_batch_equals_single_utterances_with_consecutive_seeds(flows_student):
+    student = flows_student
     mel = _mel(70, batch=3, seed=5)
     speakers = [0, 2, 1]
     x = student.vocode(mel, speaker=speakers, seed=10)
@@ -169,9 +184,10 @@ def _stream_with_arrivals(v, mel, block_sizes, **kwargs):
     return pieces, seen
 
 
-@pytest.mark.parametrize("which", ["student", "teacher"])
-def test_stream_equals_vocode_with_a_bounded_lookahead(which, student, teacher):
-    v = student if which == "student" else teacher
+@pytest.mark.parametrize("which", ["flows", "synthesis_filter", "teacher"])
+def test_stream_equals_vocode_with_a_bounded_lookahead(which, request):
+    v = {"flows": _student(0), "synthesis_filter": _student(6)}.get(which)
+    v = v or request.getfixturevalue("teacher")
     total = 3 * v.chunk_frames + 5
     mel = _mel(total, seed=7)
     sizes = [1, 2, 5, 1, 3] * total  # irregular blocks, single frames among them
@@ -186,7 +202,8 @@ def test_stream_equals_vocode_with_a_bounded_lookahead(which, student, teacher):
         assert needed <= arrived < needed + 5, (k, arrived, needed)
 
 
-def test_stream_of_an_input_shorter_than_the_lookahead(student):
+def test_stream_of_an_input_shorter_than_the_lookahead(flows_student):
+    student = flows_student
     mel = _mel(4, seed=1)
     pieces = list(student.stream(iter([mel[:1], mel[1:]]), speaker=0, seed=0))
     np.testing.assert_array_equal(np.concatenate(pieces), student.vocode(mel, speaker=0))
@@ -208,23 +225,24 @@ def test_load_vocoder_uses_the_ema_weights_and_the_saved_config(workdirs, teache
     v = pwavenet.load_vocoder(student_dir)
     assert isinstance(v, pwavenet.Vocoder) and v.kind == "student"
     assert (v.sample_rate, v.hop_length, v.n_mels) == (22050, 64, 16)
+    # The checkpoint's EMA weights (its raw weights are half of them).
+    jax.tree.map(np.testing.assert_array_equal, v.variables["params"], ema)
     mel = _mel(20)
     direct = vocoder_lib.Vocoder(_student_config(), ema)
     np.testing.assert_array_equal(v.vocode(mel, speaker=3), direct.vocode(mel, speaker=3))
-    # The teacher a student was distilled from, and a teacher's own workdir, alike.
+    # The teacher a student was distilled from, and a teacher's own workdir, alike (their
+    # raw weights are zeros).
     teachers = [pwavenet.load_vocoder(student_dir, model="teacher")]
     teachers.append(pwavenet.load_vocoder(teacher_dir))
     for t in teachers:
-        assert t.kind == "teacher"
-        np.testing.assert_array_equal(
-            t.vocode(mel[:5], speaker=1),
-            vocoder_lib.Vocoder(teacher.config, teacher.variables["params"]).vocode(
-                mel[:5], speaker=1
-            ),
+        assert t.kind == "teacher" and t.config.mel.to_dict() == teacher.config.mel.to_dict()
+        jax.tree.map(
+            np.testing.assert_array_equal, t.variables["params"], teacher.variables["params"]
         )
 
 
-def test_mel_is_the_models_own_definition_of_whole_frames(student):
+def test_mel_is_the_models_own_definition_of_whole_frames(flows_student):
+    student = flows_student
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 10 * 64 + 17).astype(np.float32)
     mel = student.mel(x)
     assert mel.shape == (10, N_MELS)
@@ -233,7 +251,8 @@ def test_mel_is_the_models_own_definition_of_whole_frames(student):
     np.testing.assert_allclose(student.mel(np.stack([x, x]))[1], mel, atol=1e-6)
 
 
-def test_mistakes_are_refused_with_the_fix(workdirs, student, tmp_path):
+def test_mistakes_are_refused_with_the_fix(workdirs, flows_student, tmp_path):
+    student = flows_student
     teacher_dir, _, _ = workdirs
     with pytest.raises(ValueError, match=r"expected \(frames, 16\)"):
         student.vocode(np.zeros((10, 80), np.float32))

@@ -122,6 +122,7 @@ class Vocoder:
 
     Attributes:
       config: the job config the model was trained with (`mel` holds its mel definition).
+      variables: {'params': the model's parameters}.
       model: the `wavenet.WaveNet` teacher or `iaf.IAFStudent`.
       kind: 'teacher' or 'student'.
       sample_rate, hop_length, n_mels, num_speakers: from the config.
@@ -139,7 +140,9 @@ class Vocoder:
                 "this model has no mel conditioning (model.n_mels=0), so it cannot vocode; "
                 "train one with a mel (the configs' default)."
             )
-        self.variables = wavenet._as_variables(jax.device_put(params))
+        params = jax.device_put(params)
+        # A parameter tree, or a variables dict {'params': ...} (no submodule is named 'params').
+        self.variables = params if set(params) == {"params"} else {"params": params}
         self.sample_rate = int(config.mel.sample_rate)
         self.hop_length = int(self.model.hop_length)
         self.n_mels = int(config.model.n_mels)

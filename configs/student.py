@@ -89,6 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill.log_scale_min = -7.0  # floor of both log-scales in the closed-form KL
     c.distill.regularizer_weight = 4.0  # closed form: weight of (log S - log s_T)^2
     c.distill.power_weight = 1.0
+    # > 0: adds spectral convergence + log STFT magnitude (Parallel WaveGAN's auxiliary loss)
+    # at the same resolutions, times this weight (pwavenet.distill.spectral_losses).
+    c.distill.spectral_weight = 0.0
     # (n_fft, hop, window) of each STFT resolution of the power loss.
     c.distill.stft_resolutions = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
     c.distill.contrastive_weight = 0.0  # > 0 subtracts the KL under a mismatched mel

@@ -81,11 +81,31 @@ def stft_magnitude(x: Array, n_fft: int, hop: int, win_length: int) -> Array:
 
 def power_loss(x: Array, reference: Array, resolutions) -> Array:
     """Mean over resolutions of mean((|STFT x| - |STFT reference|)^2)."""
-    losses = [
-        jnp.mean(jnp.square(stft_magnitude(x, *r) - stft_magnitude(reference, *r)))
-        for r in resolutions
-    ]
-    return sum(losses) / len(losses)
+    return spectral_losses(x, reference, resolutions)["power_loss"]
+
+
+def spectral_losses(x: Array, reference: Array, resolutions) -> dict[str, Array]:
+    """Per batch, means over resolutions of (Parallel WaveGAN's auxiliary losses beside the
+    power loss):
+
+      power_loss            mean (|X| - |R|)^2
+      spectral_convergence  ||X| - |R||_F / ||R||_F per example, averaged over the batch
+      log_magnitude         mean |log |X| - log |R||
+
+    with X, R the STFTs of x and reference (B, T) at each (n_fft, hop, win_length).
+    The log-magnitude term weighs quiet bins like loud ones, so it reaches the spectral
+    valleys and high bands that the magnitude terms hardly see.
+    """
+    totals = {"power_loss": 0.0, "spectral_convergence": 0.0, "log_magnitude": 0.0}
+    for r in resolutions:
+        mx, mr = stft_magnitude(x, *r), stft_magnitude(reference, *r)
+        diff = mx - mr
+        totals["power_loss"] += jnp.mean(jnp.square(diff))
+        num = jnp.sqrt(jnp.sum(jnp.square(diff), axis=(-2, -1)))
+        den = jnp.sqrt(jnp.sum(jnp.square(mr), axis=(-2, -1)))
+        totals["spectral_convergence"] += jnp.mean(num / den)
+        totals["log_magnitude"] += jnp.mean(jnp.abs(jnp.log(mx) - jnp.log(mr)))
+    return {k: v / len(resolutions) for k, v in totals.items()}
 
 
 def teacher_log_density(dist, params: Array, x: Array) -> Array:
@@ -235,9 +255,14 @@ class Distiller:
         if "regularizer" in terms:
             loss = loss + c.regularizer_weight * terms["regularizer"]
         metrics = dict(terms)
-        if c.power_weight:
-            metrics["power_loss"] = power_loss(x, audio, c.stft_resolutions)
-            loss = loss + c.power_weight * metrics["power_loss"]
+        spectral_weight = c.get("spectral_weight", 0.0)
+        if c.power_weight or spectral_weight:
+            spectral = spectral_losses(x, audio, c.stft_resolutions)
+            metrics.update(spectral)
+            loss = loss + c.power_weight * spectral["power_loss"]
+            loss = loss + spectral_weight * (
+                spectral["spectral_convergence"] + spectral["log_magnitude"]
+            )
         if c.contrastive_weight:
             mismatched = kl_terms(
                 mu_tot,

@@ -29,7 +29,13 @@ flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer(
     "chunk_frames", None, "Mel frames per synthesized piece (bounds memory); default: auto."
 )
-flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+flags.DEFINE_integer(
+    "step",
+    None,
+    "Checkpoint step of the --workdir's own model; default: the latest. --model=teacher on a "
+    "student's workdir uses its teacher's latest step and refuses --step: to choose the "
+    "teacher's step, pass the teacher's workdir.",
+)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 

@@ -68,9 +68,10 @@ def load_vocoder(
 
     Args:
       workdir: a training job's workdir (launch.train_teacher or launch.distill).
-      step: the checkpoint step; the latest if None.
+      step: the checkpoint step of the workdir's own model; the latest if None.
       model: 'student' or 'teacher'; default: the workdir's own model. 'teacher' on a
-        student's workdir loads the teacher it was distilled from (its latest checkpoint).
+        student's workdir loads the teacher it was distilled from (its latest checkpoint;
+        a `step` is refused there: pass the teacher's own workdir to choose its step).
       chunk_frames: mel frames per piece (`Vocoder`); default `default_chunk_frames`.
     """
     from pwavenet import distill  # the jobs' builders; imports no TensorFlow
@@ -93,6 +94,12 @@ def load_vocoder(
             "workdir (python -m launch.distill)."
         )
     if model == "teacher" and is_student:
+        if step is not None:
+            raise ValueError(
+                f"step={step} with model='teacher' on the student's workdir {workdir}: a step "
+                "names one of the student's checkpoints, and its teacher loads its latest; to "
+                f"choose the teacher's step, pass its workdir ({config.teacher_workdir}) instead."
+            )
         teacher = distill.load_teacher(config.teacher_workdir)
         return Vocoder(teacher.config, teacher.params, chunk_frames=chunk_frames)
     params, _ = train.restore_params(workdir, step, ema=True)

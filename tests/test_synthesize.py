@@ -5,9 +5,11 @@ rate or with two channels against scipy's resampling and numpy's mean computed h
 """
 
 import os
+import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile
@@ -131,3 +133,17 @@ def test_mistakes_end_with_one_error_line(workdir, tmp_path):
         synthesize.plan(str(tmp_path / "empty"), str(tmp_path / "o"))
     with pytest.raises(ValueError, match="name a .wav file"):
         synthesize.plan(str(tmp_path / "wide.npy"), str(tmp_path / "x.mp3"))
+
+
+def test_step_chooses_the_workdirs_own_checkpoint_and_is_refused_for_a_students_teacher(workdir):
+    """--step picks a checkpoint of --workdir's own model; with --model=teacher on a student's
+    workdir (which loads the teacher's latest) it would do nothing, so it is refused."""
+    teacher_dir = os.path.join(os.path.dirname(workdir), "teacher")  # write_workdirs' layout
+    _, teacher_params = vocoder_helpers.teacher_config_and_params()  # its EMA at step 7
+    chosen = vocoder_lib.load_vocoder(teacher_dir, step=7, model="teacher")
+    assert chosen.kind == "teacher"
+    jax.tree.map(np.testing.assert_array_equal, chosen.variables["params"], teacher_params)
+    with pytest.raises(FileNotFoundError, match="No checkpoint for step 3"):
+        vocoder_lib.load_vocoder(teacher_dir, step=3)
+    with pytest.raises(ValueError, match=re.escape(f"pass its workdir ({teacher_dir})")):
+        vocoder_lib.load_vocoder(workdir, step=7, model="teacher")

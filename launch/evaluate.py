@@ -1,11 +1,11 @@
 """Evaluates a training workdir's checkpoint: NLL, generated audio, spectrograms, speed.
 
 python -m launch.evaluate --workdir=runs/teacher [--step=N] [--num_utterances=4]
+python -m launch.evaluate --workdir=runs/student --speed_batch_sizes=1,16 --speed_seconds=2
 """
 
 import json
 
-from absl import app
 from absl import flags
 
 from launch import common
@@ -16,8 +16,21 @@ flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
 flags.DEFINE_string("output_dir", None, "Default: <workdir>/eval_<step>.")
 flags.DEFINE_integer("num_utterances", None, "Validation utterances to generate.")
 flags.DEFINE_float("max_seconds", None, "Length cap of each generated utterance.")
-flags.DEFINE_list("speed_batch_sizes", ["1"], "Batch sizes for the generation-speed rows.")
-flags.DEFINE_float("speed_seconds", 0.5, "Seconds of audio per generation-speed row.")
+flags.DEFINE_list(
+    "speed_batch_sizes",
+    None,
+    "Batch sizes of the generation-speed rows: the teacher's cached generation (default: 1); "
+    "on a student's workdir, the student's synthesis and its teacher's generation at each "
+    "(report.json's generation_speed; default: none, only the speed on the listening set).",
+)
+flags.register_validator(
+    "speed_batch_sizes",
+    lambda sizes: sizes is None or all(b.isdigit() and int(b) > 0 for b in sizes),
+    "use positive integers, e.g. --speed_batch_sizes=1,16.",
+)
+flags.DEFINE_float(
+    "speed_seconds", 0.5, "Seconds of audio per utterance in each generation-speed row."
+)
 flags.DEFINE_string("split", None, "Split the quality table scores; default: the config's eval split.")
 flags.DEFINE_integer(
     "quality_utterances", None, "Utterances the quality table scores (0: the whole split)."
@@ -25,18 +38,24 @@ flags.DEFINE_integer(
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # common.parse_flags refuses stray arguments
+    common.require_dir(
+        "--workdir",
+        FLAGS.workdir,
+        "pass the workdir of a trained teacher (python -m launch.train_teacher) or student "
+        "(python -m launch.distill).",
+    )
     common.prepare_process()
     from pwavenet import evaluate
 
+    sizes = FLAGS.speed_batch_sizes
     report = evaluate.evaluate(
         FLAGS.workdir,
         step=FLAGS.step,
         output_dir=FLAGS.output_dir,
         num_utterances=FLAGS.num_utterances,
         max_seconds=FLAGS.max_seconds,
-        speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes),
+        speed_batch_sizes=None if sizes is None else tuple(int(b) for b in sizes),
         speed_seconds=FLAGS.speed_seconds,
         split=FLAGS.split,
         quality_utterances=FLAGS.quality_utterances,
@@ -45,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

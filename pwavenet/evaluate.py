@@ -281,6 +281,38 @@ def generation_speed(
     }
 
 
+def student_generation_speed(
+    student, config, params, teacher, batch_size: int, seconds: float
+) -> dict[str, float]:
+    """Student synthesis (one parallel pass, `iaf.sample`) and the teacher's cached generation
+    (`generation_speed`) of `seconds` of audio per utterance at `batch_size`, both after
+    compiling, on the same constant mels."""
+    from pwavenet import iaf
+
+    teacher_speed = generation_speed(
+        teacher.model, teacher.config, teacher.params, batch_size, seconds, repeats=1
+    )
+    hop = config.mel.hop_length
+    frames = max(1, int(seconds * config.mel.sample_rate) // hop)
+    num_samples = frames * hop
+    mel = jnp.zeros((batch_size, frames, config.mel.n_mels)) - 5.0 if config.model.n_mels else None
+    speaker = jnp.zeros((batch_size,), jnp.int32) if config.model.num_speakers else None
+    rng = jax.random.PRNGKey(0)
+    student_seconds = _timed(lambda: iaf.sample(student, params, rng, mel, speaker, num_samples))
+    samples = batch_size * num_samples
+    audio_seconds = samples / config.mel.sample_rate
+    teacher_seconds = samples / teacher_speed["samples_per_second"]
+    return {
+        "batch_size": batch_size,
+        "seconds_per_utterance": num_samples / config.mel.sample_rate,
+        "student_samples_per_second": samples / student_seconds,
+        "student_real_time_factor": student_seconds / audio_seconds,
+        "teacher_samples_per_second": teacher_speed["samples_per_second"],
+        "teacher_real_time_factor": teacher_speed["real_time_factor"],
+        "student_over_teacher": teacher_seconds / student_seconds,
+    }
+
+
 def evaluate(
     workdir: str,
     *,
@@ -288,7 +320,7 @@ def evaluate(
     output_dir: str | None = None,
     num_utterances: int | None = None,
     max_seconds: float | None = None,
-    speed_batch_sizes=(1,),
+    speed_batch_sizes=None,
     speed_seconds: float = 0.5,
     split: str | None = None,
     quality_utterances: int | None = None,
@@ -297,6 +329,8 @@ def evaluate(
     """Evaluates the checkpoint in `workdir` (a teacher's, or a student's: then
     `evaluate_student`); returns the report it writes.
 
+    `speed_batch_sizes` (default: (1,) for a teacher, none for a student) and `speed_seconds`
+    give the generation-speed rows: `speed_seconds` of audio per utterance at each batch size.
     `split` and `quality_utterances` choose what the quality table scores (default: the
     config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
     config = train.load_config(workdir)
@@ -307,11 +341,16 @@ def evaluate(
             output_dir=output_dir,
             num_utterances=num_utterances,
             max_seconds=max_seconds,
+            speed_batch_sizes=speed_batch_sizes,
+            speed_seconds=speed_seconds,
             split=split,
             quality_utterances=quality_utterances,
             seed=seed,
         )
     from pwavenet import teacher
+
+    if speed_batch_sizes is None:
+        speed_batch_sizes = (1,)
 
     model = teacher.build_model(config)
     params, step = train.restore_params(workdir, step)
@@ -441,6 +480,8 @@ def evaluate_student(
     output_dir: str | None = None,
     num_utterances: int | None = None,
     max_seconds: float | None = None,
+    speed_batch_sizes=None,
+    speed_seconds: float = 0.5,
     split: str | None = None,
     quality_utterances: int | None = None,
     seed: int = 0,
@@ -454,7 +495,9 @@ def evaluate_student(
                   (nats/sample) of the student's samples, of the teacher's own samples and of
                   the real audio; the distillation terms (KL, cross-entropy, entropy, power
                   loss) on these mels; the speed of student synthesis (one parallel pass) and
-                  of the teacher's cached generation on the same mels, and their ratio
+                  of the teacher's cached generation on the same mels, and their ratio;
+                  with `speed_batch_sizes`, `generation_speed`: the same three at each batch
+                  size for `speed_seconds` of audio per utterance (`student_generation_speed`)
     reference_<i>.wav, teacher_<i>.wav, student_<i>.wav, griffin_lim_<i>.wav
     mels.png      rows of log-mel spectrograms: reference, Griffin-Lim, teacher, student
 
@@ -578,4 +621,9 @@ def evaluate_student(
             "student_over_teacher": teacher_seconds / student_seconds,
         },
     }
+    if speed_batch_sizes:
+        report["generation_speed"] = [
+            student_generation_speed(student, config, params, teacher, b, speed_seconds)
+            for b in speed_batch_sizes
+        ]
     return write_report(out, report)

@@ -86,13 +86,17 @@ def _start_slow_jobs_early(request, tmp_path_factory):
 
 
 # Under pytest-xdist, the modules that wait longest on processes of their own (about 3 and 1
-# minutes on 2 cores) first: the workers collect, and are handed files, in this order, so
-# these start on the first workers and the shorter files fill the other cores around them,
-# rather than one of them starting last and running alone. In one process the early start
-# above overlaps them with the other tests instead, and the order stays as collected.
+# minutes on 2 cores, and the end-to-end jobs' 4) first: the workers collect, and are handed
+# files, in this order, so these start on the first workers and the shorter files fill the
+# other cores around them, rather than one of them starting last and running alone. In one
+# process the early start above overlaps the first two with the other tests instead, and the
+# order stays as collected.
+_LONG_MODULES = (*_BACKGROUND_MODULES, "test_jobs_end_to_end.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
     if _UNDER_XDIST:
-        items.sort(key=lambda item: item.path.name not in _BACKGROUND_MODULES)  # stable
+        items.sort(key=lambda item: item.path.name not in _LONG_MODULES)  # stable
 
 
 def pytest_sessionfinish(session, exitstatus):

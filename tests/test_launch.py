@@ -184,6 +184,16 @@ def _entry_point(module, *args) -> subprocess.CompletedProcess:
             "--config.teacher_workdir=nope: no such directory; pass the workdir of a trained",
         ),
         (
+            "launch.evaluate",
+            ["--workdir=nope"],
+            "--workdir=nope: no such directory; pass the workdir of a trained teacher",
+        ),
+        (
+            "launch.evaluate",
+            ["--workdir=w", "--speed_batch_sizes=1,0"],
+            "flag --speed_batch_sizes=['1', '0']: use positive integers",
+        ),
+        (
             "launch.pipeline",
             ["--student_config.distill.klx=1"],
             "--student_config.distill.klx: the config has no field 'klx'; did you mean 'kl'?",

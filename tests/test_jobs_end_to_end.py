@@ -1,0 +1,190 @@
+"""The README's main command and the evaluation of its student, run as a user runs them: one
+`python -m launch.pipeline` on the tiny variants (teacher, student, both evaluations,
+report.md), then `python -m launch.evaluate` on that run's student, each in its own process.
+
+report.md is read as a person reads it (its tables' numbers and its links); the student's
+report.json is checked against what this file recomputes from the wavs the evaluation wrote.
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from pwavenet import evaluate
+from pwavenet import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+SPEED_SECONDS = 0.05  # launch.evaluate's generation-speed rows, kept short
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    # A user's process: JAX's one CPU device, not the 8 that conftest gives this one.
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    run = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, f"{module} failed:\n{run.stderr[-4000:]}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory, espeak_small_data_dir):
+    """The root of one `launch.pipeline` run on the tiny variants."""
+    root = tmp_path_factory.mktemp("pipeline") / "run"
+    run = _run(
+        "launch.pipeline",
+        f"--workdir={root}",
+        "--teacher_config=configs/teacher.py:tiny",
+        "--student_config=configs/student.py:tiny",
+        f"--teacher_config.data.data_dir={espeak_small_data_dir}",
+        f"--student_config.data.data_dir={espeak_small_data_dir}",
+        "--speed_batch_sizes=1",
+    )
+    assert f"Report: {root / 'report.md'}" in run.stdout
+    return root
+
+
+@pytest.fixture(scope="module")
+def student_eval(pipeline_dir, tmp_path_factory):
+    """(output folder, report.json) of `launch.evaluate` on the pipeline's student."""
+    out = tmp_path_factory.mktemp("student_eval")
+    run = _run(
+        "launch.evaluate",
+        f"--workdir={pipeline_dir / 'student'}",
+        f"--output_dir={out}",
+        "--speed_batch_sizes=1,2",
+        f"--speed_seconds={SPEED_SECONDS}",
+    )
+    with open(out / "report.json") as f:
+        report = json.load(f)
+    assert json.loads(run.stdout[run.stdout.index("{") :]) == report  # what it printed
+    return out, report
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """The markdown tables as lists of rows of stripped cells, header first, separator out."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= {"-", " "} for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+NUMBER = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|\b(?:nan|inf)\b", re.I)
+
+
+def test_pipeline_report_has_finite_numbers_and_links_to_files_that_exist(pipeline_dir):
+    path = pipeline_dir / "report.md"
+    text = path.read_text()
+    assert "## teacher" in text and "## student" in text
+    tables = _tables(text)
+    quality = [t for t in tables if t[0][0] == "system"]
+    metrics = [t for t in tables if t[0] == ["metric", "value"]]
+    assert len(quality) == 2 and len(metrics) == 2  # one of each per model
+    systems = [[row[0] for row in t[1:]] for t in quality]
+    assert systems == [
+        ["reference", "griffin lim", "teacher"],
+        ["reference", "griffin lim", "untrained student", "teacher", "student"],
+    ]
+    for table in quality:
+        header = table[0]
+        for row in table[1:]:
+            assert len(row) == len(header), row
+            for name, cell in zip(header[1:], row[1:]):
+                if cell == "n/a":  # undefined: no frame voiced in both signals
+                    assert name == "F0 RMSE (cents)", (row[0], name)
+                else:
+                    assert math.isfinite(float(cell)), (row[0], name, cell)
+    for table in metrics:
+        for name, value in table[1:]:
+            numbers = NUMBER.findall(value)
+            assert numbers, (name, value)
+            for number in numbers:
+                assert math.isfinite(float(number.replace(",", ""))), (name, value)
+
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    # Per model: the spectrogram image and each of the 2 utterances' wavs (the teacher's
+    # reference, generated and Griffin-Lim; the student's reference, teacher, student and
+    # Griffin-Lim).
+    assert len(links) == (1 + 2 * 3) + (1 + 2 * 4), links
+    for link in links:
+        assert (pipeline_dir / link).is_file(), link
+    assert sum(link.endswith("mels.png") for link in links) == 2
+
+
+def _wav(path) -> np.ndarray:
+    x, _ = soundfile.read(path, dtype="float32")
+    return x
+
+
+def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir, student_eval):
+    out, report = student_eval
+    config = train.load_config(str(pipeline_dir / "student"))
+    assert report["kind"] == "student" and report["step"] == config.train.steps
+
+    # The listening set's spectral distances, recomputed from the written 16-bit wavs.
+    n = report["num_utterances"]
+    reference = np.stack([_wav(out / f"reference_{i}.wav") for i in range(n)])
+    distances = {}
+    for system in ("student", "teacher"):
+        audio = np.stack([_wav(out / f"{system}_{i}.wav") for i in range(n)])
+        assert audio.shape == reference.shape
+        distances[system] = float(np.mean(evaluate.log_mel_l1(config, audio, reference)))
+        assert report[f"log_mel_l1_{system}"] == pytest.approx(distances[system], rel=0.02)
+    assert report["student_to_teacher_l1_ratio"] == pytest.approx(
+        distances["student"] / distances["teacher"], rel=0.04
+    )
+
+    quality = report["quality"]
+    per_utterance, means = quality["per_utterance"], quality["mean"]
+    assert list(means) == ["reference", "griffin_lim", "untrained_student", "teacher", "student"]
+    assert quality["num_utterances"] == len(per_utterance["student"]) == 2
+    # Each mean is the mean of the utterances' values where the measure is defined.
+    for system, rows in per_utterance.items():
+        for measure, mean in means[system].items():
+            values = [row[measure] for row in rows if row[measure] is not None]
+            if values:
+                assert mean == pytest.approx(np.mean(values), rel=1e-9, abs=1e-12)
+            else:
+                assert mean is None
+    # The reference against itself: perfect intelligibility and no cepstral distance.
+    for row in per_utterance["reference"]:
+        assert row["stoi"] == pytest.approx(1.0, abs=1e-6)
+        assert row["mcd_db"] == pytest.approx(0.0, abs=1e-6)
+    # Distillation changed the student: its audio, and so its scores, are not the untrained
+    # student's.
+    for trained, untrained in zip(per_utterance["student"], per_utterance["untrained_student"]):
+        assert trained["mrstft"] != untrained["mrstft"]
+        assert trained["teacher_nll"] != untrained["teacher_nll"]
+
+    # --speed_batch_sizes and --speed_seconds on a student: a row per batch size.
+    sr, hop = config.mel.sample_rate, config.mel.hop_length
+    rows = report["generation_speed"]
+    assert [row["batch_size"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["seconds_per_utterance"] == pytest.approx(
+            int(SPEED_SECONDS * sr) // hop * hop / sr
+        )
+        for key in ("student_samples_per_second", "teacher_samples_per_second"):
+            assert math.isfinite(row[key]) and row[key] > 0
+        assert row["student_over_teacher"] == pytest.approx(
+            row["student_samples_per_second"] / row["teacher_samples_per_second"]
+        )
+        for model in ("student", "teacher"):
+            assert row[f"{model}_real_time_factor"] == pytest.approx(
+                sr / row[f"{model}_samples_per_second"]
+            )

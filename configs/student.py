@@ -38,6 +38,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variant = variant
     c.seed = 0
     c.teacher_workdir = ""  # the trained teacher's workdir (required)
+    # Fine-tuning: a student workdir whose weights (EMA unless init_from_ema=False) start this
+    # run when this workdir has no checkpoint; same `model` section required. With
+    # model.upsampler='frozen' the upsampler is still this run's teacher's.
+    c.init_from = ""
+    c.init_from_ema = True
 
     c.mel = t.mel
     c.data = t.data

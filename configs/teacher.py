@@ -23,6 +23,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
+    # Fine-tuning: a workdir whose latest checkpoint's weights (EMA unless init_from_ema=False)
+    # start this run, when this workdir has no checkpoint of its own; its `model` section
+    # must equal this one (pwavenet.train.check_init_from).
+    c.init_from = ""
+    c.init_from_ema = True
 
     # Audio features: the one log-mel definition (pwavenet.audio.log_mel_spectrogram).
     c.mel = ml_collections.ConfigDict()
@@ -45,6 +50,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.crop_samples = 7680  # multiple of mel.hop_length
     c.data.shuffle_buffer = 512
     c.data.bad_audio = "skip"  # skip | fail: what to do with unusable utterances (see README)
+    # audio: mels computed from the audio; file: each wav's name.npy beside it (wav_folder only),
+    # e.g. a TTS model's teacher-forced mels in this config's mel definition, for fine-tuning.
+    c.data.mel_source = "audio"
+    # file: frames the .npy may differ from len(wav) // hop by (both are cut to the shorter),
+    # and what to do beyond that: fail (an error naming the file), skip it, or trim anyway.
+    c.data.mel_length_tolerance = 2
+    c.data.mel_length_policy = "fail"
 
     c.model = ml_collections.ConfigDict()
     c.model.output = "mol"  # mol | gaussian | mulaw (pwavenet.distributions)

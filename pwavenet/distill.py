@@ -411,15 +411,26 @@ def make_job(config, student: iaf.IAFStudent, teacher: Teacher) -> train.Job:
         summaries=teacher_lib.audio_summaries(config, "student", synthesize),
         samples_per_example=config.data.crop_samples,
         frozen=teacher.params,
+        adapt_init_from=lambda params: frozen_upsampler(config, params, teacher.params),
     )
+
+
+def frozen_upsampler(config, params, teacher_params):
+    """Student params with model.upsampler='frozen' given this teacher's upsampler (a frozen
+    upsampler is the teacher's by definition, also when the other weights come from
+    config.init_from); unchanged otherwise."""
+    if config.model.upsampler != "frozen" or not config.model.n_mels:
+        return params
+    return dict(params, upsampler=jax.tree.map(jnp.array, teacher_params["upsampler"]))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Distills the teacher in config.teacher_workdir into a student in `workdir` (resuming if
-    it has checkpoints)."""
+    it has checkpoints; else starting from config.init_from's weights when set)."""
     teacher = load_teacher(config.teacher_workdir)
     check_teacher(config, teacher)
     train.check_workdir_config(config, workdir, sections=("model", "mel"))
+    train.check_init_from(config)
     student = build_student(config)
     logging.info(
         "Distilling the teacher of %s (step %d) into a %d-flow student; KL: %s.",

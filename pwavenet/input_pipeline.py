@@ -34,6 +34,17 @@ Utterances shorter than a crop are never padded: under config.data.bad_audio='sk
 dropped, each logged once and recorded in `Datasets.dropped`; under 'fail' the first one
 raises ValueError naming it.
 
+Mels from files (config.data.mel_source='file', wav_folder only): the mel of each utterance is
+the `name.npy` stored beside `name.wav` (pwavenet.datasets.wav_folder), e.g. a TTS model's
+teacher-forced prediction, instead of one computed from the audio; crops pair its frames with
+the audio exactly as above. Its n_mels must equal config.mel.n_mels (a ValueError naming the
+file otherwise). Its frame count F may differ from the audio's T // hop by up to
+config.data.mel_length_tolerance frames; both are then cut to min(F, T // hop) frames (the
+audio to that many hops). Beyond the tolerance, config.data.mel_length_policy decides: 'fail'
+raises ValueError naming the file, 'skip' drops the utterance (logged once, recorded in
+`Datasets.mel_files.skipped`), 'trim' cuts both to the shorter anyway (logged once). Whole
+utterances for evaluation (`validation_utterances`, `split_utterances`) follow the same rules.
+
 Training: per-process slice of the split (tfds.split_for_jax_process), shuffled files and
 examples (seeded by config.seed and the process index), repeated forever, random crops drawn
 from stateless seeds (seed, example counter): the stream is a deterministic function of the
@@ -60,6 +71,8 @@ import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow is told to s
 Batch = dict[str, np.ndarray]
 
 _HOLDOUT_SPLITS = {"train": "train[:98%]", "validation": "train[98%:99%]", "test": "train[99%:]"}
+MEL_SOURCES = ("audio", "file")
+MEL_LENGTH_POLICIES = ("fail", "skip", "trim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +128,36 @@ def check_config(config: Any) -> None:
         raise ValueError(
             f"config.data.bad_audio={config.data.bad_audio!r} must be 'skip' or 'fail'."
         )
-    _source(config.data.name)
+    base, _ = _source(config.data.name)
+    mel_source = config.data.get("mel_source", "audio")
+    if mel_source not in MEL_SOURCES:
+        raise ValueError(
+            f"config.data.mel_source={mel_source!r} must be one of {MEL_SOURCES}."
+        )
+    if mel_source == "file":
+        if base != "wav_folder":
+            raise ValueError(
+                f"config.data.mel_source='file' reads each wav's name.npy, which only "
+                f"wav_folder stores, but config.data.name={config.data.name!r}. Use "
+                "--config.data.name=wav_folder --config.data.manual_dir=<folder of name.wav + "
+                "name.npy>, or --config.data.mel_source=audio."
+            )
+        policy = config.data.get("mel_length_policy", "fail")
+        if policy not in MEL_LENGTH_POLICIES:
+            raise ValueError(
+                f"config.data.mel_length_policy={policy!r} must be one of "
+                f"{MEL_LENGTH_POLICIES}."
+            )
+        if config.data.get("mel_length_tolerance", 0) < 0:
+            raise ValueError(
+                f"config.data.mel_length_tolerance={config.data.mel_length_tolerance} must be "
+                ">= 0 frames."
+            )
+
+
+def mels_from_files(config: Any) -> bool:
+    """True when the mels are the stored name.npy files (config.data.mel_source='file')."""
+    return config.data.get("mel_source", "audio") == "file"
 
 
 def local_batch_size(global_batch: int, process_count: int, local_devices: int) -> int:
@@ -147,7 +189,9 @@ def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilde
     download_config = None
     if base == "wav_folder":
         if "/" not in config.data.name:
-            kwargs["config"] = pw_datasets.wav_folder.config_for(config.mel.sample_rate)
+            kwargs["config"] = pw_datasets.wav_folder.config_for(
+                config.mel.sample_rate, mels=mels_from_files(config)
+            )
         kwargs["bad_audio"] = config.data.bad_audio
         if config.data.manual_dir:
             download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
@@ -164,6 +208,12 @@ def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilde
         raise ValueError(
             f"{config.data.name}: feature {source.audio_key!r} is "
             f"{feature.np_dtype}; the pipeline reads int16 audio."
+        )
+    if mels_from_files(config) and "mel" not in builder.info.features:
+        raise ValueError(
+            f"config.data.mel_source='file' but the builder config of {config.data.name!r} "
+            "stores no mels; name one that does (e.g. wav_folder/22050hz_mels), or just "
+            "--config.data.name=wav_folder."
         )
     if prepare and source.built_locally:
         # Processes sharing a data_dir (several on one host) take turns; the first builds.
@@ -286,14 +336,134 @@ class DroppedUtterances:
         )
 
 
+# --------------------------------------------------------------------- mels from files
+
+
+class MelFileCheck:
+    """Checks each stored mel (config.data.mel_source='file') against its audio.
+
+    n_mels must equal config.mel.n_mels; the frame count may differ from len(audio) // hop by
+    up to config.data.mel_length_tolerance frames, and beyond it mel_length_policy applies
+    (module docstring). `skipped` and `trimmed` map utterance ids to (mel frames, audio frames);
+    `error` keeps the ValueError raised inside tf.data so it can be re-raised as itself.
+    """
+
+    def __init__(self, config: Any):
+        self.hop = int(config.mel.hop_length)
+        self.n_mels = int(config.mel.n_mels)
+        self.tolerance = int(config.data.get("mel_length_tolerance", 2))
+        self.policy = config.data.get("mel_length_policy", "fail")
+        self.manual_dir = config.data.manual_dir
+        self.skipped: dict[str, tuple[int, int]] = {}
+        self.trimmed: dict[str, tuple[int, int]] = {}
+        self.error: ValueError | None = None
+
+    def file_of(self, utterance_id: str) -> str:
+        """The .npy file of an utterance (its id is the wav's path under the manual dir)."""
+        return pw_datasets.wav_folder.mel_path(os.path.join(self.manual_dir or "", utterance_id))
+
+    def check(self, utterance_id: str, num_samples: int, mel_shape: tuple[int, int]) -> bool:
+        """True to keep the utterance (cut to the shorter); False to skip it; raises
+        ValueError for a wrong n_mels and, under 'fail', a length beyond the tolerance."""
+        frames, bands = int(mel_shape[0]), int(mel_shape[1])
+        audio_frames = num_samples // self.hop
+        if bands != self.n_mels:
+            hint = (
+                " It looks transposed: save mel.T, (frames, n_mels)."
+                if frames == self.n_mels
+                else ""
+            )
+            self.error = ValueError(
+                f"{self.file_of(utterance_id)}: mel of shape {(frames, bands)} has {bands} "
+                f"mel bands, but config.mel.n_mels={self.n_mels}.{hint} Save mels in this "
+                "config's mel definition (pwavenet.audio.mel_settings), or change config.mel "
+                "to the TTS model's."
+            )
+            raise self.error
+        if abs(frames - audio_frames) <= self.tolerance:
+            return True
+        what = (
+            f"{self.file_of(utterance_id)}: {frames} mel frames, but its wav has "
+            f"{num_samples} samples = {audio_frames} frames of hop {self.hop}, a difference "
+            f"beyond config.data.mel_length_tolerance={self.tolerance}"
+        )
+        if self.policy == "fail":
+            self.error = ValueError(
+                f"{what} and config.data.mel_length_policy='fail'. Check that the mel belongs "
+                "to the wav and uses this hop (config.mel.hop_length), raise the tolerance, or "
+                "use --config.data.mel_length_policy=skip (drop such files) or trim (cut both "
+                "to the shorter)."
+            )
+            raise self.error
+        record = self.skipped if self.policy == "skip" else self.trimmed
+        if utterance_id not in record:
+            record[utterance_id] = (frames, audio_frames)
+            logging.warning(
+                "input pipeline: %s; %s it (%d so far)",
+                what,
+                "skipping" if self.policy == "skip" else "cutting both to the shorter in",
+                len(record),
+            )
+        return self.policy == "trim"
+
+    def _check_tensors(self, utterance_id, num_samples, mel_shape) -> bool:
+        return self.check(
+            utterance_id.numpy().decode("utf-8", "replace"),
+            int(num_samples.numpy()),
+            tuple(mel_shape.numpy()),
+        )
+
+    def keep(self, example: dict[str, Any]) -> Any:
+        """tf predicate on {'audio', 'mel', 'id'}: `check`, in Python only off the fast path."""
+        frames = tf.shape(example["mel"])[0]
+        audio_frames = tf.shape(example["audio"])[0] // self.hop
+        fits = tf.logical_and(
+            tf.equal(tf.shape(example["mel"])[1], self.n_mels),
+            tf.abs(frames - audio_frames) <= self.tolerance,
+        )
+        return tf.cond(
+            fits,
+            lambda: tf.constant(True),
+            lambda: tf.ensure_shape(
+                tf.py_function(
+                    self._check_tensors,
+                    [example["id"], tf.shape(example["audio"])[0], tf.shape(example["mel"])],
+                    tf.bool,
+                ),
+                [],
+            ),
+        )
+
+    def cut(self, example: dict[str, Any]) -> dict[str, Any]:
+        """tf: audio and mel cut to the shorter, min(F, T // hop) frames and as many hops."""
+        frames = tf.minimum(tf.shape(example["mel"])[0], tf.shape(example["audio"])[0] // self.hop)
+        mel = tf.ensure_shape(example["mel"][:frames], [None, self.n_mels])
+        return dict(example, audio=example["audio"][: frames * self.hop], mel=mel)
+
+    def apply(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """Utterances with their stored mels checked and cut (before the crop-length filter)."""
+        return ds.filter(self.keep).map(self.cut, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def numpy_pair(self, example: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(int16 audio, float32 mel) of a numpy example, checked and cut; None to skip."""
+        uid = example["id"]
+        uid = uid.decode("utf-8", "replace") if isinstance(uid, bytes) else str(uid)
+        if not self.check(uid, len(example["audio"]), example["mel"].shape):
+            return None
+        frames = min(len(example["mel"]), len(example["audio"]) // self.hop)
+        return example["audio"][: frames * self.hop], example["mel"][:frames]
+
+
 def _numpy_batches(
     ds: tf.data.Dataset,
     dropped: DroppedUtterances,
     *,
     endless: Callable[[], str] | None = None,
     op_error: type = tf.errors.OpError,
+    mel_files: MelFileCheck | None = None,
 ) -> Iterator[Batch]:
-    """Numpy batches of `ds`; re-raises the bad-audio policy's ValueError as itself.
+    """Numpy batches of `ds`; re-raises the bad-audio policy's ValueError (and the stored
+    mels' check's) as itself.
 
     endless: for a stream that should never end, gives the message for when it does anyway
     (a repeated split that yields nothing: every utterance was dropped).
@@ -303,6 +473,8 @@ def _numpy_batches(
     except op_error:
         if dropped.error is not None:
             raise dropped.error from None
+        if mel_files is not None and mel_files.error is not None:
+            raise mel_files.error from None
         raise
     if endless:
         raise ValueError(endless())
@@ -327,19 +499,21 @@ def _utterances(builder, config: Any, split: str, *, shuffle_seed: int | None) -
             else tf.constant(0, tf.int32)
         )
         uid = example["id"] if "id" in example else tf.constant("")
-        return {"audio": example[source.audio_key], "speaker": speaker, "id": uid}
+        out = {"audio": example[source.audio_key], "speaker": speaker, "id": uid}
+        if mels_from_files(config):
+            out["mel"] = example["mel"]
+        return out
 
     return ds.map(standardize, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _features(mel_config: Any) -> Callable:
+    """Float audio and its mel: the stored one when the example has it, else computed."""
+
     def compute(example):
         x = audio.pcm16_to_float(example["audio"])
-        return {
-            "audio": x,
-            "mel": audio.log_mel_spectrogram(x, mel_config),
-            "speaker": example["speaker"],
-        }
+        mel = example["mel"] if "mel" in example else audio.log_mel_spectrogram(x, mel_config)
+        return {"audio": x, "mel": mel, "speaker": example["speaker"]}
 
     return compute
 
@@ -371,6 +545,7 @@ def train_dataset(
     batch_size: int,
     dropped: DroppedUtterances,
     start_batch: int = 0,
+    mel_files: MelFileCheck | None = None,
 ) -> tf.data.Dataset:
     """Infinite stream of training batches for one process (see the module docstring),
     from its batch `start_batch` on: the examples before it are skipped before their mels are
@@ -383,6 +558,8 @@ def train_dataset(
     )
     seed = int(config.seed) * 1_000_003 + process_index
     ds = _utterances(builder, config, split, shuffle_seed=seed)
+    if mel_files is not None:
+        ds = mel_files.apply(ds)
     ds = ds.filter(dropped.keep).repeat()
     ds = ds.shuffle(config.data.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.enumerate()
@@ -415,6 +592,7 @@ def eval_dataset(
     process_count: int,
     batch_size: int,
     dropped: DroppedUtterances,
+    mel_files: MelFileCheck | None = None,
 ) -> tf.data.Dataset:
     """One deterministic pass of centred validation crops for one process (finite)."""
     crop_frames = config.data.crop_samples // config.mel.hop_length
@@ -424,7 +602,10 @@ def eval_dataset(
         process_count=process_count,
         drop_remainder=True,
     )
-    ds = _utterances(builder, config, split, shuffle_seed=None).filter(dropped.keep)
+    ds = _utterances(builder, config, split, shuffle_seed=None)
+    if mel_files is not None:
+        ds = mel_files.apply(ds)
+    ds = ds.filter(dropped.keep)
     ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
 
     def centre_crop(example):
@@ -450,6 +631,8 @@ class Datasets:
       with num_batches it yields exactly that many (cycling the split when it is smaller),
       so that every process runs the same number of collective eval steps.
     dropped: the too-short utterances seen so far ({id: samples}); info: DataInfo.
+    mel_files: the stored mels' check (config.data.mel_source='file'), with the utterances it
+      skipped and trimmed so far; None for mels computed from the audio.
     """
 
     train: Iterator[Batch] | None
@@ -458,6 +641,7 @@ class Datasets:
     dropped: DroppedUtterances
     batch_size: int
     train_from: Callable[[int], Iterator[Batch]] | None = None
+    mel_files: MelFileCheck | None = None
 
 
 def create_datasets(
@@ -502,17 +686,20 @@ def create_datasets(
         if min_samples == config.data.crop_samples
         else "the log-mel's reflect padding",
     )
+    mel_files = MelFileCheck(config) if mels_from_files(config) else None
     kwargs = dict(
         process_index=process_index,
         process_count=process_count,
         batch_size=batch_size,
         dropped=dropped,
+        mel_files=mel_files,
     )
 
     def train_from(step: int) -> Iterator[Batch]:
         return _numpy_batches(
             train_dataset(config, builder, start_batch=step, **kwargs),
             dropped,
+            mel_files=mel_files,
             endless=lambda: (
                 f"The training split {config.data.train_split!r} of {config.data.name} gave "
                 f"no batch of {batch_size} on process {process_index}: too few utterances of "
@@ -526,8 +713,8 @@ def create_datasets(
 
     def eval_batches(num_batches: int | None = None) -> Iterator[Batch]:
         if num_batches is None:
-            return _numpy_batches(eval_ds, dropped)
-        return _exactly(eval_ds, num_batches, dropped, config, process_index)
+            return _numpy_batches(eval_ds, dropped, mel_files=mel_files)
+        return _exactly(eval_ds, num_batches, dropped, config, process_index, mel_files)
 
     logging.info(
         "Data %s: %d speakers at %d Hz; process %d of %d reads batches of %d (global %d).",
@@ -546,6 +733,7 @@ def create_datasets(
         dropped=dropped,
         batch_size=batch_size,
         train_from=train_from if train else None,
+        mel_files=mel_files,
     )
 
 
@@ -555,9 +743,10 @@ def _exactly(
     dropped: DroppedUtterances,
     config: Any,
     process_index: int,
+    mel_files: MelFileCheck | None = None,
 ) -> Iterator[Batch]:
     count = 0
-    for batch in _numpy_batches(ds.repeat().take(num_batches), dropped):
+    for batch in _numpy_batches(ds.repeat().take(num_batches), dropped, mel_files=mel_files):
         count += 1
         yield batch
     if count < num_batches:
@@ -607,7 +796,9 @@ def validation_utterances(
     split = resolve_split(config, split or config.data.eval_split)
     chosen: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
-    for example in _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator():
+    for example in _stored_mels_checked(
+        config, _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator()
+    ):
         if len(example["audio"]) >= max_samples:
             chosen.append(example)
             if len(chosen) == num_utterances:
@@ -622,7 +813,10 @@ def validation_utterances(
     if length < hop:
         raise ValueError(f"The chosen utterances of {split!r} are shorter than one hop.")
     full = [audio.pcm16_to_float(e["audio"]) for e in chosen]
-    mels = [audio.log_mel_spectrogram(x, config.mel)[: length // hop] for x in full]
+    mels = [
+        (e["mel"] if "mel" in e else audio.log_mel_spectrogram(x, config.mel))[: length // hop]
+        for e, x in zip(chosen, full)
+    ]
     return {
         "audio": np.stack([x[:length] for x in full]),
         "mel": np.stack(mels).astype(np.float32),
@@ -644,7 +838,9 @@ def split_utterances(
     builder = get_builder(config)
     split = resolve_split(config, split or config.data.eval_split)
     out = []
-    for example in _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator():
+    for example in _stored_mels_checked(
+        config, _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator()
+    ):
         x = audio.pcm16_to_float(example["audio"])
         length = len(x) if max_seconds <= 0 else min(len(x), int(max_seconds * config.mel.sample_rate))
         length = length // hop * hop
@@ -653,7 +849,14 @@ def split_utterances(
         out.append(
             {
                 "audio": np.asarray(x[:length], np.float32),
-                "mel": np.asarray(audio.log_mel_spectrogram(x, config.mel)[: length // hop]),
+                "mel": np.asarray(
+                    (
+                        example["mel"]
+                        if "mel" in example
+                        else audio.log_mel_spectrogram(x, config.mel)
+                    )[: length // hop],
+                    np.float32,
+                ),
                 "speaker": int(example["speaker"]),
                 "id": example["id"].decode("utf-8", "replace"),
             }
@@ -663,3 +866,16 @@ def split_utterances(
     if not out:
         raise ValueError(f"The split {split!r} of {config.data.name} has no utterances.")
     return out
+
+
+def _stored_mels_checked(config: Any, examples: Iterator[dict[str, Any]]):
+    """Numpy examples with their stored mels checked and cut (`MelFileCheck`); unchanged when
+    the mels are computed from the audio."""
+    if not mels_from_files(config):
+        yield from examples
+        return
+    check = MelFileCheck(config)
+    for example in examples:
+        pair = check.numpy_pair(example)
+        if pair is not None:
+            yield dict(example, audio=pair[0], mel=pair[1])

@@ -139,7 +139,9 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains the teacher in `workdir` (resuming if it has checkpoints)."""
+    """Trains the teacher in `workdir` (resuming if it has checkpoints; else starting from
+    config.init_from's weights when set)."""
     train.check_workdir_config(config, workdir, sections=("model", "mel"))
+    train.check_init_from(config)
     model = build_model(config)
     return train.fit(config, workdir, make_job(config, model))

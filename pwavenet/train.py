@@ -9,6 +9,12 @@ A resumed run continues exactly where the interrupted one was: the state (params
 optimizer, RNG, step) comes from the checkpoint and the data stream restarts at the batch of
 the restored step (`Job.train_batches` as a function of the step).
 
+Fine-tuning: a run whose workdir has no checkpoint and whose config.init_from names another
+workdir starts from that run's latest weights (its EMA weights unless config.init_from_ema is
+False) as step-0 params and EMA, with a fresh optimizer and schedule; a workdir with a
+checkpoint resumes it and ignores init_from. The jobs refuse an init_from whose `model`
+section differs (`check_init_from`), before any data is read.
+
 Randomness inside a step is one key per example, `fold_in(fold_in(state.rng, step), i)` for
 the example's index i in the global batch: it does not depend on how the batch is split over
 devices and hosts, so 8 devices draw what 1 device draws.
@@ -286,6 +292,64 @@ def check_workdir_config(
         )
 
 
+# Model fields that change how a computation runs, not the parameters or the function.
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "synthesis_chunk")
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config.init_from run whose `model` section differs from this config's in
+    any field but RUNTIME_MODEL_FIELDS (no-op when init_from is empty)."""
+    source = config.get("init_from", "")
+    if not source:
+        return
+    if not os.path.isdir(source):
+        raise FileNotFoundError(
+            f"config.init_from={source!r} does not exist; pass the workdir of the run to "
+            "fine-tune from, or leave config.init_from empty."
+        )
+    runtime = {f"model.{f}" for f in RUNTIME_MODEL_FIELDS}
+    problems = [
+        p
+        for p in config_mismatches(load_config(source), config, ("model",))
+        if p.split(":")[0] not in runtime
+    ]
+    if problems:
+        raise ValueError(
+            f"config.init_from={source!r} holds a model of another architecture, so its "
+            "weights cannot start this run:\n  "
+            + "\n  ".join(problems)
+            + "\nOverride these fields to the saved values, or fine-tune from a run of this "
+            "architecture."
+        )
+
+
+def init_params_from(workdir: str, like: PyTree, *, ema: bool = True) -> tuple[PyTree, int]:
+    """(params, step) of `workdir`'s latest checkpoint (EMA weights unless ema=False),
+    checked leaf by leaf against `like` (this run's freshly initialised params): the same
+    tree of the same shapes, or a ValueError naming each differing leaf."""
+    params, step = restore_params(workdir, ema=ema)
+    loaded = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    wanted = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(like)}
+    problems = []
+    for key in sorted(set(loaded) | set(wanted)):
+        a, b = loaded.get(key), wanted.get(key)
+        if a is None or b is None or np.shape(a) != np.shape(b):
+            shape = lambda x: "missing" if x is None else tuple(np.shape(x))  # noqa: E731
+            problems.append(f"{key}: saved {shape(a)}, now {shape(b)}")
+    if problems:
+        raise ValueError(
+            f"The weights in {workdir} (step {step}) do not fit this model:\n  "
+            + "\n  ".join(problems)
+            + "\nFine-tune from a run of the same architecture."
+        )
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    params = jax.tree_util.tree_unflatten(
+        treedef,
+        [jnp.asarray(loaded[jax.tree_util.keystr(k)], v.dtype) for k, v in leaves],
+    )
+    return params, step
+
+
 def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
@@ -431,6 +495,9 @@ class Job:
     summaries: Callable[[Writer, int, PyTree], None] | None = None
     samples_per_example: int = 1  # for samples/s: e.g. the crop length
     frozen: PyTree | None = None
+    # Applied to the weights loaded from config.init_from before they start the run (a
+    # student with a frozen upsampler takes its new teacher's).
+    adapt_init_from: Callable[[PyTree], PyTree] | None = None
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
@@ -453,9 +520,24 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
     ckpt = checkpoint_manager(workdir, train_config)
+    init_from = config.get("init_from", "")
     if ckpt.latest_step() is not None:
         state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
         logging.info("Resumed from %s at step %d.", workdir, int(state.step))
+        if init_from:
+            logging.info("config.init_from=%s ignored: the run resumes its own.", init_from)
+    elif init_from:
+        ema = config.get("init_from_ema", True)
+        params, source_step = init_params_from(init_from, state.params, ema=ema)
+        if job.adapt_init_from is not None:
+            params = job.adapt_init_from(params)
+        state = create_train_state(state_rng, params, tx)
+        logging.info(
+            "Fine-tuning from the %s weights of %s (step %d).",
+            "EMA" if ema else "raw",
+            init_from,
+            source_step,
+        )
     save_config(config, workdir)
     writer = Writer(workdir)
     start = int(state.step)

@@ -15,6 +15,15 @@ file's path relative to D, with '/' separators}. Configs: `WavFolderConfig(sampl
 predefined as '16000hz', '22050hz' (the default), '24000hz', '44100hz', '48000hz'; any other
 rate works as `config=WavFolderConfig(name='<rate>hz', sample_rate=<rate>)`.
 
+Mels from files (`WavFolderConfig(mels=True)`, predefined as '<rate>hz_mels'; `config_for(rate,
+mels=True)`): every `name.wav` has a `name.npy` beside it, a float (frames, n_mels) log-mel
+in the training config's mel definition, e.g. a TTS model's teacher-forced prediction for
+that utterance; it is stored as the feature 'mel', float32 (frames, n_mels), unchanged. The
+build only checks that it is a finite 2-D float array; its frame count and n_mels are checked
+against the config by the input pipeline (config.data.mel_length_tolerance and
+mel_length_policy), so one build serves any hop. A missing or unusable .npy is bad data
+under the policy below (rules 'missing mel' and 'bad mel').
+
 Splits (deterministic, by file name, stable when files are added or removed): a file with
 relative path p goes to train if u(p) < 0.90, validation if u(p) < 0.95, else test, where
 u(p) is the first 8 bytes of sha256(p) as a fraction of 2^64. Only usable files (below) are
@@ -37,6 +46,9 @@ config.data.bad_audio). Never a silent wrong example:
                  window, cutoff 0.945 of the lower Nyquist)                 kept, counted
     clipped      samples at or beyond full scale (int16 -32768 or 32767
                  after conversion); values beyond it are clipped            kept, counted
+    missing mel  (mels=True) no name.npy beside name.wav                    skip | fail
+    bad mel      (mels=True) the .npy is unreadable, not 2-D, not a float
+                 array, or not finite                                       skip | fail
 
 The build decodes every file twice: a first pass applies the policy (so splits are drawn
 from usable files), the second writes the examples. Under 'skip' each skipped file is logged
@@ -248,23 +260,59 @@ def assign_splits(paths: list[str]) -> dict[str, list[str]]:
     return splits
 
 
+def mel_path(wav_path: str) -> str:
+    """The predicted mel's file beside a wav: `name.wav` -> `name.npy`."""
+    return os.path.splitext(wav_path)[0] + ".npy"
+
+
+def read_mel(wav_path: str) -> np.ndarray:
+    """The (frames, n_mels) float32 mel stored beside `wav_path`, or raises BadAudioError."""
+    path = mel_path(wav_path)
+    if not os.path.isfile(path):
+        raise BadAudioError(path, "missing mel", f"no {os.path.basename(path)} beside the wav")
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  numpy reports corrupt files in several ways
+        raise BadAudioError(path, "bad mel", f"{type(e).__name__}: {e}") from e
+    if mel.ndim != 2 or not np.issubdtype(mel.dtype, np.floating):
+        raise BadAudioError(
+            path, "bad mel", f"{mel.dtype} array of shape {mel.shape}; need float (frames, n_mels)"
+        )
+    finite = np.isfinite(mel)
+    if not finite.all():
+        raise BadAudioError(
+            path, "bad mel", f"{int(mel.size - finite.sum())} NaN/inf values of {mel.size}"
+        )
+    return mel.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- builder
 
 
 @dataclasses.dataclass(eq=False)
 class WavFolderConfig(tfds.core.BuilderConfig):
-    """sample_rate: every example is stored at this rate (other files are resampled)."""
+    """sample_rate: every example is stored at this rate (other files are resampled).
+    mels: also store each wav's `name.npy` beside it as the feature 'mel'."""
 
     sample_rate: int = 22050
+    mels: bool = False
 
 
-def config_for(sample_rate: int) -> WavFolderConfig | str:
-    """The builder config for a sample rate: a predefined name or a new config."""
-    name = f"{int(sample_rate)}hz"
+def _describe(sample_rate: int, mels: bool) -> str:
+    return f"Audio at {sample_rate} Hz" + (" with the mel from name.npy." if mels else ".")
+
+
+def config_for(sample_rate: int, mels: bool = False) -> WavFolderConfig | str:
+    """The builder config for a sample rate (and mels from files): a predefined name or a
+    new config."""
+    name = f"{int(sample_rate)}hz" + ("_mels" if mels else "")
     if any(c.name == name for c in WavFolder.BUILDER_CONFIGS):
         return name
     return WavFolderConfig(
-        name=name, sample_rate=int(sample_rate), description=f"Audio at {sample_rate} Hz."
+        name=name,
+        sample_rate=int(sample_rate),
+        mels=bool(mels),
+        description=_describe(sample_rate, mels),
     )
 
 
@@ -277,7 +325,13 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
         "bad-audio policy skip | fail.",
     }
     BUILDER_CONFIGS = [
-        WavFolderConfig(name=f"{rate}hz", sample_rate=rate, description=f"Audio at {rate} Hz.")
+        WavFolderConfig(
+            name=f"{rate}hz" + ("_mels" if mels else ""),
+            sample_rate=rate,
+            mels=mels,
+            description=_describe(rate, mels),
+        )
+        for mels in (False, True)
         for rate in (16000, 22050, 24000, 44100, 48000)
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "22050hz"
@@ -299,15 +353,19 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         rate = self.builder_config.sample_rate
+        features = {
+            "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
+            "speaker": np.int64,
+            "id": tfds.features.Text(),
+        }
+        if self.builder_config.mels:
+            # (frames, n_mels): two unknown dimensions need an explicit encoding.
+            features["mel"] = tfds.features.Tensor(
+                shape=(None, None), dtype=np.float32, encoding="bytes"
+            )
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
-                    "speaker": np.int64,
-                    "id": tfds.features.Text(),
-                }
-            ),
+            features=tfds.features.FeaturesDict(features),
             supervised_keys=None,
             metadata=tfds.core.MetadataDict(sample_rate=rate),
         )
@@ -322,6 +380,8 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
         for relative, speaker in files:
             try:
                 read_wav(os.path.join(folder, relative), None)
+                if self.builder_config.mels:
+                    read_mel(os.path.join(folder, relative))
             except BadAudioError as e:
                 if self._bad_audio == "fail":
                     raise ValueError(
@@ -384,7 +444,10 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
                 )
                 report["clipped"].append(relative)
             report["kept"] += 1
-            yield relative, {"audio": read.audio, "speaker": speaker, "id": relative}
+            example = {"audio": read.audio, "speaker": speaker, "id": relative}
+            if self.builder_config.mels:
+                example["mel"] = read_mel(os.path.join(folder, relative))
+            yield relative, example
         logging.info(
             "wav_folder %s split: %d files; downmixed %d, resampled %d, clipped %d",
             split,

@@ -120,8 +120,8 @@ def test_batches_carry_the_stored_mel_of_each_crop(folder):
 
 @pytest.fixture(scope="module")
 def mismatched(tmp_path_factory):
-    """Four good utterances, one whose mel is 5 frames short (beyond the tolerance), and one
-    wav without a .npy."""
+    """Four good utterances, one whose mel is 5 frames short (beyond the tolerance), a wav
+    without a .npy and one whose .npy is 1-D."""
     root = tmp_path_factory.mktemp("mismatch")
     wavs = root / "wavs"
     wavs.mkdir()
@@ -130,7 +130,9 @@ def mismatched(tmp_path_factory):
         f"g{i}.wav": _write_utterance(str(wavs), f"g{i}", 50 * HOP, rng) for i in range(4)
     }
     utterances["short.wav"] = _write_utterance(str(wavs), "short", 50 * HOP, rng, -5)
-    soundfile.write(wavs / "nomel.wav", np.zeros(50 * HOP, np.int16), RATE, subtype="PCM_16")
+    for bad in ("nomel", "flat"):
+        soundfile.write(wavs / f"{bad}.wav", np.zeros(50 * HOP, np.int16), RATE, subtype="PCM_16")
+    np.save(wavs / "flat.npy", np.zeros(50 * N_MELS, np.float32))  # not (frames, n_mels)
     return wavs, root / "data", utterances
 
 
@@ -147,9 +149,9 @@ def test_a_mel_length_beyond_the_tolerance_fails_skips_or_trims(mismatched):
     with pytest.raises(ValueError, match=too_short):
         for _ in range(4):
             next(data.train)
-    # The wav without a .npy was left out when the folder was built (bad_audio='skip').
+    # The wavs without a usable .npy were left out when the folder was built (bad_audio='skip').
     report = input_pipeline.get_builder(fail).info.metadata["build_report"]
-    assert report["skipped"] == {"nomel.wav": "missing mel"}
+    assert report["skipped"] == {"nomel.wav": "missing mel", "flat.wav": "bad mel"}
 
     skip = _config(wavs, data_dir, **{"data.mel_length_policy": "skip"})
     data = _datasets(skip)
@@ -184,6 +186,11 @@ def test_a_mel_length_beyond_the_tolerance_fails_skips_or_trims(mismatched):
     bands = r"g\d\.npy: mel of shape \(50, 16\) has 16 mel bands, but config.mel.n_mels=8"
     with pytest.raises(ValueError, match=bands):
         next(data.train)
+    # (n_mels, frames), as some TTS recipes save it, gets a hint: here 50 frames of 16 bands
+    # read against a 50-band definition.
+    transposed = _datasets(_config(wavs, data_dir, **{"mel.n_mels": 50}))
+    with pytest.raises(ValueError, match=r"n_mels=50\. It looks transposed: save mel\.T"):
+        next(transposed.train)
 
 
 def test_mel_source_file_needs_wav_folder():

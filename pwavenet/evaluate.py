@@ -125,21 +125,24 @@ def mel_comparison_image(
 # ------------------------------------------------------------------- quality over a split
 
 
-def padded_batches(utterances: list[dict[str, Any]], batch_size: int, mel_config):
+def padded_batches(
+    utterances: list[dict[str, Any]], batch_size: int, mel_config, length: int | None = None
+):
     """Yields (indices, batch) over `utterances` (input_pipeline.split_utterances) sorted by
     length, each batch {'audio': (B, T), 'mel': (B, T // hop, n_mels), 'speaker': (B,)} padded
-    to its longest: audio with zeros, the mel with the log floor (silence). Every model here is
-    causal in its audio, so padding after an utterance leaves its own samples' distribution
-    unchanged except where the upsampler's kernels reach into the padding (the last frame)."""
+    to `length` samples (default: its longest): audio with zeros, the mel with the log floor
+    (silence). Every model here is causal in its audio, so padding after an utterance leaves
+    its own samples' distribution unchanged except where the upsampler's kernels reach into
+    the padding (the last frame). One `length` for all batches compiles each model once."""
     order = sorted(range(len(utterances)), key=lambda i: len(utterances[i]["audio"]))
     floor = math.log(float(mel_config.log_floor))
     hop = int(mel_config.hop_length)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        length = max(len(utterances[i]["audio"]) for i in indices)
-        audio_batch = np.zeros((len(indices), length), np.float32)
+        size = length or max(len(utterances[i]["audio"]) for i in indices)
+        audio_batch = np.zeros((len(indices), size), np.float32)
         mel_batch = np.full(
-            (len(indices), length // hop, utterances[indices[0]]["mel"].shape[-1]), floor, np.float32
+            (len(indices), size // hop, utterances[indices[0]]["mel"].shape[-1]), floor, np.float32
         )
         for row, i in enumerate(indices):
             u = utterances[i]
@@ -150,13 +153,19 @@ def padded_batches(utterances: list[dict[str, Any]], batch_size: int, mel_config
 
 
 def synthesize_split(
-    synthesize, utterances: list[dict[str, Any]], batch_size: int, mel_config, seed: int
+    synthesize,
+    utterances: list[dict[str, Any]],
+    batch_size: int,
+    mel_config,
+    seed: int,
+    length: int | None = None,
 ) -> list[np.ndarray]:
     """`synthesize(batch, rng) -> (B, T)` over `padded_batches`, each utterance's audio cut
     back to its length, in the utterances' order. Batch b draws from fold_in(seed key, b)."""
     out: list[np.ndarray | None] = [None] * len(utterances)
     key = jax.random.PRNGKey(seed)
-    for b, (indices, batch) in enumerate(padded_batches(utterances, batch_size, mel_config)):
+    batches = padded_batches(utterances, batch_size, mel_config, length)
+    for b, (indices, batch) in enumerate(batches):
         generated = np.asarray(synthesize(batch, jax.random.fold_in(key, b)), np.float32)
         for row, i in enumerate(indices):
             out[i] = np.clip(generated[row, : len(utterances[i]["audio"])], -1.0, 1.0)
@@ -168,26 +177,30 @@ def griffin_lim_split(utterances: list[dict[str, Any]], mel_config) -> list[np.n
     return [quality.griffin_lim(u["mel"], mel_config, len(u["audio"])) for u in utterances]
 
 
-def teacher_nll_split(
-    teacher_model, teacher_config, teacher_params, utterances, audio_list, batch_size: int
-) -> list[float]:
-    """The teacher's NLL (nats/sample) of each utterance's `audio_list` entry given its mel,
-    padding masked out."""
-    forced = jax.jit(
+def teacher_log_likelihood(teacher_model, teacher_params):
+    """A jitted log p_T(x_t | x_<t, mel, speaker) per sample: (x, mel, speaker) -> (B, T)."""
+    return jax.jit(
         lambda x, mel, speaker: wavenet.log_likelihood(
             teacher_model.apply({"params": teacher_params}, x, mel, speaker),
             x,
             teacher_model.distribution,
         )
     )
+
+
+def teacher_nll_split(
+    log_likelihood, teacher_config, utterances, audio_list, batch_size: int, length: int
+) -> list[float]:
+    """The teacher's NLL (nats/sample) of each utterance's `audio_list` entry given its mel
+    (`log_likelihood` from `teacher_log_likelihood`), padding masked out."""
     out = [math.nan] * len(utterances)
-    for indices, batch in padded_batches(utterances, batch_size, teacher_config.mel):
+    for indices, batch in padded_batches(utterances, batch_size, teacher_config.mel, length):
         x = np.zeros_like(batch["audio"])
         for row, i in enumerate(indices):
             x[row, : len(audio_list[i])] = audio_list[i]
         mel = batch["mel"] if teacher_config.model.n_mels else None
         speaker = batch["speaker"] if teacher_config.model.num_speakers else None
-        log_p = np.asarray(forced(jnp.asarray(x), mel, speaker))
+        log_p = np.asarray(log_likelihood(jnp.asarray(x), mel, speaker))
         for row, i in enumerate(indices):
             out[i] = float(-np.mean(log_p[row, : len(audio_list[i])]))
     return out
@@ -244,6 +257,43 @@ def quality_utterances_of(config, split: str | None, limit: int | None) -> list[
         limit = int(config.eval.get("quality_utterances", 0))
     max_seconds = float(config.eval.get("quality_max_seconds", 0.0))
     return input_pipeline.split_utterances(config, split, limit, max_seconds)
+
+
+def quality_table(
+    workdir: str,
+    step: int,
+    config,
+    teacher_model_config_params: tuple[Any, Any, Any],
+    synthesizers: dict[str, Any],
+    *,
+    split: str | None,
+    limit: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The report's quality table: the Griffin-Lim baseline and each of `synthesizers`
+    (name -> `synthesize(batch, rng) -> (B, T)`, see `synthesize_split`) over the split's
+    utterances, scored by `score_systems` with the teacher's NLL (`teacher_model_config_params`
+    = (model, config, params)); its means also go to TensorBoard."""
+    split_name = split or config.data.eval_split
+    utterances = quality_utterances_of(config, split, limit)
+    batch_size = int(config.eval.batch_size)
+    length = max(len(u["audio"]) for u in utterances)
+    systems = {"griffin_lim": griffin_lim_split(utterances, config.mel)}
+    for name, synthesize in synthesizers.items():
+        systems[name] = synthesize_split(
+            synthesize, utterances, batch_size, config.mel, seed, length
+        )
+    model, model_config, params = teacher_model_config_params
+    log_likelihood = teacher_log_likelihood(model, params)
+    nlls = {
+        name: teacher_nll_split(
+            log_likelihood, model_config, utterances, audio_list, batch_size, length
+        )
+        for name, audio_list in {"reference": [u["audio"] for u in utterances], **systems}.items()
+    }
+    scores = score_systems(utterances, systems, config.mel.sample_rate, teacher_nll=nlls)
+    write_quality_summaries(workdir, step, scores, split_name)
+    return {"split": split_name, **scores}
 
 
 def write_quality_summaries(workdir: str, step: int, scores: dict[str, Any], split: str) -> None:
@@ -385,25 +435,20 @@ def evaluate(
         os.path.join(out, "mels.png"),
     )
 
-    # The quality table: every measure over the split, beside the Griffin-Lim baseline.
-    split_name = split or config.data.eval_split
-    utts = quality_utterances_of(config, split, quality_utterances)
-    batch_size = int(config.eval.batch_size)
-
     def synthesize(batch, rng):
         mel, speaker = teacher.model_inputs(config, batch)
         return teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
 
-    systems = {
-        "griffin_lim": griffin_lim_split(utts, config.mel),
-        "teacher": synthesize_split(synthesize, utts, batch_size, config.mel, seed),
-    }
-    nlls = {
-        name: teacher_nll_split(model, config, params, utts, audio_list, batch_size)
-        for name, audio_list in {"reference": [u["audio"] for u in utts], **systems}.items()
-    }
-    scores = score_systems(utts, systems, sr, teacher_nll=nlls)
-    write_quality_summaries(workdir, step, scores, split_name)
+    table = quality_table(
+        workdir,
+        step,
+        config,
+        (model, config, params),
+        {"teacher": synthesize},
+        split=split,
+        limit=quality_utterances,
+        seed=seed,
+    )
     speed = [generation_speed(model, config, params, b, speed_seconds) for b in speed_batch_sizes]
 
     report = {
@@ -417,7 +462,7 @@ def evaluate(
         "log_mel_l1_between_references": between_references(config, reference),
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / sr,
-        "quality": {"split": split_name, **scores},
+        "quality": table,
         "generation_speed": speed,
         "files": sorted(os.listdir(out)),
     }
@@ -557,10 +602,6 @@ def evaluate_student(
         config, reference, listening, os.path.join(out, "mels.png"), models_as_rows=True
     )
 
-    # The quality table over the split: the two models and the two baselines.
-    split_name = split or config.data.eval_split
-    utts = quality_utterances_of(config, split, quality_utterances)
-    batch_size = int(config.eval.batch_size)
     untrained = distill.init_params(
         student, config, jax.random.PRNGKey(config.seed), teacher.params
     )
@@ -575,22 +616,20 @@ def evaluate_student(
         m, s = teacher_lib.model_inputs(teacher.config, b)
         return teacher_samples(teacher.model, teacher.params, r, m, s, b["audio"].shape[1])
 
-    systems = {
-        "griffin_lim": griffin_lim_split(utts, config.mel),
-        "untrained_student": synthesize_split(
-            student_synthesis(untrained), utts, batch_size, config.mel, seed
-        ),
-        "teacher": synthesize_split(teacher_synthesis, utts, batch_size, config.mel, seed),
-        "student": synthesize_split(student_synthesis(params), utts, batch_size, config.mel, seed),
-    }
-    nlls = {
-        name: teacher_nll_split(
-            teacher.model, teacher.config, teacher.params, utts, audio_list, batch_size
-        )
-        for name, audio_list in {"reference": [u["audio"] for u in utts], **systems}.items()
-    }
-    scores = score_systems(utts, systems, sr, teacher_nll=nlls)
-    write_quality_summaries(workdir, step, scores, split_name)
+    table = quality_table(
+        workdir,
+        step,
+        config,
+        (teacher.model, teacher.config, teacher.params),
+        {
+            "untrained_student": student_synthesis(untrained),
+            "teacher": teacher_synthesis,
+            "student": student_synthesis(params),
+        },
+        split=split,
+        limit=quality_utterances,
+        seed=seed,
+    )
 
     student_l1 = log_mel_l1(config, student_audio, reference)
     teacher_l1 = log_mel_l1(config, teacher_audio, reference)
@@ -603,7 +642,7 @@ def evaluate_student(
         "teacher_step": int(teacher.step),
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / sr,
-        "quality": {"split": split_name, **scores},
+        "quality": table,
         "log_mel_l1_student": float(np.mean(student_l1)),
         "log_mel_l1_teacher": float(np.mean(teacher_l1)),
         "log_mel_l1_between_references": between_references(config, reference),

@@ -136,6 +136,8 @@ def padded_batches(
     the padding (the last frame). One `length` for all batches compiles each model once."""
     order = sorted(range(len(utterances)), key=lambda i: len(utterances[i]["audio"]))
     floor = math.log(float(mel_config.log_floor))
+    if audio.mel_preset(mel_config) == "espnet":  # log10 features
+        floor /= math.log(10.0)
     hop = int(mel_config.hop_length)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
@@ -170,6 +172,16 @@ def synthesize_split(
         for row, i in enumerate(indices):
             out[i] = np.clip(generated[row, : len(utterances[i]["audio"])], -1.0, 1.0)
     return out
+
+
+def listening_set(utterances: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """`input_pipeline.validation_utterances`' batch as a list of utterances."""
+    return [
+        {"audio": a, "mel": m, "speaker": int(s), "id": i}
+        for a, m, s, i in zip(
+            utterances["audio"], utterances["mel"], utterances["speaker"], utterances["id"]
+        )
+    ]
 
 
 def griffin_lim_split(utterances: list[dict[str, Any]], mel_config) -> list[np.ndarray]:
@@ -422,9 +434,7 @@ def evaluate(
     )
     generated = generate_for(model, config, params, utterances, jax.random.PRNGKey(seed))
     reference = utterances["audio"]
-    griffin_lim = np.stack(
-        [quality.griffin_lim(m, config.mel, reference.shape[1]) for m in utterances["mel"]]
-    )
+    griffin_lim = np.stack(griffin_lim_split(listening_set(utterances), config.mel))
     distance = log_mel_l1(config, generated, reference)
     sr = config.mel.sample_rate
     write_wavs(out, sr, {"reference": reference, "generated": generated, "griffin_lim": griffin_lim})
@@ -593,9 +603,7 @@ def evaluate_student(
     )
 
     sr = config.mel.sample_rate
-    griffin_lim = np.stack(
-        [quality.griffin_lim(m, config.mel, reference.shape[1]) for m in utterances["mel"]]
-    )
+    griffin_lim = np.stack(griffin_lim_split(listening_set(utterances), config.mel))
     listening = {"griffin_lim": griffin_lim, "teacher": teacher_audio, "student": student_audio}
     write_wavs(out, sr, {"reference": reference, **listening})
     mel_comparison_image(

@@ -102,6 +102,8 @@ def pesq_wb(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float
     from scipy import signal
 
     reference, audio = _pair(reference, audio)
+    if not np.any(reference):
+        return math.nan  # digital silence: no speech for PESQ to find
     if sample_rate != 16000:
         g = math.gcd(16000, sample_rate)
         reference = signal.resample_poly(reference, 16000 // g, sample_rate // g)

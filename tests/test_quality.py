@@ -121,6 +121,14 @@ def test_multi_resolution_stft_distance_of_a_doubled_signal():
     )
 
 
+def test_pesq_is_undefined_without_speech():
+    """PESQ finds no utterance in digital silence or in a reference shorter than its analysis
+    window: NaN, which the means leave out."""
+    assert math.isnan(quality.pesq_wb(np.zeros(SR), _noise(1.0), SR))
+    short = _harmonic(150.0, 0.05)
+    assert math.isnan(quality.pesq_wb(short, short, SR))
+
+
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match=r"shapes \(100,\) and \(99,\)"):
         quality.measure(np.zeros(100), np.zeros(99), SR)

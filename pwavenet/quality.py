@@ -39,7 +39,13 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import librosa
 import numpy as np
+import pesq
+import pystoi
+import pyworld
+import scipy.fft
+from scipy import signal
 
 from pwavenet import audio as audio_lib
 
@@ -89,8 +95,6 @@ def _pair(reference: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def stoi(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float:
     """Short-time objective intelligibility of `audio` against `reference` (pystoi)."""
-    import pystoi
-
     reference, audio = _pair(reference, audio)
     return float(pystoi.stoi(reference, audio, sample_rate, extended=False))
 
@@ -98,9 +102,6 @@ def stoi(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float:
 def pesq_wb(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float:
     """Wide-band PESQ (MOS-LQO, 1.04 to 4.64) at 16 kHz; NaN where PESQ finds no speech in
     the reference (e.g. shorter than its quarter-second analysis needs)."""
-    import pesq
-    from scipy import signal
-
     reference, audio = _pair(reference, audio)
     if not np.any(reference):
         return math.nan  # digital silence: no speech for PESQ to find
@@ -114,18 +115,14 @@ def pesq_wb(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float
         return math.nan
 
 
-def _mel_cepstrum(x: np.ndarray, sample_rate: int, order: int, floor: float) -> np.ndarray:
-    import scipy.fft
-
-    mel = _mel_magnitude(x, sample_rate)
+def _mel_cepstrum(mel: np.ndarray, order: int, floor: float) -> np.ndarray:
+    """Coefficients 1..order of the DCT-II of log max(mel, floor), mel (bands, frames)."""
     return scipy.fft.dct(np.log(np.maximum(mel, floor)), type=2, norm="ortho", axis=0)[
         1 : order + 1
     ]
 
 
 def _mel_magnitude(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    import librosa
-
     return librosa.feature.melspectrogram(
         y=x,
         sr=sample_rate,
@@ -143,10 +140,10 @@ def mel_cepstral_distortion(
     """Mean mel-cepstral distortion in dB over frames, coefficients 1..order (see the module
     docstring)."""
     reference, audio = _pair(reference, audio)
-    peak = float(_mel_magnitude(reference, sample_rate).max())
-    floor = max(peak * 10.0 ** (-_MCD_RANGE_DB / 20.0), 1e-8)
-    diff = _mel_cepstrum(reference, sample_rate, order, floor) - _mel_cepstrum(
-        audio, sample_rate, order, floor
+    mel_reference = _mel_magnitude(reference, sample_rate)
+    floor = max(float(mel_reference.max()) * 10.0 ** (-_MCD_RANGE_DB / 20.0), 1e-8)
+    diff = _mel_cepstrum(mel_reference, order, floor) - _mel_cepstrum(
+        _mel_magnitude(audio, sample_rate), order, floor
     )
     per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * np.sum(np.square(diff), axis=0))
     return float(np.mean(per_frame))
@@ -154,8 +151,6 @@ def mel_cepstral_distortion(
 
 def f0_track(x: np.ndarray, sample_rate: int, frame_period_ms: float = 5.0) -> np.ndarray:
     """F0 in Hz per frame (0 where unvoiced) from WORLD's harvest."""
-    import pyworld
-
     f0, _ = pyworld.harvest(
         np.ascontiguousarray(x, np.float64),
         sample_rate,
@@ -191,8 +186,6 @@ def pitch_errors(
 
 def periodicity(x: np.ndarray, sample_rate: int) -> np.ndarray:
     """Per-frame periodicity in [0, 1] (see the module docstring): (frames,)."""
-    import librosa
-
     x = np.asarray(x, np.float64)
     x = np.pad(x, (_FRAME // 2, _FRAME // 2))
     frames = librosa.util.frame(x, frame_length=_FRAME, hop_length=_HOP, axis=0)  # (F, N)
@@ -217,8 +210,6 @@ def periodicity(x: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def multi_resolution_stft_distance(reference: np.ndarray, audio: np.ndarray) -> float:
     """Spectral convergence plus log-magnitude L1, averaged over three resolutions."""
-    import librosa
-
     reference, audio = _pair(reference, audio)
     total = 0.0
     for n_fft, hop in _STFT_RESOLUTIONS:
@@ -269,8 +260,6 @@ def griffin_lim(
 ) -> np.ndarray:
     """Audio (num_samples,) float32 from one utterance's log-mel (frames, n_mels) in the
     project's definition, by NNLS mel inversion and Griffin-Lim (see the module docstring)."""
-    import librosa
-
     n_fft, win, hop = (
         int(mel_config.n_fft),
         int(mel_config.win_length),

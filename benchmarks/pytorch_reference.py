@@ -1,7 +1,7 @@
 """The benchmark's CPU scenarios in PyTorch, for a same-machine comparison.
 
 Every network here is the `WaveNet` of the `wavenet_vocoder` package (PyPI 0.1.1, the most
-used public PyTorch WaveNet vocoder), at the configurations of pwavenet/benchmark.py:
+used public PyTorch WaveNet vocoder), at the configurations of pwavenet/jobs/benchmark.py:
 
   teacher_train     24 layers in 4 stacks, kernel 3, residual 64, gate 128 (split in two
                     halves, as here), skip 64, a 10-component mixture of logistics (30
@@ -15,7 +15,7 @@ used public PyTorch WaveNet vocoder), at the configurations of pwavenet/benchmar
                     upsampled mel; closed-form KL + 4 x the log-scale regularizer + the
                     3-resolution STFT magnitude loss; one Adam step of the student on 2 x 7680
                     samples. The package has no student: the flows are composed here as
-                    pwavenet.iaf composes them (ClariNet's layout), from the package's layers
+                    pwavenet.models.iaf composes them (ClariNet's layout), from the package's layers
   student_generate  that student synthesizing 87 frames (22,272 samples) at batch 1
 
 Timing is this harness's: the median of the timed runs after a warm-up one. Each scenario is
@@ -145,7 +145,7 @@ def _student(weight_norm: bool, flows: int = 6, init_log_scale: float = -3.0):
     WaveNet of 10 layers (kernel 3, 64/128/64) emitting a shift and a raw log-scale per step
     from its shifted input and the upsampled mel; log-scales smoothly clamped to (-7, 3) and
     offset by init_log_scale / flows, each flow's output layer started 100 times smaller
-    (pwavenet.iaf's parametrization)."""
+    (pwavenet.models.iaf's parametrization)."""
     import torch
     import torch.nn.functional as F
 

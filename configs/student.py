@@ -70,9 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
     c.model.flow_log_scale_max = 3.0
     c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
-    # > 0: a last, fixed layer after the flows (pwavenet.iaf): u = g * flows(z) with each mel
+    # > 0: a last, fixed layer after the flows (pwavenet.models.iaf): u = g * flows(z) with each mel
     # frame's excitation level g, then the all-pole synthesis x_t = u_t + sum_j a_j x_{t-1-j}
-    # with the frame's predictor (pwavenet.lpc: exactly the teacher's, so the teacher's
+    # with the frame's predictor (pwavenet.audio.lpc: exactly the teacher's, so the teacher's
     # residual of x is u). The flows then model the excitation, as the teacher's network
     # does. Defaults to the teacher's predictor settings.
     c.model.lpc_order = t.model.lpc_order
@@ -84,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "float32"
     c.model.remat = False
     # > 0: parallel synthesis runs the flows in windows of this many samples, each with the
-    # flows' receptive field of past noise (pwavenet.iaf.windowed_flows; the output is the
+    # flows' receptive field of past noise (pwavenet.models.iaf.windowed_flows; the output is the
     # same). Narrow flows on a CPU run about twice as fast in windows of 4096; 0: one pass.
     c.model.synthesis_chunk = 0
 
@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill.regularizer_weight = 4.0  # closed form: weight of (log S - log s_T)^2
     c.distill.power_weight = 1.0
     # > 0: adds spectral convergence + log STFT magnitude (Parallel WaveGAN's auxiliary loss)
-    # at the same resolutions, times this weight (pwavenet.distill.spectral_losses).
+    # at the same resolutions, times this weight (pwavenet.distillation.spectral_losses).
     c.distill.spectral_weight = 0.0
     # (n_fft, hop, window) of each STFT resolution of the power loss.
     c.distill.stft_resolutions = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
@@ -128,7 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "espeak":
         # Sized for a few minutes on two CPU cores and synthesis over 100 times faster than the
         # teacher's generation (102x, 113x and 124x measured, with the filters designed on a
-        # second thread: pwavenet.iaf.sample). The synthesis filter (the teacher's mel
+        # second thread: pwavenet.models.iaf.sample). The synthesis filter (the teacher's mel
         # predictor, see model.lpc_order) makes the envelope and the harmonics, so the flow
         # only models the excitation: one flow of 4 narrow layers (8/16/8 channels), kernel 2,
         # on its own upsampler of an 8-channel projection of the mel, run in windows of 4096

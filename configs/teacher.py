@@ -10,7 +10,7 @@ Variants
             (mel.preset 'hifigan', pwavenet.audio.mel_settings('hifigan', 48000)): mels that
             TTS models in that definition predict vocode as they are
 
-`model` is everything `pwavenet.wavenet.WaveNet(config.model)` needs; its `n_mels` is linked
+`model` is everything `pwavenet.models.wavenet.WaveNet(config.model)` needs; its `n_mels` is linked
 to `mel.n_mels`, so overriding `--config.mel.n_mels` changes both. The product of
 `model.upsample_strides` must equal `mel.hop_length` (checked when the model is built).
 """
@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     # Fine-tuning: a workdir whose latest checkpoint's weights (EMA unless init_from_ema=False)
     # start this run, when this workdir has no checkpoint of its own; its `model` section
-    # must equal this one (pwavenet.train.check_init_from).
+    # must equal this one (pwavenet.training.check_init_from).
     c.init_from = ""
     c.init_from_ema = True
 
@@ -59,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.mel_length_policy = "fail"
 
     c.model = ml_collections.ConfigDict()
-    c.model.output = "mol"  # mol | gaussian | mulaw (pwavenet.distributions)
+    c.model.output = "mol"  # mol | gaussian | mulaw (pwavenet.models.distributions)
     c.model.num_mixtures = 10
     c.model.log_scale_min = -9.0
     c.model.num_cycles = 3
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.num_speakers = 0  # > 0 enables a speaker embedding (global conditioning)
     c.model.speaker_embedding_dim = 16
     # > 0: the output's mean is an order-lpc_order linear prediction from the past samples,
-    # with a fixed predictor computed from each mel frame (pwavenet.lpc), plus the network's
+    # with a fixed predictor computed from each mel frame (pwavenet.audio.lpc), plus the network's
     # output, which then models the excitation. Orders above the pitch period (320 at 22.05
     # kHz covers pitch down to 69 Hz) with no lag window carry the harmonics the mel resolves.
     c.model.lpc_order = 0

@@ -111,8 +111,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"{text.rstrip('.')}. See --helpshort for the flags.")
     if len(rest) > 1:
         fail(
-            f"unexpected arguments {rest[1:]}; flags take the form --name=value "
-            "(see --helpshort)."
+            f"unexpected arguments {rest[1:]}; flags take the form --name=value (see --helpshort)."
         )
     return rest
 

@@ -24,9 +24,9 @@ def main(argv):
         "pass the workdir of a trained teacher (python -m launch.train_teacher --workdir=DIR).",
     )
     common.prepare_process()
-    from pwavenet import distill
+    from pwavenet.jobs import student as student_job
 
-    distill.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    student_job.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ flags.register_validator(
 flags.DEFINE_float(
     "speed_seconds", 0.5, "Seconds of audio per utterance in each generation-speed row."
 )
-flags.DEFINE_string("split", None, "Split the quality table scores; default: the config's eval split.")
+flags.DEFINE_string(
+    "split", None, "Split the quality table scores; default: the config's eval split."
+)
 flags.DEFINE_integer(
     "quality_utterances", None, "Utterances the quality table scores (0: the whole split)."
 )
@@ -46,7 +48,7 @@ def main(argv):
         "(python -m launch.distill).",
     )
     common.prepare_process()
-    from pwavenet import evaluate
+    from pwavenet.jobs import evaluate
 
     sizes = FLAGS.speed_batch_sizes
     report = evaluate.evaluate(

@@ -4,7 +4,7 @@ python -m launch.export --workdir=runs/espeak/student --output=exported/student.
 
 Writes the serialized `jax.export` artifact (polymorphic in batch and frames) and
 `<output>.json`, its manifest (sample rate, hop, mel definition, inputs and noise); see
-pwavenet/export.py for how to load and call it.
+pwavenet/jobs/export.py for how to load and call it.
 """
 
 from absl import flags
@@ -25,7 +25,7 @@ flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "Platforms to lower for."
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
-    from pwavenet import export
+    from pwavenet.jobs import export
 
     manifest = export.export_student(
         FLAGS.workdir, FLAGS.output, step=FLAGS.step, platforms=tuple(FLAGS.platforms)

@@ -10,17 +10,15 @@ from launch import common
 
 FLAGS = flags.FLAGS
 common.define_config_file("config", "configs/flows.py", "Job config file[:variant].")
-flags.DEFINE_string(
-    "workdir", None, "Where checkpoints, summaries and results go.", required=True
-)
+flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and results go.", required=True)
 
 
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
-    from pwavenet import fit_flows  # after the process is prepared
+    from pwavenet.flows import fitting  # after the process is prepared
 
-    results = fit_flows.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    results = fitting.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     logging.info("Wrote %s/results.json and %s/flows.png", FLAGS.workdir, FLAGS.workdir)
     print(results)
 

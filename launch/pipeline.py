@@ -35,15 +35,15 @@ flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher gen
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
-    from pwavenet import distill
-    from pwavenet import evaluate
-    from pwavenet import report
-    from pwavenet import teacher
+    from pwavenet.jobs import student as student_job
+    from pwavenet.jobs import evaluate
+    from pwavenet.evaluation import report
+    from pwavenet.jobs import teacher as teacher_job
 
     teacher_dir = os.path.join(FLAGS.workdir, "teacher")
     student_dir = os.path.join(FLAGS.workdir, "student")
     logging.info("Stage 1/4: training the teacher in %s", teacher_dir)
-    teacher.train_and_evaluate(FLAGS.teacher_config, teacher_dir)
+    teacher_job.train_and_evaluate(FLAGS.teacher_config, teacher_dir)
     logging.info("Stage 2/4: evaluating the teacher")
     teacher_report = evaluate.evaluate(
         teacher_dir, speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes)
@@ -51,7 +51,7 @@ def main(argv):
     logging.info("Stage 3/4: distilling the student in %s", student_dir)
     student_config = FLAGS.student_config
     student_config.teacher_workdir = teacher_dir
-    distill.train_and_evaluate(student_config, student_dir)
+    student_job.train_and_evaluate(student_config, student_dir)
     logging.info("Stage 4/4: evaluating the student against the teacher")
     student_report = evaluate.evaluate(student_dir)
     path = report.write_markdown(

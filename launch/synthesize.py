@@ -21,9 +21,7 @@ flags.DEFINE_string(
     "input", None, "A .wav or .npy log-mel file, or a folder of them.", required=True
 )
 flags.DEFINE_string("output", None, "The .wav file, or the folder, to write.", required=True)
-flags.DEFINE_enum(
-    "model", None, ["student", "teacher"], "Which model; default: the workdir's own."
-)
+flags.DEFINE_enum("model", None, ["student", "teacher"], "Which model; default: the workdir's own.")
 flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_integer(
@@ -42,7 +40,7 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
-    from pwavenet import synthesize
+    from pwavenet.jobs import synthesize
 
     result = synthesize.synthesize(
         FLAGS.workdir,

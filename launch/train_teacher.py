@@ -17,9 +17,9 @@ flags.DEFINE_string(
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
     common.prepare_process()
-    from pwavenet import teacher
+    from pwavenet.jobs import teacher as teacher_job
 
-    teacher.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    teacher_job.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

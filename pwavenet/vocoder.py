@@ -45,11 +45,9 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from pwavenet import audio
-from pwavenet import iaf
-from pwavenet import layers
-from pwavenet import lpc as lpc_lib
-from pwavenet import wavenet
+from pwavenet import audio, training
+from pwavenet.audio import lpc as lpc_lib
+from pwavenet.models import builders, iaf, layers, wavenet
 
 Array = jax.Array
 
@@ -74,15 +72,13 @@ def load_vocoder(
         a `step` is refused there: pass the teacher's own workdir to choose its step).
       chunk_frames: mel frames per piece (`Vocoder`); default `default_chunk_frames`.
     """
-    from pwavenet import distill  # the jobs' builders; imports no TensorFlow
-    from pwavenet import train
 
     if not os.path.isdir(workdir):
         raise FileNotFoundError(
             f"{workdir!r} does not exist: pass the --workdir of a trained teacher "
             "(python -m launch.train_teacher) or student (python -m launch.distill)."
         )
-    config = train.load_config(workdir)
+    config = training.load_config(workdir)
     is_student = "teacher_workdir" in config
     own = "student" if is_student else "teacher"
     model = model or own
@@ -100,21 +96,19 @@ def load_vocoder(
                 "names one of the student's checkpoints, and its teacher loads its latest; to "
                 f"choose the teacher's step, pass its workdir ({config.teacher_workdir}) instead."
             )
-        teacher = distill.load_teacher(config.teacher_workdir)
+        teacher = training.load_teacher(config.teacher_workdir)
         return Vocoder(teacher.config, teacher.params, chunk_frames=chunk_frames)
-    params, _ = train.restore_params(workdir, step, ema=True)
+    params, _ = training.restore_params(workdir, step, ema=True)
     return Vocoder(config, params, chunk_frames=chunk_frames)
 
 
 def build_model(config: ml_collections.ConfigDict):
     """The WaveNet teacher or IAF student a job config describes (a student's config names
     its teacher_workdir)."""
-    from pwavenet import distill
-    from pwavenet import teacher as teacher_lib
 
     if "teacher_workdir" in config:
-        return distill.build_student(config)
-    return teacher_lib.build_model(config)
+        return builders.build_student(config)
+    return builders.build_teacher(config)
 
 
 def default_chunk_frames(left: int) -> int:
@@ -193,7 +187,7 @@ class Vocoder:
     def noise(self, frames: int, seed: int = 0, batch: int | None = None) -> np.ndarray:
         """The student's base noise `vocode` uses for `frames` mel frames: (frames * hop,), or
         (batch, frames * hop) for a batch (item b drawn with seed + b). `iaf.forward` (or an
-        exported synthesis, pwavenet.export) on this noise gives `vocode`'s audio."""
+        exported synthesis, pwavenet.jobs.export) on this noise gives `vocode`'s audio."""
         if self.kind != "student":
             raise ValueError("noise(): only the student's synthesis is a function of base noise.")
         keys = _keys(seed, batch or 1)
@@ -405,9 +399,9 @@ def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, spe
         lpc_frames = jnp.swapaxes(lax.dynamic_slice_in_dim(lpc, keep, chunk, axis=1), 0, 1)
     # (chunk, hop, B, ...): frame f's noise of item b from fold_in(key_b, f).
     noise = jax.vmap(
-        lambda key: jax.vmap(
-            lambda f: distribution.noise(jax.random.fold_in(key, f), (hop,))
-        )(frames)
+        lambda key: jax.vmap(lambda f: distribution.noise(jax.random.fold_in(key, f), (hop,)))(
+            frames
+        )
     )(keys)
     noise = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 2), noise)
     steps = (frames[:, None] * hop + jnp.arange(hop)).astype(jnp.int32)

@@ -7,9 +7,9 @@
 
 With --num_processes > 1 the process joins a jax.distributed cluster on 127.0.0.1:PORT with
 gloo CPU collectives. It then runs the real jobs on its --local_devices fake CPU devices: the
-tiny teacher (`teacher.train_and_evaluate`) in DIR for --steps steps (resuming if DIR has a
+tiny teacher (`teacher_job.train_and_evaluate`) in DIR for --steps steps (resuming if DIR has a
 checkpoint), then, with --student_steps, the tiny student distilled from it
-(`distill.train_and_evaluate`) in DIR_student.
+(`student_job.train_and_evaluate`) in DIR_student.
 
 --emulate_processes=N (one process) feeds the jobs, batch by batch, the concatenation of the
 batches processes 0..N-1 of an N-process run read (the real input pipeline called with each
@@ -68,7 +68,10 @@ def main():
 
     from configs import student as student_configs
     from configs import teacher as teacher_configs
-    from pwavenet import distill, input_pipeline, teacher, train
+    from pwavenet.data import input_pipeline
+    from pwavenet import training
+    from pwavenet.jobs import student as student_job
+    from pwavenet.jobs import teacher as teacher_job
 
     logging.set_verbosity(logging.INFO)
     logging.use_absl_handler()
@@ -76,7 +79,7 @@ def main():
         _emulate_processes(input_pipeline, args.emulate_processes)
 
     log = {"train/": [], "eval/": []}
-    scalars, fit = train.Writer.scalars, train.fit
+    scalars, fit = training.Writer.scalars, training.fit
 
     def record(self, step, values, prefix=""):
         # Called on every process (only process 0's writer writes): the pmean'd metrics.
@@ -94,7 +97,7 @@ def main():
         )
         return fit(config, workdir, job)
 
-    train.Writer.scalars, train.fit = record, fit_as_asked
+    training.Writer.scalars, training.fit = record, fit_as_asked
 
     def run(name, lib, config, workdir, steps, schedule_steps):
         config.data.data_dir = args.data_dir
@@ -108,23 +111,25 @@ def main():
         log["train/"].clear(), log["eval/"].clear()
         try:
             lib.train_and_evaluate(config, workdir)
-        except train.Preempted:
-            _write(f"{args.out}.{name}.npz", workdir, log, train)
+        except training.Preempted:
+            _write(f"{args.out}.{name}.npz", workdir, log)
             raise
-        _write(f"{args.out}.{name}.npz", workdir, log, train)
+        _write(f"{args.out}.{name}.npz", workdir, log)
 
-    run("teacher", teacher, teacher_configs.get_config("tiny"), args.workdir, args.steps, 4)
+    run("teacher", teacher_job, teacher_configs.get_config("tiny"), args.workdir, args.steps, 4)
     if args.student_steps:
         config = student_configs.get_config("tiny")
         config.teacher_workdir = args.workdir
-        run("student", distill, config, args.workdir + "_student", args.student_steps, 2)
+        run("student", student_job, config, args.workdir + "_student", args.student_steps, 2)
 
 
-def _write(path, workdir, log, train) -> None:
+def _write(path, workdir, log) -> None:
     import jax
     import numpy as np
 
-    params, step = train.restore_params(workdir, ema=False)
+    from pwavenet import training
+
+    params, step = training.restore_params(workdir, ema=False)
     flat = {
         jax.tree_util.keystr(key): np.asarray(leaf)
         for key, leaf in jax.tree_util.tree_flatten_with_path(params)[0]

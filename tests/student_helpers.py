@@ -37,7 +37,7 @@ def small_student_config(base="logistic", **overrides):
 
 
 def lpc_overrides(order=6):
-    """Model fields for the student's synthesis filter (pwavenet.lpc) on the 4-band mel of
+    """Model fields for the student's synthesis filter (pwavenet.audio.lpc) on the 4-band mel of
     small_student_config: an 8 kHz mel of 32-point frames."""
     return dict(
         lpc_order=order,

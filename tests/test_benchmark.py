@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pwavenet import benchmark, wavenet
+from pwavenet.jobs import benchmark
+from pwavenet.models import wavenet
 
 # Multiply-adds of the 24 dilated convolutions alone (kernel 3, 64 -> 128 channels) per sample:
 # a floor for the model's forward FLOPs that any correct count must exceed.

@@ -95,8 +95,18 @@ def _pytest_with_policy(tmp_path, ci, *args):
     if ci is not None:
         env["CI"] = ci
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "ci_policy", "-ra", "-p", "no:cacheprovider",
-         *args, "test_skips.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "ci_policy",
+            "-ra",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            "test_skips.py",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

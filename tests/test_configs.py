@@ -16,11 +16,12 @@ import pytest
 from configs import flows as flows_config
 from configs import student as student_config
 from configs import teacher as teacher_config
-from pwavenet import distill
-from pwavenet import fit_flows
-from pwavenet import teacher as teacher_lib
-from pwavenet import toy2d
-from pwavenet import train
+from pwavenet.models import builders
+from pwavenet import distillation
+from pwavenet.jobs import student as student_job
+from pwavenet import training
+from pwavenet.flows import fitting
+from pwavenet.flows import toy2d
 
 
 def _variants(config_module) -> list[str]:
@@ -44,8 +45,8 @@ def _batch(config):
 
 def _step_shapes(config, loss_fn, params, *frozen):
     """(state before, state after, metrics) of one train step of `loss_fn`, as shapes."""
-    tx, schedule = train.create_optimizer(config.train)
-    step = train.make_train_step(
+    tx, schedule = training.create_optimizer(config.train)
+    step = training.make_train_step(
         loss_fn,
         tx,
         schedule,
@@ -55,7 +56,7 @@ def _step_shapes(config, loss_fn, params, *frozen):
         microbatch_size=config.train.microbatch_size,
     )
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    state = jax.eval_shape(lambda k, p: train.create_train_state(k, p, tx), key, params)
+    state = jax.eval_shape(lambda k, p: training.create_train_state(k, p, tx), key, params)
     new_state, metrics = jax.eval_shape(step, state, _batch(config), *frozen)
     return state, new_state, metrics
 
@@ -78,9 +79,9 @@ OUTPUT_PARAMS = {
 
 def _teacher(variant):
     config = teacher_config.get_config(variant)
-    model = teacher_lib.build_model(config)
+    model = builders.build_teacher(config)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    params = jax.eval_shape(lambda k: teacher_lib.init_params(model, config, k), key)
+    params = jax.eval_shape(lambda k: builders.init_teacher_params(model, config, k), key)
     return config, model, params
 
 
@@ -89,7 +90,7 @@ def test_every_teacher_variant_builds_its_model_and_training_step(variant):
     config, model, params = _teacher(variant)
     batch = _batch(config)
     outputs = jax.eval_shape(
-        lambda p, b: model.apply({"params": p}, b["audio"], *teacher_lib.model_inputs(config, b)),
+        lambda p, b: model.apply({"params": p}, b["audio"], *builders.model_inputs(config, b)),
         params,
         batch,
     )
@@ -100,7 +101,7 @@ def test_every_teacher_variant_builds_its_model_and_training_step(variant):
     assert model.receptive_field == max(layers, c.lpc_order)
 
     def loss_fn(params, batch, rngs):
-        return teacher_lib.nll_metrics(model, config, params, batch)
+        return builders.nll_metrics(model, config, params, batch)
 
     _check_step(*_step_shapes(config, loss_fn, params))
 
@@ -109,15 +110,15 @@ def test_every_teacher_variant_builds_its_model_and_training_step(variant):
 def test_every_student_variant_builds_against_its_teacher_and_distills(variant):
     config = student_config.get_config(variant)
     tconfig, tmodel, tparams = _teacher(variant)
-    teacher = distill.Teacher(tconfig, tmodel, tparams, 0, "")
-    distill.check_teacher(config, teacher)  # the pair the docstring promises matches
-    student = distill.build_student(config)
+    teacher = training.Teacher(tconfig, tmodel, tparams, 0, "")
+    student_job.check_teacher(config, teacher)  # the pair the docstring promises matches
+    student = builders.build_student(config)
     assert student.num_flows == len(config.model.flow_layers)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     params = jax.eval_shape(
-        lambda k, tp: distill.init_params(student, config, k, tp), key, tparams
+        lambda k, tp: builders.init_student_params(student, config, k, tp), key, tparams
     )
-    distiller = distill.make_distiller(config, student, teacher)
+    distiller = distillation.make_distiller(config, student, teacher)
     batch = _batch(config)
     b, t = batch["audio"].shape
     x, mu, log_s = jax.eval_shape(
@@ -139,7 +140,7 @@ def test_every_student_variant_builds_against_its_teacher_and_distills(variant):
 def test_every_flows_variant_builds_its_flow_and_training_step(variant):
     config = flows_config.get_config(variant)
     box = (np.full(2, -toy2d.WINDOW, np.float32), np.full(2, toy2d.WINDOW, np.float32))
-    flow = fit_flows.build_flow(config, box)
+    flow = fitting.build_flow(config, box)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     params = jax.eval_shape(lambda k: flow.init(k, jnp.zeros((1, 2))), key)
     n = config.train.batch_size

@@ -1,4 +1,4 @@
-"""Tests for the tfds builders in pwavenet.datasets: espeak_corpus and wav_folder.
+"""Tests for the tfds builders in pwavenet.data.builders: espeak_corpus and wav_folder.
 
 The espeak corpus is really synthesized (espeak-ng is a test dependency, installed by CI);
 wav folders are written here with soundfile, including each kind of bad file.
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 
-import pwavenet.datasets  # noqa: F401  registers the builders
+import pwavenet.data.builders  # noqa: F401  registers the builders
 from pwavenet import audio
-from pwavenet.datasets import espeak_corpus
-from pwavenet.datasets import wav_folder
+from pwavenet.data.builders import espeak_corpus
+from pwavenet.data.builders import wav_folder
 import tensorflow_datasets as tfds
 
 tfds.display_progress_bar(False)

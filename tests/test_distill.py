@@ -1,4 +1,4 @@
-"""Tests for pwavenet.distill: the distillation objective and the distillation job.
+"""Tests for pwavenet.distillation: the distillation objective and the distillation job.
 
 Each claim is checked against an independent computation: the STFT against numpy's FFT of
 hand-framed, Hann-windowed frames; the closed-form Gaussian KL against a numpy Monte Carlo
@@ -24,11 +24,13 @@ from scipy import integrate, signal, stats
 
 from configs import student as student_config
 from configs import teacher as teacher_config
-from pwavenet import distill
-from pwavenet import distributions
-from pwavenet import iaf
-from pwavenet import teacher as teacher_lib
-from pwavenet import train
+from pwavenet.models import builders
+from pwavenet import distillation
+from pwavenet.jobs import student as student_job
+from pwavenet import training
+from pwavenet.models import distributions
+from pwavenet.models import iaf
+from pwavenet.jobs import teacher as teacher_job
 from student_helpers import lpc_overrides, random_params, small_student_config
 
 # ------------------------------------------------------------------ helpers
@@ -72,15 +74,19 @@ def test_spectral_losses_against_numpy():
     x = rng.normal(size=(2, 300))
     y = rng.normal(size=(2, 300))
     resolutions = ((64, 16, 48), (32, 8, 32))
-    got = distill.spectral_losses(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), resolutions)
+    got = distillation.spectral_losses(
+        jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), resolutions
+    )
     sc, lm = [], []
     for r in resolutions:
         mx, my = _numpy_stft_magnitude(x, *r), _numpy_stft_magnitude(y, *r)
-        sc.append(np.mean(np.linalg.norm(mx - my, axis=(-2, -1)) / np.linalg.norm(my, axis=(-2, -1))))
+        sc.append(
+            np.mean(np.linalg.norm(mx - my, axis=(-2, -1)) / np.linalg.norm(my, axis=(-2, -1)))
+        )
         lm.append(np.mean(np.abs(np.log(mx) - np.log(my))))
     np.testing.assert_allclose(float(got["spectral_convergence"]), np.mean(sc), rtol=1e-4)
     np.testing.assert_allclose(float(got["log_magnitude"]), np.mean(lm), rtol=1e-4)
-    doubled = distill.spectral_losses(
+    doubled = distillation.spectral_losses(
         jnp.asarray(2 * x, jnp.float32), jnp.asarray(x, jnp.float32), resolutions
     )
     np.testing.assert_allclose(float(doubled["spectral_convergence"]), 1.0, rtol=1e-4)
@@ -96,26 +102,26 @@ def test_stft_magnitude_and_power_loss_against_numpy():
     y = rng.normal(size=(2, 300)).astype(np.float32)
     resolutions = ((64, 16, 48), (32, 8, 32))
     for r in resolutions:
-        got = np.asarray(distill.stft_magnitude(jnp.asarray(x), *r))
+        got = np.asarray(distillation.stft_magnitude(jnp.asarray(x), *r))
         expected = _numpy_stft_magnitude(x.astype(np.float64), *r)
         assert got.shape == (2, 1 + (300 - r[2]) // r[1], r[0] // 2 + 1)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
-    assert float(distill.power_loss(jnp.asarray(x), jnp.asarray(x), resolutions)) == 0.0
+    assert float(distillation.power_loss(jnp.asarray(x), jnp.asarray(x), resolutions)) == 0.0
     expected_loss = np.mean(
         [
             np.mean((_numpy_stft_magnitude(x, *r) - _numpy_stft_magnitude(y, *r)) ** 2)
             for r in resolutions
         ]
     )
-    got_loss = float(distill.power_loss(jnp.asarray(x), jnp.asarray(y), resolutions))
+    got_loss = float(distillation.power_loss(jnp.asarray(x), jnp.asarray(y), resolutions))
     assert got_loss > 0
     np.testing.assert_allclose(got_loss, expected_loss, rtol=1e-4)
 
     with pytest.raises(ValueError, match="win_length=128 exceeds n_fft=64"):
-        distill.stft_magnitude(jnp.asarray(x), 64, 16, 128)
+        distillation.stft_magnitude(jnp.asarray(x), 64, 16, 128)
     with pytest.raises(ValueError, match="300 samples is shorter than the STFT window \\(512\\)"):
-        distill.stft_magnitude(jnp.asarray(x), 512, 128, 512)
+        distillation.stft_magnitude(jnp.asarray(x), 512, 128, 512)
 
 
 # ------------------------------------------------------------------ KL terms
@@ -133,7 +139,7 @@ def test_closed_form_gaussian_kl_matches_monte_carlo():
     log_s_s, log_s_t = rng.uniform(-1.0, 0.5, shape), rng.uniform(-1.0, 0.5, shape)
     student = iaf.IAFStudent(_iaf_config("gaussian"))
     gaussian = distributions.get_distribution("gaussian", log_scale_min=-7.0)
-    terms = distill.kl_terms(
+    terms = distillation.kl_terms(
         jnp.asarray(mu_s, jnp.float32),
         jnp.asarray(log_s_s, jnp.float32),
         jnp.asarray(np.stack([mu_t, log_s_t], -1), jnp.float32),
@@ -164,17 +170,19 @@ def test_kl_method_choice_and_refusals():
     logistic_student = iaf.IAFStudent(_iaf_config("logistic"))
     gaussian_student = iaf.IAFStudent(_iaf_config("gaussian"))
     auto = ml_collections.ConfigDict(dict(kl="auto"))
-    assert distill.kl_method(auto, gaussian_student, gaussian) == "closed_form"
-    assert distill.kl_method(auto, logistic_student, gaussian) == "monte_carlo"
+    assert distillation.kl_method(auto, gaussian_student, gaussian) == "closed_form"
+    assert distillation.kl_method(auto, logistic_student, gaussian) == "monte_carlo"
     mol = distributions.get_distribution("mol", num_mixtures=3)
-    assert distill.kl_method(auto, gaussian_student, mol) == "monte_carlo"
+    assert distillation.kl_method(auto, gaussian_student, mol) == "monte_carlo"
     closed = ml_collections.ConfigDict(dict(kl="closed_form"))
     with pytest.raises(ValueError, match="model.base='gaussian'.*'logistic'.*Gaussian"):
-        distill.kl_method(closed, logistic_student, gaussian)
+        distillation.kl_method(closed, logistic_student, gaussian)
     with pytest.raises(ValueError, match="distill.kl='exact'"):
-        distill.kl_method(ml_collections.ConfigDict(dict(kl="exact")), gaussian_student, gaussian)
+        distillation.kl_method(
+            ml_collections.ConfigDict(dict(kl="exact")), gaussian_student, gaussian
+        )
     with pytest.raises(ValueError, match="mu-law softmax teacher cannot be distilled"):
-        distill.teacher_log_density(distributions.get_distribution("mulaw"), None, None)
+        distillation.teacher_log_density(distributions.get_distribution("mulaw"), None, None)
 
 
 def test_mol_teacher_density_inside_the_bins_is_the_logistic_density():
@@ -185,7 +193,9 @@ def test_mol_teacher_density_inside_the_bins_is_the_logistic_density():
     weights, means, scales = np.array([0.3, 0.7]), np.array([-0.2, 0.4]), np.array([0.1, 0.3])
     params = jnp.asarray(np.concatenate([np.log(weights), means, np.log(scales)]), jnp.float32)
     x = np.linspace(-0.99, 0.99, 101)
-    got = distill.teacher_log_density(mol, jnp.broadcast_to(params, (x.size, 6)), jnp.asarray(x))
+    got = distillation.teacher_log_density(
+        mol, jnp.broadcast_to(params, (x.size, 6)), jnp.asarray(x)
+    )
     expected = np.log(np.sum(weights * stats.logistic.pdf(x[:, None], means, scales), axis=-1))
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -197,7 +207,7 @@ def test_mol_teacher_density_integrates_to_one():
     mol = distributions.get_distribution("mol", num_mixtures=1, log_scale_min=-9.0)
     params = jnp.asarray([0.0, 0.0, math.log(0.5)], jnp.float32)
     x = np.linspace(-4.0, 4.0, 160_001)
-    log_p = distill.teacher_log_density(
+    log_p = distillation.teacher_log_density(
         mol, jnp.broadcast_to(params, (x.size, 3)), jnp.asarray(x, jnp.float32)
     )
     integral = np.trapezoid(np.exp(np.asarray(log_p, np.float64)), x)
@@ -246,7 +256,7 @@ def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
         _, mu, log_s = model.apply({"params": params}, z, batch["mel"], batch["speaker"])
         return jnp.stack([mu + shift * jnp.exp(log_s), log_s], axis=-1)
 
-    distiller = distill.Distiller(
+    distiller = distillation.Distiller(
         student=model,
         teacher_dist=distributions.get_distribution(base, log_scale_min=-20.0),
         teacher_fn=teacher_fn,
@@ -288,35 +298,35 @@ def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
 def gaussian_teacher_setup():
     """A random tiny WaveNet teacher with a Gaussian output (configs/teacher.py:tiny's model),
     the tiny student (configs/student.py:tiny: logistic base, so a Monte Carlo KL; its upsampler
-    the teacher's, frozen), the job's Distiller (distill.make_distiller), a fixed batch of 8, and
+    the teacher's, frozen), the job's Distiller (distillation.make_distiller), a fixed batch of 8, and
     the single-device train step."""
     tconfig = teacher_config.get_config("tiny")
     tconfig.model.output = "gaussian"
     tconfig.model.log_scale_min = -7.0
-    tmodel = teacher_lib.build_model(tconfig)
+    tmodel = builders.build_teacher(tconfig)
     hop, n_mels = tconfig.mel.hop_length, tconfig.mel.n_mels
     tparams = _random_params(
         tmodel, jnp.zeros((1, hop)), jnp.zeros((1, 1, n_mels)), jnp.zeros((1,), jnp.int32)
     )
-    teacher = distill.Teacher(tconfig, tmodel, tparams, 0, "")
+    teacher = training.Teacher(tconfig, tmodel, tparams, 0, "")
 
     config = student_config.get_config("tiny")
     config.distill.stft_resolutions = ((64, 16, 64), (32, 8, 32))
     config.distill.power_weight = 0.1
     config.train.steps = 30
     config.train.learning_rate = 3e-3
-    student = distill.build_student(config)
-    params = jax.jit(functools.partial(distill.init_params, student, config))(
+    student = builders.build_student(config)
+    params = jax.jit(functools.partial(builders.init_student_params, student, config))(
         jax.random.key(0), tparams
     )
-    distiller = distill.make_distiller(config, student, teacher)
+    distiller = distillation.make_distiller(config, student, teacher)
     assert distiller.method == "monte_carlo"
-    tx, schedule = train.create_optimizer(config.train)
+    tx, schedule = training.create_optimizer(config.train)
 
     def loss_fn(params, batch, rngs, frozen):
         return distiller.losses(params, frozen, batch, rngs)
 
-    single = train.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False, with_frozen=True)
+    single = training.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False, with_frozen=True)
     batch = _batch(8, 2, hop, n_mels, tconfig.model.num_speakers)
     return dict(
         params=params,
@@ -331,11 +341,11 @@ def gaussian_teacher_setup():
 
 def _fresh_state(setup, rng, params=None):
     params = setup["params"] if params is None else params
-    return train.create_train_state(rng, jax.tree.map(jnp.copy, params), setup["tx"])
+    return training.create_train_state(rng, jax.tree.map(jnp.copy, params), setup["tx"])
 
 
 def test_distillation_steps_reduce_the_kl(gaussian_teacher_setup):
-    """30 train steps (train.make_train_step, frozen teacher) on a fixed batch against the
+    """30 train steps (training.make_train_step, frozen teacher) on a fixed batch against the
     starting point: the KL on a fixed evaluation noise, different from the training noise,
     falls by more than half. The evaluation runs the same compiled step on a fresh state
     whose key is fixed and reads its metrics (computed before the update). The KL stays
@@ -374,12 +384,12 @@ def test_pmapped_distillation_step_equals_a_single_device_step(gaussian_teacher_
     assert jax.local_device_count() == 8
     batch, frozen = s["batch"], s["tparams"]
     state1, metrics1 = s["single"](_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
-    multi = train.make_train_step(
+    multi = training.make_train_step(
         s["loss_fn"], s["tx"], s["schedule"], 0.9, pmap=True, with_frozen=True
     )
     state8 = jax_utils.replicate(_fresh_state(s, jax.random.PRNGKey(2)))
-    state8, metrics8 = multi(state8, train.shard(batch), jax_utils.replicate(frozen))
-    state8, metrics8 = train.first_replica(state8), train.first_replica(metrics8)
+    state8, metrics8 = multi(state8, training.shard(batch), jax_utils.replicate(frozen))
+    state8, metrics8 = training.first_replica(state8), training.first_replica(metrics8)
     for name in ("loss", "kl", "power_loss", "entropy", "grad_norm"):
         np.testing.assert_allclose(metrics8[name], metrics1[name], rtol=1e-4, err_msg=name)
     trees = [(state8.params, state1.params), (state8.ema_params, state1.ema_params)]
@@ -399,7 +409,7 @@ def test_a_step_in_microbatches_equals_the_whole_batch_step(gaussian_teacher_set
     s = gaussian_teacher_setup
     batch, frozen = s["batch"], s["tparams"]
     state1, metrics1 = s["single"](_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
-    micro = train.make_train_step(
+    micro = training.make_train_step(
         s["loss_fn"], s["tx"], s["schedule"], 0.9, pmap=False, with_frozen=True, microbatch_size=2
     )
     state2, metrics2 = micro(_fresh_state(s, jax.random.PRNGKey(2)), batch, frozen)
@@ -430,7 +440,7 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
         mean = mean + 0.05 * batch["speaker"][:, None]
         return jnp.stack([mean, jnp.full_like(mean, -2.0)], axis=-1)
 
-    distiller = distill.Distiller(
+    distiller = distillation.Distiller(
         student=model,
         teacher_dist=distributions.get_distribution("gaussian"),
         teacher_fn=teacher_fn,
@@ -467,14 +477,14 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
 @pytest.fixture(scope="module")
 def teacher_workdir(tmp_path_factory, espeak_small_data_dir):
     """A tiny MoL teacher (configs/teacher.py:tiny) trained for 1 step on the small espeak
-    corpus by the shared loop (train.fit on teacher.make_job's job, less its evaluation and
+    corpus by the shared loop (training.fit on teacher.make_job's job, less its evaluation and
     audio summaries, which tests/test_teacher_job.py covers), with the data directory."""
     data_dir = espeak_small_data_dir
     config = teacher_config.get_config("tiny")
     config.data.data_dir = data_dir
     config.train.steps = 1
-    model = teacher_lib.build_model(config)
-    job = teacher_lib.make_job(config, model)
+    model = builders.build_teacher(config)
+    job = teacher_job.make_job(config, model)
     job = dataclasses.replace(
         job,
         eval_fn=None,
@@ -482,7 +492,7 @@ def teacher_workdir(tmp_path_factory, espeak_small_data_dir):
         summaries=None,
     )
     workdir = str(tmp_path_factory.mktemp("teacher"))
-    train.fit(config, workdir, job)
+    training.fit(config, workdir, job)
     return workdir, data_dir
 
 
@@ -503,22 +513,22 @@ def test_the_job_refuses_a_student_that_does_not_match_the_teacher(teacher_workd
         workdir, data_dir, **{"mel.hop_length": 128, "model.upsample_strides": (16, 8)}
     )
     with pytest.raises(ValueError, match=r"mel.hop_length: teacher 64, student 128"):
-        distill.train_and_evaluate(hop, out)
+        student_job.train_and_evaluate(hop, out)
     mels = _student_config(workdir, data_dir, **{"mel.n_mels": 8})
     assert mels.model.n_mels == 8  # linked to mel.n_mels
     with pytest.raises(ValueError, match=r"mel.n_mels: teacher 16, student 8"):
-        distill.train_and_evaluate(mels, out)
+        student_job.train_and_evaluate(mels, out)
     assert not os.path.exists(out)
 
     with pytest.raises(ValueError, match="config.teacher_workdir is empty"):
-        distill.train_and_evaluate(_student_config("", data_dir), out)
+        student_job.train_and_evaluate(_student_config("", data_dir), out)
     missing = str(tmp_path / "no_teacher")
     with pytest.raises(FileNotFoundError, match=re.escape(f"teacher_workdir='{missing}' does not")):
-        distill.train_and_evaluate(_student_config(missing, data_dir), out)
+        student_job.train_and_evaluate(_student_config(missing, data_dir), out)
     empty = tmp_path / "empty_teacher"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=re.escape(str(empty)) + ".*not a training workdir"):
-        distill.train_and_evaluate(_student_config(str(empty), data_dir), out)
+        student_job.train_and_evaluate(_student_config(str(empty), data_dir), out)
     assert not os.path.exists(out)
 
 
@@ -532,22 +542,22 @@ def test_distillation_job_trains_checkpoints_and_resumes(teacher_workdir, tmp_pa
     workdir, data_dir = teacher_workdir
     out = str(tmp_path / "student")
     one = {"train.steps": 1, "train.warmup_steps": 0}
-    metrics = distill.train_and_evaluate(_student_config(workdir, data_dir, **one), out)
+    metrics = student_job.train_and_evaluate(_student_config(workdir, data_dir, **one), out)
     for name in ("loss", "kl", "power_loss", "grad_norm", "eval_kl", "eval_power_loss"):
         assert np.isfinite(metrics[name]), (name, metrics)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1"]
-    assert train.load_config(out).teacher_workdir == workdir
-    params1, _ = train.restore_params(out, ema=False)
-    ema1, _ = train.restore_params(out, ema=True)
+    assert training.load_config(out).teacher_workdir == workdir
+    params1, _ = training.restore_params(out, ema=False)
+    ema1, _ = training.restore_params(out, ema=True)
     gap = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params1, ema1)
     assert max(jax.tree.leaves(gap)) > 1e-4  # the step moved the weights; the EMA lags
 
     two = dict(one, **{"train.steps": 2, "train.learning_rate": 0.0})
-    metrics = distill.train_and_evaluate(_student_config(workdir, data_dir, **two), out)
+    metrics = student_job.train_and_evaluate(_student_config(workdir, data_dir, **two), out)
     assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["eval_kl"])
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1", "2"]
-    params2, step = train.restore_params(out, ema=False)
-    ema2, _ = train.restore_params(out, ema=True)
+    params2, step = training.restore_params(out, ema=False)
+    ema2, _ = training.restore_params(out, ema=True)
     assert step == 2
     jax.tree.map(np.testing.assert_array_equal, params2, params1)
     jax.tree.map(
@@ -578,7 +588,7 @@ def test_distillation_job_with_the_contrastive_term_and_a_fine_tuned_upsampler(
         "model.upsampler": "fine_tune",
     }
     config = _student_config(workdir, data_dir, **overrides)
-    metrics = distill.train_and_evaluate(config, out)
+    metrics = student_job.train_and_evaluate(config, out)
     for name in ("loss", "kl", "power_loss", "contrastive_kl", "eval_contrastive_kl"):
         assert np.isfinite(metrics[name]), (name, metrics)
     expected = (
@@ -589,8 +599,8 @@ def test_distillation_job_with_the_contrastive_term_and_a_fine_tuned_upsampler(
     scale = abs(metrics["kl"]) + abs(metrics["power_loss"]) + abs(metrics["contrastive_kl"])
     np.testing.assert_allclose(metrics["loss"], expected, rtol=0, atol=1e-5 * scale)
 
-    teacher_params, _ = train.restore_params(workdir, ema=True)
-    student_params, _ = train.restore_params(out, ema=False)
+    teacher_params, _ = training.restore_params(workdir, ema=True)
+    student_params, _ = training.restore_params(out, ema=False)
     moved = jax.tree.map(
         lambda s, t: float(np.max(np.abs(np.asarray(s) - np.asarray(t)))),
         student_params["upsampler"],

@@ -1,4 +1,4 @@
-"""Tests for pwavenet.distributions.
+"""Tests for pwavenet.models.distributions.
 
 Every value check compares against an independent computation: float64 numpy/scipy
 transcriptions of the densities, Monte Carlo estimates from the family's own
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from scipy import integrate, special, stats
 
 from pwavenet import audio
-from pwavenet import distributions as D
+from pwavenet.models import distributions as D
 
 LOG_SCALE_MIN = D.DEFAULT_LOG_SCALE_MIN
 W16 = 2.0 / 65535.0

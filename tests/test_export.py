@@ -1,4 +1,4 @@
-"""Tests for pwavenet.export and launch.export: the exported student, loaded in a fresh
+"""Tests for pwavenet.jobs.export and launch.export: the exported student, loaded in a fresh
 process with jax alone, gives the Vocoder API's audio for the same noise, at any batch and
 length."""
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pwavenet import export
+from pwavenet.jobs import export
 from pwavenet import vocoder as vocoder_lib
 import vocoder_helpers
 
@@ -53,7 +53,9 @@ def _serve(artifact, cases, tmp_path):
     np.savez(inputs, **flat)
     run = subprocess.run(
         [sys.executable, "-c", SERVE, artifact, str(inputs), str(outputs)],
-        cwd=str(tmp_path), capture_output=True, text=True,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -81,7 +83,9 @@ def test_the_exported_student_serves_the_apis_audio_from_the_command_line(workdi
     artifact = str(tmp_path / "out" / "student.jax")
     run = subprocess.run(
         [sys.executable, "-m", "launch.export", f"--workdir={student_dir}", f"--output={artifact}"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Wrote" in run.stdout

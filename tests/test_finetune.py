@@ -20,11 +20,12 @@ import soundfile
 from configs import student as student_config
 from configs import teacher as teacher_config
 from pwavenet import audio
-from pwavenet import distill
-from pwavenet import input_pipeline
-from pwavenet import teacher
-from pwavenet import train
-from pwavenet.datasets import wav_folder
+from pwavenet.models import builders
+from pwavenet.jobs import student as student_job
+from pwavenet import training
+from pwavenet.data import input_pipeline
+from pwavenet.jobs import teacher as teacher_job
+from pwavenet.data.builders import wav_folder
 import tensorflow_datasets as tfds
 
 tfds.display_progress_bar(False)
@@ -211,11 +212,11 @@ def test_mel_source_file_needs_wav_folder():
 def _save_run(workdir, config, params, ema_params):
     """A workdir as a finished run leaves it: config.json and a step-5 checkpoint."""
     os.makedirs(workdir, exist_ok=True)
-    train.save_config(config, workdir)
-    tx, _ = train.create_optimizer(config.train)
-    state = train.create_train_state(jax.random.PRNGKey(0), params, tx)
+    training.save_config(config, workdir)
+    tx, _ = training.create_optimizer(config.train)
+    state = training.create_train_state(jax.random.PRNGKey(0), params, tx)
     state = state.replace(ema_params=ema_params, step=np.int32(5))
-    with train.checkpoint_manager(workdir, config.train) as mngr:
+    with training.checkpoint_manager(workdir, config.train) as mngr:
         mngr.save(5, args=ocp.args.StandardSave(jax.device_get(state)))
         mngr.wait_until_finished()
 
@@ -235,40 +236,40 @@ def teacher_run(folder, tmp_path_factory):
     """A tiny teacher's workdir whose raw and EMA weights are distinct random trees."""
     wavs, data_dir, _ = folder
     config = _config(wavs, data_dir)
-    model = teacher.build_model(config)
-    shapes = jax.eval_shape(lambda: teacher.init_params(model, config, jax.random.PRNGKey(0)))
+    model = builders.build_teacher(config)
+    shapes = jax.eval_shape(
+        lambda: builders.init_teacher_params(model, config, jax.random.PRNGKey(0))
+    )
     params, ema = _random_tree(shapes, 1), _random_tree(shapes, 2)
     workdir = str(tmp_path_factory.mktemp("pretrained_teacher"))
     _save_run(workdir, config, params, ema)
     return workdir, params, ema
 
 
-def test_the_teacher_job_reads_stored_mels_and_loads_the_other_runs_weights(
-    folder, teacher_run
-):
+def test_the_teacher_job_reads_stored_mels_and_loads_the_other_runs_weights(folder, teacher_run):
     """The teacher job's batches carry the stored mels; init_params_from, as fit calls it,
     gives the other run's EMA weights (its raw ones on request) on this model's tree. (fit's
     use of it: test_init_from_applies_to_a_new_run_only; a whole job: the student's test.)"""
     wavs, data_dir, utterances = folder
     source, raw, ema = teacher_run
     config = _config(wavs, data_dir, init_from=source)
-    model = teacher.build_model(config)
-    job = teacher.make_job(config, model)
+    model = builders.build_teacher(config)
+    job = teacher_job.make_job(config, model)
     batch = next(job.train_batches(0))
     for crop_audio, crop_mel in zip(batch["audio"], batch["mel"]):
         uid, j = _locate(crop_audio, utterances)
         np.testing.assert_array_equal(crop_mel, utterances[uid][1][j : j + 8])
-    train.check_init_from(config)  # the same architecture
+    training.check_init_from(config)  # the same architecture
     like = jax.eval_shape(job.init_params, jax.random.PRNGKey(0))
-    loaded, step = train.init_params_from(source, like)
+    loaded, step = training.init_params_from(source, like)
     assert step == 5
     _assert_trees_equal(loaded, ema)
-    _assert_trees_equal(train.init_params_from(source, like, ema=False)[0], raw)
+    _assert_trees_equal(training.init_params_from(source, like, ema=False)[0], raw)
 
 
 def _toy_job(batches=None):
     """A two-leaf model with a quadratic loss: the shared loop without a model's compile."""
-    return train.Job(
+    return training.Job(
         init_params=lambda rng: {"w": jax.random.normal(rng, (8, 3)), "b": jax.numpy.zeros(3)},
         loss_fn=lambda p, batch, rngs: (
             jax.numpy.mean((batch["x"] @ p["w"] + p["b"]) ** 2),
@@ -290,11 +291,11 @@ def test_init_from_applies_to_a_new_run_only(tmp_path):
 
     out = str(tmp_path / "run")
     config.init_from, config.init_from_ema, config.train.steps = source, False, 1
-    train.fit(config, out, _toy_job())
-    _assert_trees_equal(train.restore_params(out, ema=False)[0], raw)
+    training.fit(config, out, _toy_job())
+    _assert_trees_equal(training.restore_params(out, ema=False)[0], raw)
     config.init_from_ema, config.train.steps = True, 2  # would start from `ema` if not resumed
-    train.fit(config, out, _toy_job())
-    params, step = train.restore_params(out, ema=False)
+    training.fit(config, out, _toy_job())
+    params, step = training.restore_params(out, ema=False)
     assert step == 2
     _assert_trees_equal(params, raw)
 
@@ -307,18 +308,18 @@ def test_init_from_refuses_another_architecture(folder, teacher_run, tmp_path):
         wavs, data_dir, init_from=source, **{"model.residual_channels": 12, "model.kernel_size": 3}
     )
     with pytest.raises(ValueError, match=re.escape(source) + r"' holds a model of another") as e:
-        teacher.train_and_evaluate(wider, str(out))
+        teacher_job.train_and_evaluate(wider, str(out))
     assert "model.kernel_size: saved 2, now 3" in str(e.value)
     assert "model.residual_channels: saved 8, now 12" in str(e.value)
     assert not out.exists()
     # Fields that change how the model runs, not its weights, are no mismatch.
-    train.check_init_from(_config(wavs, data_dir, init_from=source, **{"model.remat": True}))
+    training.check_init_from(_config(wavs, data_dir, init_from=source, **{"model.remat": True}))
     # A tree of other shapes is named leaf by leaf.
     like = dict(raw, upsampler=jax.tree.map(lambda a: np.zeros(a.shape + (1,)), raw["upsampler"]))
     with pytest.raises(ValueError, match=r"\['upsampler'\].*: saved \(\d+, \d+.*\), now"):
-        train.init_params_from(source, like)
+        training.init_params_from(source, like)
     with pytest.raises(FileNotFoundError, match="config.init_from=.*does not exist"):
-        train.check_init_from(_config(wavs, data_dir, init_from=str(tmp_path / "none")))
+        training.check_init_from(_config(wavs, data_dir, init_from=str(tmp_path / "none")))
 
 
 @pytest.mark.slow
@@ -337,18 +338,20 @@ def test_init_from_starts_the_student_on_stored_mels(folder, teacher_run, tmp_pa
         return config
 
     base = student()
-    model = distill.build_student(base)
-    shapes = jax.eval_shape(lambda: distill.init_params(model, base, jax.random.PRNGKey(0)))
+    model = builders.build_student(base)
+    shapes = jax.eval_shape(
+        lambda: builders.init_student_params(model, base, jax.random.PRNGKey(0))
+    )
     source = str(tmp_path / "pretrained_student")
     source_raw, source_ema = _random_tree(shapes, 3), _random_tree(shapes, 4)
     _save_run(source, base, source_raw, source_ema)
 
     out = str(tmp_path / "finetuned_student")
     config = student(init_from=source, **{"train.steps": 1, "train.learning_rate": 0.0})
-    teacher_lib = distill.load_teacher(teacher_workdir)
-    job = distill.make_job(config, model, teacher_lib)
-    train.fit(config, out, dataclasses.replace(job, eval_fn=None, summaries=None))
-    params, _ = train.restore_params(out, ema=False)
+    teacher_lib = training.load_teacher(teacher_workdir)
+    job = student_job.make_job(config, model, teacher_lib)
+    training.fit(config, out, dataclasses.replace(job, eval_fn=None, summaries=None))
+    params, _ = training.restore_params(out, ema=False)
     _assert_trees_equal(params["upsampler"], teacher_ema["upsampler"])
     _assert_trees_equal(
         {k: v for k, v in params.items() if k != "upsampler"},

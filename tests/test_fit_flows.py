@@ -16,8 +16,8 @@ import pytest
 from scipy import stats
 
 from configs import flows as flows_config
-from pwavenet import fit_flows
-from pwavenet import toy2d
+from pwavenet.flows import fitting
+from pwavenet.flows import toy2d
 
 
 def _config(variant="tiny", **overrides):
@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory):
     """The tiny job run once to the end: (workdir, its results), shared (read-only) by the
     tests that check its outputs and resume from a copy of its checkpoints."""
     workdir = tmp_path_factory.mktemp("tiny_full")
-    return workdir, fit_flows.train_and_evaluate(_config(), str(workdir))
+    return workdir, fitting.train_and_evaluate(_config(), str(workdir))
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(full / "checkpoints", resumed / "checkpoints")
     shutil.rmtree(resumed / "checkpoints" / "40")
-    fit_flows.train_and_evaluate(config, str(resumed))
+    fitting.train_and_evaluate(config, str(resumed))
 
     import orbax.checkpoint as ocp
 
@@ -125,7 +125,7 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_where_an_uninterrupted_run_do
             return mngr.restore(step or mngr.latest_step())
 
     assert int(restore(workdir)["step"]) == termed_at
-    results = fit_flows.train_and_evaluate(_config(**{"train.decay_steps": 40}), str(workdir))
+    results = fitting.train_and_evaluate(_config(**{"train.decay_steps": 40}), str(workdir))
     full, resumed = restore(tiny_run[0], 40), restore(workdir, 40)
     for key in ("params", "opt_state", "step"):
         jax.tree_util.tree_map(np.testing.assert_array_equal, resumed[key], full[key])
@@ -145,7 +145,7 @@ def test_planar_maximum_likelihood_beats_the_best_gaussian_on_two_moons(tmp_path
             "eval.grid_cells": 40,
         },
     )
-    results = fit_flows.train_and_evaluate(config, str(tmp_path))
+    results = fitting.train_and_evaluate(config, str(tmp_path))
     # The best single Gaussian, recomputed independently with scipy.
     train = toy2d.sample_dataset("moons", config.data.num_train, config.seed)
     test = toy2d.sample_dataset("moons", config.data.num_test, config.seed + 1)
@@ -166,10 +166,10 @@ def test_reverse_kl_fit_is_a_nonnegative_small_divergence(tmp_path):
         "eval.num_samples": 20000,
         "eval.grid_cells": 40,
     }
-    untrained = fit_flows.train_and_evaluate(
+    untrained = fitting.train_and_evaluate(
         _config("U2", **{"train.steps": 0, **overrides}), str(tmp_path / "untrained")
     )
-    results = fit_flows.train_and_evaluate(
+    results = fitting.train_and_evaluate(
         _config("U2", **{"train.steps": 800, **overrides}), str(tmp_path / "trained")
     )
     # KL(q || p) >= 0 exactly, so each estimate may dip below 0 only by Monte Carlo error.
@@ -210,7 +210,7 @@ def test_datasets_have_their_defining_geometry():
 )
 def test_bad_layer_specs_name_the_config_field(spec, match):
     with pytest.raises(ValueError, match=match) as err:
-        fit_flows.parse_layers(spec, 2, (np.zeros(2), np.ones(2)))
+        fitting.parse_layers(spec, 2, (np.zeros(2), np.ones(2)))
     assert "config.flow.layers" in str(err.value)
 
 

@@ -103,10 +103,10 @@ def test_planar_constraint_and_inverse_for_extreme_raw_parameters(wr):
     module = flows.Planar(d)
     params = _init(module, d, seed=11, planar_wr=wr)
     w, r = params["params"]["w"], params["params"]["r"]
-    r_hat = flows._constrained_direction(w, r)
+    r_hat = flows.constrained_direction(w, r)
     with jax.enable_x64(True):
         w64, r64 = np.asarray(w, np.float64), np.asarray(r, np.float64)
-        wr_hat = np.dot(w64, np.asarray(flows._constrained_direction(w64, r64)))
+        wr_hat = np.dot(w64, np.asarray(flows.constrained_direction(w64, r64)))
         assert wr_hat > -1.0
         # Independent closed form of the constraint: -1 + log(1 + e^{w^T r}).
         np.testing.assert_allclose(

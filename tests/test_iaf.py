@@ -1,4 +1,4 @@
-"""Tests for pwavenet.iaf, the Parallel WaveNet student.
+"""Tests for pwavenet.models.iaf, the Parallel WaveNet student.
 
 Each claim is checked against an independent computation: the inverse against the forward pass,
 the composed affine map and its log-determinant against autodiff Jacobians (and numpy's
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pwavenet import iaf
+from pwavenet.models import iaf
 
 from student_helpers import lpc_overrides, random_params, small_student_config
 

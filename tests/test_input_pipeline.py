@@ -16,7 +16,7 @@ import scipy.signal
 
 from configs import teacher
 from pwavenet import audio
-from pwavenet import input_pipeline
+from pwavenet.data import input_pipeline
 import tensorflow as tf
 import tensorflow_datasets as tfds
 

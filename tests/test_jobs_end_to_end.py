@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from pwavenet import evaluate
-from pwavenet import train
+from pwavenet import evaluation
+from pwavenet import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def _wav(path) -> np.ndarray:
 
 def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir, student_eval):
     out, report = student_eval
-    config = train.load_config(str(pipeline_dir / "student"))
+    config = training.load_config(str(pipeline_dir / "student"))
     assert report["kind"] == "student" and report["step"] == config.train.steps
 
     # The listening set's spectral distances, recomputed from the written 16-bit wavs.
@@ -143,7 +143,7 @@ def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir,
     for system in ("student", "teacher"):
         audio = np.stack([_wav(out / f"{system}_{i}.wav") for i in range(n)])
         assert audio.shape == reference.shape
-        distances[system] = float(np.mean(evaluate.log_mel_l1(config, audio, reference)))
+        distances[system] = float(np.mean(evaluation.log_mel_l1(config, audio, reference)))
         assert report[f"log_mel_l1_{system}"] == pytest.approx(distances[system], rel=0.02)
     assert report["student_to_teacher_l1_ratio"] == pytest.approx(
         distances["student"] / distances["teacher"], rel=0.04

@@ -1,4 +1,4 @@
-"""Linear prediction from the log-mel (pwavenet.lpc) and the WaveNet that adds it to its mean."""
+"""Linear prediction from the log-mel (pwavenet.audio.lpc) and the WaveNet that adds it to its mean."""
 
 import math
 
@@ -12,8 +12,8 @@ import scipy.signal
 
 from configs.teacher import get_config
 from pwavenet import audio
-from pwavenet import lpc
-from pwavenet import wavenet
+from pwavenet.audio import lpc
+from pwavenet.models import wavenet
 
 
 def _autocorrelation(x, lags):
@@ -68,7 +68,7 @@ def test_levinson_keeps_the_filter_stable_where_float32_breaks_down():
 
 def test_mel_to_linear_maps_a_flat_spectrum_back_to_itself():
     m = get_config("espeak").mel
-    weights, _ = audio._mel_matrix_and_window(
+    weights, _ = audio.htk_filterbank_and_window(
         m.sample_rate, m.n_fft, m.n_fft, m.n_mels, m.fmin, m.fmax
     )
     flat = 0.37 * np.ones(m.n_fft // 2 + 1)

@@ -37,7 +37,11 @@ def _hifigan_reference(x, c):
     pad = (c.n_fft - c.hop_length) // 2
     y = np.pad(x.astype(np.float64), (pad, pad), mode="reflect")
     spec = librosa.stft(
-        y, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window="hann",
+        y,
+        n_fft=c.n_fft,
+        hop_length=c.hop_length,
+        win_length=c.win_length,
+        window="hann",
         center=False,
     )
     magnitude = np.sqrt(np.abs(spec) ** 2 + 1e-9)
@@ -51,8 +55,13 @@ def _espnet_reference(x, c):
     """Parallel WaveGAN's / ESPnet's logmelfilterbank: a centred STFT (reflect padding),
     |S|, librosa's mel filters, log10 of max(mel, 1e-10); the first T // hop frames."""
     spec = librosa.stft(
-        x.astype(np.float64), n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-        window="hann", center=True, pad_mode="reflect",
+        x.astype(np.float64),
+        n_fft=c.n_fft,
+        hop_length=c.hop_length,
+        win_length=c.win_length,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
     )
     basis = librosa.filters.mel(
         sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax
@@ -131,17 +140,17 @@ def test_a_vocoder_takes_a_tts_models_mel_in_its_preset_as_it_is():
     """A model trained with mel.preset 'hifigan' computes (Vocoder.mel) and so expects
     HiFi-GAN's mel: a TTS model's output in that definition needs no conversion."""
     from configs import teacher as teacher_config
-    from pwavenet import teacher as teacher_lib
+    from pwavenet.models import builders
     from pwavenet import vocoder as vocoder_lib
     import vocoder_helpers
 
     config = teacher_config.get_config("tiny")
     config.mel.preset = "hifigan"
-    model = teacher_lib.build_model(config)
+    model = builders.build_teacher(config)
     v = vocoder_lib.Vocoder(config, vocoder_helpers.random_params(model, 0.3))
     x = _audio(64 * 30 + 5)
     np.testing.assert_allclose(v.mel(x), _hifigan_reference(x, config.mel), atol=2e-4)
 
     config.model.lpc_order = 16  # the linear predictor inverts the project's own mel only
     with pytest.raises(ValueError, match="mel.preset='hifigan'; set model.lpc_order=0"):
-        teacher_lib.build_model(config)
+        builders.build_teacher(config)

@@ -211,9 +211,9 @@ def test_two_processes_train_like_one_process_with_four_devices(runs):
     assert two0["eval_metrics"].shape == one["eval_metrics"].shape == (1, 3)
     np.testing.assert_allclose(two0["eval_metrics"], one["eval_metrics"], rtol=1e-6)
     # Training moved the parameters by far more than the tolerance between layouts.
-    from pwavenet import train
+    from pwavenet import training
 
-    step2, _ = train.restore_params(runs["two"].workdir, step=2, ema=False)
+    step2, _ = training.restore_params(runs["two"].workdir, step=2, ema=False)
     moved = [np.abs(np.asarray(v) - two0[k]).max() for k, v in _flat(step2).items()]
     assert max(moved) > 100 * ATOL
 
@@ -231,13 +231,13 @@ def test_the_entry_points_multihost_flags_train_like_the_library_runs(runs):
     join one cluster and reach the parameters of the worker's two-process runs, which train
     like one process with four devices (the tests above); both processes exit 0 (the fixture's
     wait)."""
-    from pwavenet import train
+    from pwavenet import training
 
     for name, job, steps in (("flags_teacher", "teacher", STEPS), ("flags_student", "student", 2)):
         run = runs[name]
         for p in (0, 1):
             assert f"JAX process {p} of 2" in run.log(p), run.log(p)[-3000:]
-        params, step = train.restore_params(run.workdir, ema=False)
+        params, step = training.restore_params(run.workdir, ema=False)
         assert step == steps
         flat = {k: np.asarray(v) for k, v in _flat(params).items()}
         _assert_params_close(flat, runs["two"].result(0, job))
@@ -276,7 +276,7 @@ def test_only_process_zero_writes_summaries_and_config(runs):
 def test_checkpoints_restore_across_process_layouts(runs):
     """A step-2 checkpoint written by 2 processes resumes on 1, and the reverse, to the same
     step-4 parameters and losses as the uninterrupted runs."""
-    from pwavenet import train
+    from pwavenet import training
 
     two = runs["two"].result(0)
     one_from_two = runs["one_from_two"].result()
@@ -287,7 +287,7 @@ def test_checkpoints_restore_across_process_layouts(runs):
         two_from_one = runs["two_from_one"].result(p)
         np.testing.assert_array_equal(two_from_one["losses"][:2, 0], [3, 4])
         np.testing.assert_allclose(two_from_one["losses"][:2, 1], two["losses"][2:, 1], rtol=1e-6)
-    step4, _ = train.restore_params(runs["two_from_one"].workdir, step=STEPS, ema=False)
+    step4, _ = training.restore_params(runs["two_from_one"].workdir, step=STEPS, ema=False)
     _assert_params_close({k: np.asarray(v) for k, v in _flat(step4).items()}, runs["one"].result())
 
 

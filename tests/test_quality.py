@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pwavenet import audio
-from pwavenet import quality
+from pwavenet.evaluation import quality
 
 SR = 22050
 
@@ -137,8 +137,15 @@ def test_shapes_must_agree():
 def _mel_config(**fields):
     c = ml_collections.ConfigDict(
         dict(
-            sample_rate=SR, n_fft=1024, win_length=1024, hop_length=256, n_mels=80,
-            fmin=0.0, fmax=8000.0, log_floor=1e-5, preset="pwavenet",
+            sample_rate=SR,
+            n_fft=1024,
+            win_length=1024,
+            hop_length=256,
+            n_mels=80,
+            fmin=0.0,
+            fmax=8000.0,
+            log_floor=1e-5,
+            preset="pwavenet",
         )
     )
     c.update(fields)

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pwavenet import distill
-from pwavenet import distributions as D
-from pwavenet import iaf
+from pwavenet import distillation
+from pwavenet.models import distributions as D
+from pwavenet.models import iaf
 from student_helpers import random_params, small_student_config
 
 BIG = 1e4
@@ -42,7 +42,7 @@ def _student(base):
 
 def _kl_and_grads(mu, log_s, teacher_params, dist, student, eps, method):
     def loss(mu, log_s, tp):
-        terms = distill.kl_terms(
+        terms = distillation.kl_terms(
             mu, log_s, tp, dist, student, eps, method=method, log_scale_min=LOG_SCALE_MIN
         )
         return terms["kl"] + terms.get("regularizer", 0.0), terms
@@ -117,8 +117,8 @@ def test_mol_teacher_density_is_finite_and_bounded_at_the_edges():
     )
     for x in SAMPLES + [-5.0, 5.0]:
         xs = jnp.full(len(rows), x, jnp.float32)
-        fn = lambda p, xx: distill.teacher_log_density(dist, p, xx).sum()
-        value = distill.teacher_log_density(dist, jnp.asarray(rows), xs)
+        fn = lambda p, xx: distillation.teacher_log_density(dist, p, xx).sum()
+        value = distillation.teacher_log_density(dist, jnp.asarray(rows), xs)
         _finite(value, jax.grad(fn, argnums=(0, 1))(jnp.asarray(rows), xs))
         assert np.all(np.asarray(value) <= -np.log(4.0) - LOG_SCALE_MIN + 1e-4)
 
@@ -130,7 +130,7 @@ def test_power_loss_is_finite_for_silence_and_full_scale(scale):
     x = jnp.asarray(scale * np.sign(rng.standard_normal((2, 1024))), jnp.float32)
     reference = jnp.asarray(np.clip(rng.standard_normal((2, 1024)), -1, 1), jnp.float32)
     resolutions = ((256, 64, 256), (128, 32, 128))
-    value, grad = jax.value_and_grad(distill.power_loss)(x, reference, resolutions)
+    value, grad = jax.value_and_grad(distillation.power_loss)(x, reference, resolutions)
     _finite(value, grad)
     assert float(value) >= 0.0
 

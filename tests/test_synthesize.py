@@ -1,4 +1,4 @@
-"""Tests for pwavenet.synthesize and launch.synthesize: files and folders of wavs and mels.
+"""Tests for pwavenet.jobs.synthesize and launch.synthesize: files and folders of wavs and mels.
 
 Every written wav is checked against the Vocoder API on the same mel, and a wav at another
 rate or with two channels against scipy's resampling and numpy's mean computed here.
@@ -15,7 +15,7 @@ import pytest
 import soundfile
 from scipy import signal
 
-from pwavenet import synthesize
+from pwavenet.jobs import synthesize
 from pwavenet import vocoder as vocoder_lib
 import vocoder_helpers
 
@@ -72,7 +72,12 @@ def test_an_npy_mel_and_a_file_into_an_existing_folder(workdir, vocoder, tmp_pat
     out.mkdir()
     notices = []
     synthesize.synthesize(
-        workdir, str(tmp_path / "mel.npy"), str(out), speaker=3, seed=5, progress=False,
+        workdir,
+        str(tmp_path / "mel.npy"),
+        str(out),
+        speaker=3,
+        seed=5,
+        progress=False,
         notify=notices.append,
     )
     written, _ = soundfile.read(out / "mel.wav", dtype="float32")
@@ -96,10 +101,17 @@ def test_a_folder_keeps_its_relative_names_from_the_command_line(workdir, vocode
     out = tmp_path / "out"
     run = subprocess.run(
         [
-            sys.executable, "-m", "launch.synthesize", f"--workdir={workdir}",
-            f"--input={source}", f"--output={out}", "--seed=2",
+            sys.executable,
+            "-m",
+            "launch.synthesize",
+            f"--workdir={workdir}",
+            f"--input={source}",
+            f"--output={out}",
+            "--seed=2",
         ],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = run.stdout.strip().splitlines()[-1]
@@ -120,10 +132,16 @@ def test_mistakes_end_with_one_error_line(workdir, tmp_path):
     np.save(tmp_path / "wide.npy", np.zeros((5, 80), np.float32))
     run = subprocess.run(
         [
-            sys.executable, "-m", "launch.synthesize", f"--workdir={workdir}",
-            f"--input={tmp_path / 'wide.npy'}", f"--output={tmp_path / 'x.wav'}",
+            sys.executable,
+            "-m",
+            "launch.synthesize",
+            f"--workdir={workdir}",
+            f"--input={tmp_path / 'wide.npy'}",
+            f"--output={tmp_path / 'x.wav'}",
         ],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from configs import teacher as teacher_config
-from pwavenet import evaluate
-from pwavenet import teacher
-from pwavenet import train
-from pwavenet import wavenet
+from pwavenet.jobs import evaluate
+from pwavenet import evaluation
+from pwavenet.models import builders
+from pwavenet.jobs import teacher as teacher_job
+from pwavenet import training
+from pwavenet.models import wavenet
 
 
 @pytest.fixture(scope="module")
@@ -42,27 +44,29 @@ def _random_batch(config, batch, seed=0):
 
 def test_pmapped_step_equals_a_single_device_step():
     config = _config("")
-    model = teacher.build_model(config)
-    tx, schedule = train.create_optimizer(config.train)
-    params = teacher.init_params(model, config, jax.random.PRNGKey(0))
-    loss_fn = lambda p, b, rng: teacher.nll_metrics(model, config, p, b)
+    model = builders.build_teacher(config)
+    tx, schedule = training.create_optimizer(config.train)
+    params = builders.init_teacher_params(model, config, jax.random.PRNGKey(0))
+    loss_fn = lambda p, b, rng: builders.nll_metrics(model, config, p, b)
     batch = _random_batch(config, 8)
 
     def fresh_state():
-        return train.create_train_state(jax.random.PRNGKey(1), jax.tree.map(jnp.array, params), tx)
+        return training.create_train_state(
+            jax.random.PRNGKey(1), jax.tree.map(jnp.array, params), tx
+        )
 
     # Two steps so Adam's second-moment state matters too.
-    single = train.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False)
+    single = training.make_train_step(loss_fn, tx, schedule, 0.9, pmap=False)
     state1 = fresh_state()
     for _ in range(2):
         state1, metrics1 = single(state1, batch)
     assert jax.local_device_count() == 8
-    multi = train.make_train_step(loss_fn, tx, schedule, 0.9)
+    multi = training.make_train_step(loss_fn, tx, schedule, 0.9)
     state8 = jax_utils.replicate(fresh_state())
     for _ in range(2):
-        state8, metrics8 = multi(state8, train.shard(batch))
-    state8 = train.first_replica(state8)
-    metrics8 = train.first_replica(metrics8)
+        state8, metrics8 = multi(state8, training.shard(batch))
+    state8 = training.first_replica(state8)
+    metrics8 = training.first_replica(metrics8)
     np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -78,7 +82,7 @@ def test_pmapped_step_equals_a_single_device_step():
 
 def test_global_batch_must_divide_the_device_count():
     with pytest.raises(ValueError, match=r"batch_size=12 .* divisible .* 8"):
-        train.check_batch_size(12)
+        training.check_batch_size(12)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,7 @@ def trained(data_dir, tmp_path_factory):
     """The tiny teacher trained by train_and_evaluate for its 6 steps, once for the module:
     its workdir, copied by each test that changes it."""
     workdir = str(tmp_path_factory.mktemp("trained") / "run")
-    teacher.train_and_evaluate(_config(data_dir), workdir)
+    teacher_job.train_and_evaluate(_config(data_dir), workdir)
     return workdir
 
 
@@ -98,14 +102,14 @@ def test_checkpoints_round_trip_and_training_resumes(data_dir, trained, tmp_path
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["model"]["residual_channels"] == config.model.residual_channels
-    params6, step = train.restore_params(workdir, ema=False)
+    params6, step = training.restore_params(workdir, ema=False)
     assert step == 6
 
     # Asking for more steps resumes from step 6 (it does not start over): steps 7..9 only.
     longer = _config(data_dir, **{"train.steps": 9})
-    teacher.train_and_evaluate(longer, workdir)
+    teacher_job.train_and_evaluate(longer, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "9"]
-    params9, _ = train.restore_params(workdir, ema=False)
+    params9, _ = training.restore_params(workdir, ema=False)
     moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params6, params9)
     assert max(jax.tree.leaves(moved)) > 0
 
@@ -121,7 +125,7 @@ def test_checkpoints_round_trip_and_training_resumes(data_dir, trained, tmp_path
     # A different architecture in the same workdir is refused, naming the field and values.
     wider = _config(data_dir, **{"model.residual_channels": 16})
     with pytest.raises(ValueError, match=r"model.residual_channels: saved 8, now 16"):
-        teacher.train_and_evaluate(wider, workdir)
+        teacher_job.train_and_evaluate(wider, workdir)
 
 
 @pytest.mark.slow
@@ -129,15 +133,21 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
     import pystoi
     import soundfile
 
-    from pwavenet import input_pipeline
-    from pwavenet import quality
+    from pwavenet.data import input_pipeline
+    from pwavenet.evaluation import quality
 
     config = _config(data_dir)
     workdir = str(tmp_path / "run")
     shutil.copytree(trained, workdir)
     report = evaluate.evaluate(workdir, speed_batch_sizes=(1, 2), speed_seconds=0.02)
     out = os.path.join(workdir, "eval_6")
-    for name in ("report.json", "mels.png", "reference_0.wav", "generated_1.wav", "griffin_lim_1.wav"):
+    for name in (
+        "report.json",
+        "mels.png",
+        "reference_0.wav",
+        "generated_1.wav",
+        "griffin_lim_1.wav",
+    ):
         assert os.path.getsize(os.path.join(out, name)) > 0
     assert sorted(os.listdir(out)) == report["files"]
     with open(os.path.join(out, "report.json")) as f:
@@ -149,11 +159,14 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
     sr = config.mel.sample_rate
     wav = {
         name: np.stack(
-            [soundfile.read(os.path.join(out, f"{name}_{i}.wav"), dtype="float32")[0] for i in (0, 1)]
+            [
+                soundfile.read(os.path.join(out, f"{name}_{i}.wav"), dtype="float32")[0]
+                for i in (0, 1)
+            ]
         )
         for name in ("reference", "generated")
     }
-    expected = evaluate.log_mel_l1(config, wav["generated"], wav["reference"])
+    expected = evaluation.log_mel_l1(config, wav["generated"], wav["reference"])
     np.testing.assert_allclose(report["log_mel_l1_per_utterance"], expected, rtol=0.02)
     assert report["log_mel_l1"] > 0.1
 
@@ -178,14 +191,16 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
     )
     # The teacher's NLL of the real audio, batched with padding, equals a pass over each
     # utterance alone (the model is causal and the padding is masked out).
-    model = teacher.build_model(config)
-    params, _ = train.restore_params(workdir)
+    model = builders.build_teacher(config)
+    params, _ = training.restore_params(workdir)
     for i, u in enumerate(utterances):
         outputs = model.apply(
             {"params": params}, u["audio"][None], u["mel"][None], np.array([u["speaker"]])
         )
         alone = float(
-            -np.mean(np.asarray(wavenet.log_likelihood(outputs, u["audio"][None], model.distribution)))
+            -np.mean(
+                np.asarray(wavenet.log_likelihood(outputs, u["audio"][None], model.distribution))
+            )
         )
         assert q["per_utterance"]["reference"][i]["teacher_nll"] == pytest.approx(alone, abs=1e-3)
     # Deterministic for a checkpoint and seed.
@@ -196,7 +211,7 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
 def test_evaluating_a_workdir_without_checkpoints_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no saved config"):
         evaluate.evaluate(str(tmp_path))
-    train.save_config(_config(""), str(tmp_path))
+    training.save_config(_config(""), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         evaluate.evaluate(str(tmp_path))
 
@@ -204,7 +219,7 @@ def test_evaluating_a_workdir_without_checkpoints_says_so(tmp_path):
 def test_upsampling_must_match_the_hop():
     config = _config("", **{"mel.hop_length": 128})
     with pytest.raises(ValueError, match=r"upsample_strides=\(8, 8\).*hop_length=128"):
-        teacher.build_model(config)
+        builders.build_teacher(config)
 
 
 def test_an_unknown_config_field_is_an_error_before_anything_is_written(tmp_path):

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pwavenet import train
+from pwavenet import training
 
 
 def _loss(params, batch, rng):
@@ -56,44 +56,44 @@ def _batch(poison, seed=0):
 
 def test_a_non_finite_step_leaves_the_state_untouched_and_is_counted():
     config = _train_config()
-    tx, schedule = train.create_optimizer(config)
-    state = train.create_train_state(jax.random.PRNGKey(0), {"w": jnp.zeros(3)}, tx)
-    step = train.make_train_step(_loss, tx, schedule, config.ema_decay, max_skipped_in_a_row=3)
+    tx, schedule = training.create_optimizer(config)
+    state = training.create_train_state(jax.random.PRNGKey(0), {"w": jnp.zeros(3)}, tx)
+    step = training.make_train_step(_loss, tx, schedule, config.ema_decay, max_skipped_in_a_row=3)
     state = jax_utils.replicate(state)
-    state, _ = step(state, train.shard(_batch(0)))  # one real update first: Adam state non-zero
-    before = train.first_replica(state)
+    state, _ = step(state, training.shard(_batch(0)))  # one real update first: Adam state non-zero
+    before = training.first_replica(state)
 
-    state, metrics = step(state, train.shard(_batch(1)))
-    after = train.first_replica(state)
-    assert not np.isfinite(train.first_replica(metrics)["loss"])
+    state, metrics = step(state, training.shard(_batch(1)))
+    after = training.first_replica(state)
+    assert not np.isfinite(training.first_replica(metrics)["loss"])
     for name in ("params", "ema_params", "opt_state"):
         jax.tree.map(np.testing.assert_array_equal, getattr(after, name), getattr(before, name))
     assert (after.step, after.skipped_in_a_row, after.skipped_total) == (2, 1, 1)
 
-    state, _ = step(state, train.shard(_batch(0, seed=1)))
-    recovered = train.first_replica(state)
+    state, _ = step(state, training.shard(_batch(0, seed=1)))
+    recovered = training.first_replica(state)
     assert (recovered.skipped_in_a_row, recovered.skipped_total) == (0, 1)
     assert not np.array_equal(recovered.params["w"], after.params["w"])
 
     # The run counter saturates at the limit instead of resetting, so a loop that only looks
     # every few steps still sees that the limit was reached.
     for _ in range(5):
-        state, _ = step(state, train.shard(_batch(1)))
-    assert train.first_replica(state).skipped_in_a_row == 3
-    state, _ = step(state, train.shard(_batch(0)))
-    assert train.first_replica(state).skipped_in_a_row == 3
+        state, _ = step(state, training.shard(_batch(1)))
+    assert training.first_replica(state).skipped_in_a_row == 3
+    state, _ = step(state, training.shard(_batch(0)))
+    assert training.first_replica(state).skipped_in_a_row == 3
 
 
 def test_the_loop_stops_after_too_many_non_finite_steps_and_keeps_finite_checkpoints(tmp_path):
     # Clean for 5 steps (a checkpoint at step 4), then poisoned for good.
     batches = itertools.chain([_batch(0, s) for s in range(5)], itertools.repeat(_batch(1)))
     config = ml_collections.ConfigDict({"seed": 0, "train": _train_config(log_every=4)})
-    job = train.Job(
+    job = training.Job(
         init_params=lambda rng: {"w": jnp.zeros(3)}, loss_fn=_loss, train_batches=batches
     )
     with pytest.raises(FloatingPointError, match=r"3 training steps in a row .*\(latest: step 4\)"):
-        train.fit(config, str(tmp_path), job)
-    params, step = train.restore_params(str(tmp_path), ema=False)
+        training.fit(config, str(tmp_path), job)
+    params, step = training.restore_params(str(tmp_path), ema=False)
     assert step == 4 and np.all(np.isfinite(params["w"])) and np.any(params["w"] != 0)
 
 
@@ -111,7 +111,7 @@ def test_microbatches_give_the_batchs_loss_metrics_and_gradient(microbatch_size)
     rngs = jax.random.split(jax.random.PRNGKey(3), 8)
     params = {"w": jnp.asarray([0.3, -0.2, 0.7])}
     whole = jax.value_and_grad(_noisy_loss, has_aux=True)(params, batch, rngs, 1.5)
-    split = jax.jit(train.value_and_grad_in_microbatches(_noisy_loss, microbatch_size))(
+    split = jax.jit(training.value_and_grad_in_microbatches(_noisy_loss, microbatch_size))(
         params, batch, rngs, 1.5
     )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), split, whole)
@@ -121,12 +121,12 @@ def test_microbatches_give_the_batchs_loss_metrics_and_gradient(microbatch_size)
 def test_microbatch_sizes_that_do_not_divide_the_batch_are_refused():
     batch = {k: jnp.asarray(v) for k, v in _batch(0).items()}
     rngs = jax.random.split(jax.random.PRNGKey(3), 8)
-    run = train.value_and_grad_in_microbatches(_noisy_loss, 3)
+    run = training.value_and_grad_in_microbatches(_noisy_loss, 3)
     with pytest.raises(ValueError, match=r"microbatch_size=3 does not divide the batch of 8"):
         run({"w": jnp.zeros(3)}, batch, rngs, 1.0)
     # 0, None and sizes of at least the batch take it whole.
     for size in (0, None, 8, 16):
-        out = train.value_and_grad_in_microbatches(_noisy_loss, size)(
+        out = training.value_and_grad_in_microbatches(_noisy_loss, size)(
             {"w": jnp.ones(3)}, batch, rngs, 1.0
         )
         expected = jax.value_and_grad(_noisy_loss, has_aux=True)(
@@ -141,7 +141,7 @@ def test_the_loop_refuses_a_microbatch_size_that_does_not_divide_a_devices_batch
     config = ml_collections.ConfigDict(
         {"seed": 0, "train": _train_config(batch_size=32, microbatch_size=3)}
     )
-    job = train.Job(init_params=lambda rng: {"w": jnp.zeros(3)}, loss_fn=_loss, train_batches=[])
+    job = training.Job(init_params=lambda rng: {"w": jnp.zeros(3)}, loss_fn=_loss, train_batches=[])
     with pytest.raises(ValueError, match=r"microbatch_size=3 must divide the batch of 4 exa"):
-        train.fit(config, str(workdir), job)
+        training.fit(config, str(workdir), job)
     assert not workdir.exists()  # refused before anything was written

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from pwavenet import audio
-from pwavenet import iaf
+from pwavenet.models import iaf
 from pwavenet import vocoder as vocoder_lib
 import student_helpers
 import vocoder_helpers
@@ -280,7 +280,7 @@ def test_import_pwavenet_and_its_api_loads_no_tensorflow():
 def test_the_upsampler_treats_frames_past_valid_frames_as_absent():
     """Padding changes nothing inside the valid frames: without the mask, a leaky ReLU of the
     first stage's bias over the padding reaches the last valid frames through the second."""
-    from pwavenet.layers import ConditioningUpsampler
+    from pwavenet.models.layers import ConditioningUpsampler
 
     up = ConditioningUpsampler(strides=(4, 2), kernel_multiple=3)
     mel = _mel(12, seed=2)[None]

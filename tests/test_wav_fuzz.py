@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pwavenet.datasets import wav_folder
+from pwavenet.data.builders import wav_folder
 import tensorflow_datasets as tfds
 
 tfds.display_progress_bar(False)

@@ -1,4 +1,4 @@
-"""Tests for pwavenet.layers and pwavenet.wavenet.
+"""Tests for pwavenet.models.layers and pwavenet.models.wavenet.
 
 Each claim is checked against an independent computation: causality and the receptive field
 against autodiff Jacobians, the convolutions against direct numpy sums, cached generation
@@ -15,8 +15,9 @@ import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
 from configs.teacher import get_config
-from pwavenet import layers, wavenet
-from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length
+from pwavenet.models import layers
+from pwavenet.models import wavenet
+from pwavenet.models.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 
 def _config(**overrides):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from configs import student as student_config_lib
-from pwavenet import train
+from pwavenet import training
 from pwavenet import vocoder as vocoder_lib
 import student_helpers
 
@@ -43,7 +43,7 @@ def write_workdir(path, config, params, ema_params):
     """A workdir as the jobs leave it: config.json and a checkpoint (step 7) holding the
     parameters and their EMA."""
     os.makedirs(path)
-    train.save_config(config, str(path))
+    training.save_config(config, str(path))
     with ocp.CheckpointManager(os.path.join(path, "checkpoints")) as manager:
         manager.save(7, args=ocp.args.StandardSave({"params": params, "ema_params": ema_params}))
         manager.wait_until_finished()

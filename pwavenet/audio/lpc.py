@@ -20,7 +20,7 @@ the pitch, which a small network trained for minutes does not learn on its own (
 embedded corpus: periodicity of generated voiced frames 0.2-0.3 without, about 0.55 with,
 0.74 for the reference).
 
-The student (pwavenet.iaf) uses the same predictor the other way round: `synthesize` is the
+The student (pwavenet.models.iaf) uses the same predictor the other way round: `synthesize` is the
 all-pole filter x_t = u_t + sum_j a_j x_{t-1-j}, the exact inverse of `predict`, driven by
 an excitation scaled by `excitation_log_gain`, the residual level the frame's spectrum
 implies (on the embedded corpus the teacher's scale is about 0.8 of it, the real residual's
@@ -34,8 +34,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
+
+from pwavenet import audio
 
 Array = jax.Array
 
@@ -48,9 +50,8 @@ def mel_to_linear_matrix(
     spectrum. A flat spectrum of magnitude m gives mel band b the value m * width_b (the sum
     of its filter weights); the map divides by the width and averages the bands covering each
     bin by their weights, so a flat spectrum maps back to itself."""
-    from pwavenet import audio
 
-    weights, _ = audio._mel_matrix_and_window(sample_rate, n_fft, n_fft, n_mels, fmin, fmax)
+    weights, _ = audio.htk_filterbank_and_window(sample_rate, n_fft, n_fft, n_mels, fmin, fmax)
     weights = np.asarray(weights, np.float64)  # (bins, mels)
     width = np.maximum(weights.sum(axis=0), 1e-12)
     cover = weights.sum(axis=1)  # (bins,)
@@ -203,10 +204,9 @@ def excitation_log_gain(coefficients: Array, power: Array, config: Any) -> Array
     power by (E|X|)^2 / E|X|^2 = pi / 4 (Rayleigh magnitudes). (Levinson's error power would
     include the noise floor, which dominates it for spectra with deep valleys.)
     """
-    from pwavenet import audio
 
     m = config.lpc_mel
-    _, window = audio._mel_matrix_and_window(
+    _, window = audio.htk_filterbank_and_window(
         m.sample_rate, m.n_fft, m.get("win_length", m.n_fft), m.n_mels, m.fmin, m.fmax
     )
     energy = float(np.sum(np.square(window.astype(np.float64))))
@@ -295,7 +295,7 @@ def synthesize(
     if past is None:
         past = jnp.zeros((batch, order), jnp.float32)
     inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, plan.a_spectrum, plan.h_spectrum))
-    # Unrolling needs a known frame count; a length-polymorphic export (pwavenet.export) has none.
+    # Unrolling needs a known frame count; a length-polymorphic export (pwavenet.jobs.export) has none.
     unroll = 2 if isinstance(frames, int) else 1
     past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=unroll)
     return jnp.swapaxes(x, 0, 1).reshape(batch, frames * hop), past

@@ -3,7 +3,7 @@
 Data sets (config.data.name; 'name/config' picks a tfds builder config, e.g.
 'espeak_corpus/small'):
 
-    espeak_corpus  built locally on first use (pwavenet.datasets.espeak_corpus)
+    espeak_corpus  built locally on first use (pwavenet.data.builders.espeak_corpus)
     wav_folder     config.data.manual_dir, stored at config.mel.sample_rate (resampled)
     ljspeech       tfds 'ljspeech', 22050 Hz, one speaker, feature 'speech'
     vctk           tfds 'vctk', 48 kHz, 110 speakers, features 'speech' and 'speaker'
@@ -35,7 +35,7 @@ dropped, each logged once and recorded in `Datasets.dropped`; under 'fail' the f
 raises ValueError naming it.
 
 Mels from files (config.data.mel_source='file', wav_folder only): the mel of each utterance is
-the `name.npy` stored beside `name.wav` (pwavenet.datasets.wav_folder), e.g. a TTS model's
+the `name.npy` stored beside `name.wav` (pwavenet.data.builders.wav_folder), e.g. a TTS model's
 teacher-forced prediction, instead of one computed from the audio; crops pair its frames with
 the audio exactly as above. Its n_mels must equal config.mel.n_mels (a ValueError naming the
 file otherwise). Its frame count F may differ from the audio's T // hop by up to
@@ -58,12 +58,12 @@ import dataclasses
 import os
 from typing import Any, Callable, Iterator
 
-from absl import logging
 import jax
 import numpy as np
+from absl import logging
 
 from pwavenet import audio
-from pwavenet import datasets as pw_datasets
+from pwavenet.data import builders as pw_datasets
 
 tf = audio.import_tensorflow()
 import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow is told to stay off GPUs)
@@ -131,9 +131,7 @@ def check_config(config: Any) -> None:
     base, _ = _source(config.data.name)
     mel_source = config.data.get("mel_source", "audio")
     if mel_source not in MEL_SOURCES:
-        raise ValueError(
-            f"config.data.mel_source={mel_source!r} must be one of {MEL_SOURCES}."
-        )
+        raise ValueError(f"config.data.mel_source={mel_source!r} must be one of {MEL_SOURCES}.")
     if mel_source == "file":
         if base != "wav_folder":
             raise ValueError(
@@ -145,8 +143,7 @@ def check_config(config: Any) -> None:
         policy = config.data.get("mel_length_policy", "fail")
         if policy not in MEL_LENGTH_POLICIES:
             raise ValueError(
-                f"config.data.mel_length_policy={policy!r} must be one of "
-                f"{MEL_LENGTH_POLICIES}."
+                f"config.data.mel_length_policy={policy!r} must be one of {MEL_LENGTH_POLICIES}."
             )
         if config.data.get("mel_length_tolerance", 0) < 0:
             raise ValueError(
@@ -842,7 +839,9 @@ def split_utterances(
         config, _utterances(builder, config, split, shuffle_seed=None).as_numpy_iterator()
     ):
         x = audio.pcm16_to_float(example["audio"])
-        length = len(x) if max_seconds <= 0 else min(len(x), int(max_seconds * config.mel.sample_rate))
+        length = (
+            len(x) if max_seconds <= 0 else min(len(x), int(max_seconds * config.mel.sample_rate))
+        )
         length = length // hop * hop
         if length < hop:
             continue

@@ -231,8 +231,10 @@ def measure(
     """Every measure of MEASURES for one utterance. The reference's F0 track and periodicity
     may be passed in to avoid recomputing them for each system."""
     reference, audio = _pair(reference, audio)
-    p_ref = periodicity(reference, sample_rate) if reference_periodicity is None else (
-        reference_periodicity
+    p_ref = (
+        periodicity(reference, sample_rate)
+        if reference_periodicity is None
+        else (reference_periodicity)
     )
     p = periodicity(audio, sample_rate)
     return {

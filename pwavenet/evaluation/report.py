@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
+
+from absl import logging
 
 
 def _teacher_section(r: dict[str, Any], eval_dir: str) -> list[str]:
@@ -78,7 +81,7 @@ _MEASURE_HEADINGS = {
 
 
 def quality_table(q: dict[str, Any]) -> list[str]:
-    """The mean quality measures, a row per system (pwavenet.quality's measures)."""
+    """The mean quality measures, a row per system (pwavenet.evaluation.quality's measures)."""
     measures = [m for m in _MEASURE_HEADINGS if any(m in v for v in q["mean"].values())]
     lines = [
         f"Quality over {q['num_utterances']} {q['split']} utterances ({q['seconds']:.0f} s); "
@@ -110,3 +113,24 @@ def write_markdown(root: str, reports: dict[str, dict[str, Any]]) -> str:
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def write_report(out: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Writes <out>/report.json (with the folder's file list) and returns the report."""
+    report["files"] = sorted(set(os.listdir(out)) | {"report.json"})
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    means = report["quality"]["mean"]
+    logging.info(
+        "Evaluation of %s step %d on %d %s utterances: %s",
+        report["workdir"],
+        report["step"],
+        report["quality"]["num_utterances"],
+        report["quality"]["split"],
+        "; ".join(
+            f"{name} "
+            + ", ".join(f"{k} {v}" if v is None else f"{k} {v:.3f}" for k, v in m.items())
+            for name, m in means.items()
+        ),
+    )
+    return report

@@ -51,6 +51,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "check_unit_cube",
+    "Affine",
+    "ElementwiseAffine",
+    "Sigmoid",
+    "constrained_direction",
+    "Planar",
+    "Chain",
+    "GaussianBase",
+    "Flow",
+]
+
+
 Array = jax.Array
 
 
@@ -187,7 +200,7 @@ class Sigmoid(nn.Module):
         return self.forward_and_log_det(u)
 
 
-def _constrained_direction(w: Array, r: Array) -> Array:
+def constrained_direction(w: Array, r: Array) -> Array:
     """r_hat with w^T r_hat = -1 + softplus(w^T r) > -1 (note the squared norm)."""
     wr = jnp.dot(w, r)
     return r + (jax.nn.softplus(wr) - 1.0 - wr) * w / jnp.sum(w * w)
@@ -222,14 +235,14 @@ class Planar(nn.Module):
         return jnp.log(t2 + (1.0 - t2) * jax.nn.softplus(wr))
 
     def forward_and_log_det(self, u):
-        r_hat = _constrained_direction(self.w, self.r)
+        r_hat = constrained_direction(self.w, self.r)
         pre = u @ self.w + self.b
         x = u + r_hat * jnp.tanh(pre)[..., None]
         return x, self._log_det_at(pre, jnp.dot(self.w, self.r))
 
     def inverse_and_log_det(self, x):
         w, b = self.w, self.b
-        r_hat = _constrained_direction(w, self.r)
+        r_hat = constrained_direction(w, self.r)
         c = jnp.dot(w, r_hat)
         target = x @ w  # w^T x = a + c tanh(a + b)
 

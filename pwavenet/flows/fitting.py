@@ -21,7 +21,6 @@ import os
 import time
 from typing import Any
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,10 +28,10 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from absl import logging
 
-from pwavenet import flows
-from pwavenet import toy2d
-from pwavenet import train
+from pwavenet import flows, training
+from pwavenet.flows import toy2d
 
 _LAYERS = ("planar", "affine", "elementwise", "sigmoid")
 
@@ -193,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = _summary_writer(workdir)
     start = int(state["step"])
     t0, last_step = time.time(), start
-    with train.PreemptionNotice() as preemption:
+    with training.PreemptionNotice() as preemption:
         for step in range(start, config.train.steps):
             state, metrics = train_step(state)
             done = step + 1
@@ -230,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     done,
                     workdir,
                 )
-                raise train.Preempted(done, workdir)
+                raise training.Preempted(done, workdir)
     final_step = int(state["step"])
     ckpt.wait_until_finished()
 

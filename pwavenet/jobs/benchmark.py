@@ -46,8 +46,6 @@ import dataclasses
 import functools
 import math
 import resource
-import statistics
-import time
 from typing import Callable
 
 import jax
@@ -55,7 +53,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pwavenet import wavenet
+from pwavenet import distillation, training
+from pwavenet.models import iaf, wavenet
+from pwavenet.training import timing
 
 SAMPLE_RATE = 22050
 HOP = 256
@@ -102,17 +102,6 @@ def teacher_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
     )
 
 
-def time_median(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of fn() over `repeats` runs after one warm-up run."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def model_flops(fn, *args) -> float:
     """FLOPs of fn(*args): XLA's cost analysis of the computation lowered for the CPU, whatever
     device runs it, so that the count is the model's arithmetic and the same on every
@@ -151,7 +140,7 @@ def matmul_gflops_per_second(dtype: str = "float32", n: int | None = None, repea
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32).astype(dtype)
     matmul = jax.jit(jnp.matmul)
-    return 2 * n**3 / time_median(lambda: matmul(a, b), repeats) / 1e9
+    return 2 * n**3 / timing.median_seconds(lambda: matmul(a, b), repeats) / 1e9
 
 
 def peak_mib() -> float:
@@ -201,7 +190,6 @@ def teacher_train(
     repeats: int = 5, length: int = 7680, microbatch_size: int | None = -1
 ) -> list[Row]:
     """One Adam step; `microbatch_size` -1 is `training_microbatch()`."""
-    from pwavenet import train
 
     if microbatch_size == -1:
         microbatch_size = training_microbatch()
@@ -219,7 +207,7 @@ def teacher_train(
             out = m.apply({"params": p}, x, mel)
             return wavenet.negative_log_likelihood(out, x, m.distribution), {}
 
-        value_and_grad = train.value_and_grad_in_microbatches(loss_fn, microbatch)
+        value_and_grad = training.value_and_grad_in_microbatches(loss_fn, microbatch)
 
         def step(params, opt_state, x, mel):
             (loss, _), grads = value_and_grad(params, (x, mel), rngs)
@@ -229,7 +217,7 @@ def teacher_train(
         return step
 
     step = jax.jit(make_step(model, microbatch_size))
-    seconds = time_median(lambda: step(params, opt_state, x, mel), repeats)
+    seconds = timing.median_seconds(lambda: step(params, opt_state, x, mel), repeats)
     # Counted whole: the microbatches' scan would be counted once.
     flops = model_flops(make_step(counted, None), params, opt_state, x, mel)
     return [_row("teacher_train", x.size, flops, seconds)]
@@ -247,13 +235,13 @@ def teacher_generate(
         params = _init(model, 2, x, mel)
         # Not in a jit of its own: the batch spreads over the local devices (one per core on
         # a CPU, as launch.benchmark sets them up), and the sampler is compiled already.
-        seconds = time_median(
+        seconds = timing.median_seconds(
             lambda: wavenet.generate(model, params, jax.random.PRNGKey(3), mel=mel), repeats
         )
         # Model FLOPs, independent of how the loop is arranged: one step of the cached
         # network (all layers, conditioning projections included) and the draw from its
         # output, T times, plus the upsampling once per frame.
-        cache = wavenet._zero_cache(counted.config, batch)
+        cache = wavenet.zero_cache(counted.config, batch)
         dist = counted.distribution
 
         def one_step(p, cache, x_prev, mel_t, t, noise):
@@ -332,7 +320,6 @@ def student_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
 
 
 def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
-    from pwavenet import distill
 
     config = ml_collections.ConfigDict(
         dict(
@@ -345,7 +332,7 @@ def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
             contrastive_weight=0.0,
         )
     )
-    return distill.Distiller(
+    return distillation.Distiller(
         student=student,
         teacher_dist=teacher.distribution,
         teacher_fn=lambda tp, x, b: teacher.apply({"params": tp}, x, b["mel"]),
@@ -355,10 +342,9 @@ def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
 
 
 def _distill_step_fn(student, teacher, tx, microbatch_size=None, **distiller_kwargs):
-    from pwavenet import train
 
     distiller = _distiller(student, teacher, **distiller_kwargs)
-    value_and_grad = train.value_and_grad_in_microbatches(
+    value_and_grad = training.value_and_grad_in_microbatches(
         lambda p, batch, rngs, teacher_params: distiller.losses(p, teacher_params, batch, rngs),
         microbatch_size,
     )
@@ -375,7 +361,6 @@ def distill_step(
     repeats: int = 5, length: int = 7680, microbatch_size: int | None = -1
 ) -> list[Row]:
     """One Adam step of distillation; `microbatch_size` -1 is `training_microbatch()`."""
-    from pwavenet import iaf
 
     if microbatch_size == -1:
         microbatch_size = training_microbatch()
@@ -400,12 +385,11 @@ def distill_step(
         flops = model_flops(_distill_step_fn(student, counted, tx), *args)
     else:
         step, flops = compile_and_count(_distill_step_fn(student, counted, tx), *args)
-    seconds = time_median(lambda: step(*args), repeats)
+    seconds = timing.median_seconds(lambda: step(*args), repeats)
     return [_row("distill_step", x.size, flops, seconds)]
 
 
 def student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
-    from pwavenet import iaf
 
     student = iaf.IAFStudent(student_model_config())
     frames = math.ceil(audio_seconds * SAMPLE_RATE / HOP)
@@ -416,7 +400,7 @@ def student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
         return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
 
     compiled, flops = compile_and_count(synth, params, mel)
-    seconds = time_median(lambda: compiled(params, mel), repeats)
+    seconds = timing.median_seconds(lambda: compiled(params, mel), repeats)
     return [_row("student_generate", x.size, flops, seconds)]
 
 
@@ -452,7 +436,6 @@ def paper(
     """The `paper` scenario (see the module docstring); the arguments exist so that a test can
     run it small on a CPU. Every cycle scan is unrolled, so the one compiled computation of
     each part is both timed and counted."""
-    from pwavenet import iaf
 
     if length % HOP:
         raise ValueError(f"length={length} must be a multiple of the hop ({HOP})")
@@ -473,7 +456,7 @@ def paper(
     step, flops = compile_and_count(
         _distill_step_fn(student, teacher, tx, kl="monte_carlo", num_draws=16), *args
     )
-    seconds = time_median(lambda: step(*args), repeats)
+    seconds = timing.median_seconds(lambda: step(*args), repeats)
     rows = [_row(f"paper/distill_step/b{distill_batch}", x.size, flops, seconds, dtype)]
 
     frames = math.ceil(generate_seconds * SAMPLE_RATE / HOP)
@@ -484,7 +467,7 @@ def paper(
             return iaf.sample(student, params, jax.random.PRNGKey(6), mel)
 
         compiled, flops = compile_and_count(synth, params, mel)
-        seconds = time_median(lambda: compiled(params, mel), repeats)
+        seconds = timing.median_seconds(lambda: compiled(params, mel), repeats)
         rows.append(
             _row(f"paper/student_generate/b{batch}", batch * frames * HOP, flops, seconds, dtype)
         )

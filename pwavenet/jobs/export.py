@@ -30,7 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from pwavenet import iaf
+from pwavenet import training
+from pwavenet.models import builders, iaf
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 MIN_FRAMES = 2
@@ -57,10 +58,8 @@ def export_student(
     platforms: tuple[str, ...] = PLATFORMS,
 ) -> dict[str, Any]:
     """Writes the artifact and its manifest (module docstring); returns the manifest."""
-    from pwavenet import distill
-    from pwavenet import train
 
-    config = train.load_config(workdir)
+    config = training.load_config(workdir)
     if "teacher_workdir" not in config:
         raise ValueError(
             f"{workdir} is a teacher's workdir; export needs a student's (python -m "
@@ -69,9 +68,9 @@ def export_student(
     unknown = sorted(set(platforms) - set(PLATFORMS))
     if unknown or not platforms:
         raise ValueError(f"platforms={platforms}: choose among {PLATFORMS}.")
-    params, step = train.restore_params(workdir, step, ema=True)
+    params, step = training.restore_params(workdir, step, ema=True)
     config.model.synthesis_chunk = 0  # one pass: the windows' count would need a known length
-    model = distill.build_student(config)
+    model = builders.build_student(config)
     hop = model.hop_length
     n_mels = int(config.model.n_mels)
     batch, frames = jax.export.symbolic_shape(

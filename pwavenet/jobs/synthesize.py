@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pwavenet import vocoder as vocoder_lib
+
 INPUT_SUFFIXES = (".wav", ".npy")
 
 
@@ -144,8 +146,6 @@ def synthesize(
     (default: stderr)."""
     import soundfile
     from tqdm import tqdm
-
-    from pwavenet import vocoder as vocoder_lib
 
     pairs = plan(input_path, output_path)
     vocoder = vocoder_lib.load_vocoder(workdir, step, model=model, chunk_frames=chunk_frames)

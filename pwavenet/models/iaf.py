@@ -1,7 +1,7 @@
 """The Parallel WaveNet student: a stack of inverse autoregressive flows over white noise.
 
 `IAFStudent(config)` is built from the `model` section of configs/student.py. Flow k (of K) is
-a WaveNet-style causal stack (`pwavenet.wavenet.WaveNet` with output 'affine') run on its
+a WaveNet-style causal stack (`pwavenet.models.wavenet.WaveNet` with output 'affine') run on its
 input x^{k-1} (x^0 = z, the base noise) shifted right by one step, conditioned on the shared
 upsampled mel and the speaker embedding, and emitting per step a shift mu_k,t and a scale
 s_k,t > 0:
@@ -15,10 +15,10 @@ is lower triangular with diagonal s_k. The K flows compose to one affine map per
 
 with S_t and M_t functions of z_<t only. So given z_<t, x_t is the base distribution
 (logistic or Gaussian) shifted by M_t and scaled by S_t: p_S(x_t | z_<t) is known in closed
-form, which is what distillation needs (pwavenet.distill).
+form, which is what distillation needs (pwavenet.distillation).
 
 Synthesis filter (model.lpc_order = p > 0): a last, fixed layer that gives the student the
-teacher's linear prediction (pwavenet.lpc). Each mel frame gives a predictor a and an
+teacher's linear prediction (pwavenet.audio.lpc). Each mel frame gives a predictor a and an
 excitation level g (the residual level its spectrum implies); with e the flows' output,
 
   u_t = g e_t,   x_t = u_t + sum_j a_j x_{t-1-j}   (all-pole synthesis, frame by frame),
@@ -29,7 +29,7 @@ shift and g the scale: M_t <- g M_t + prediction_t, S_t <- g S_t, and the Jacobi
 lower triangular with log-determinant sum_t log S_t. The flows then only have to model the
 excitation, as the teacher's network does, and the untrained student is already noise with
 the mel's envelope and harmonics. The filter is recursive, so x_t depends on all of z_<t;
-it runs as a scan over frames (pwavenet.lpc.synthesize), and chunked synthesis carries its
+it runs as a scan over frames (pwavenet.audio.lpc.synthesize), and chunked synthesis carries its
 last p samples from chunk to chunk.
 
 Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
@@ -69,9 +69,9 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from pwavenet import lpc as lpc_lib
-from pwavenet import wavenet
-from pwavenet.layers import check_hop_length
+from pwavenet.audio import lpc as lpc_lib
+from pwavenet.models import wavenet
+from pwavenet.models.layers import check_hop_length
 
 Array = jax.Array
 
@@ -154,7 +154,7 @@ def _validate(c) -> None:
             )
     configs = flow_configs(c)
     for fc in configs:
-        wavenet._validate(fc)
+        wavenet.validate_config(fc)
     chunk = c.get("synthesis_chunk", 0)
     field = sum(_flow_receptive_field(fc) for fc in configs)
     if chunk and chunk < field:
@@ -179,7 +179,7 @@ class IAFStudent(nn.Module):
     config: Any
 
     def __post_init__(self):
-        object.__setattr__(self, "config", wavenet._freeze(self.config))
+        object.__setattr__(self, "config", wavenet.freeze_config(self.config))
         _validate(self.config)
         super().__post_init__()
 
@@ -263,7 +263,7 @@ class IAFStudent(nn.Module):
     def synthesis_filters(self, mel):
         """With model.lpc_order > 0: (coefficients (B, frames, lpc_order), log_gain (B,
         frames)), each mel frame's predictor and excitation level
-        (pwavenet.lpc.synthesis_filters), a fixed function of the data; else None."""
+        (pwavenet.audio.lpc.synthesis_filters), a fixed function of the data; else None."""
         if not self.config.get("lpc_order", 0):
             return None
         return lpc_lib.synthesis_filters(lax.stop_gradient(mel), self.config)
@@ -292,7 +292,7 @@ class IAFStudent(nn.Module):
         return self.transform(z, *self.conditioning_checked(z.shape, mel, speaker))
 
     def conditioning_checked(self, z_shape, mel, speaker):
-        wavenet._check_inputs(self, z_shape, mel, speaker)
+        wavenet.check_inputs(self, z_shape, mel, speaker)
         return self.conditioning(mel, speaker)
 
     def transform(self, z, mel_up, speaker_emb, filters=None, past=None):
@@ -316,7 +316,7 @@ class IAFStudent(nn.Module):
 
     def filter_transform(self, x, mu_tot, log_s_tot, filters=None, past=None, plan=None):
         """The synthesis filter (if `filters` is not None) after the flows' (e, mu, log_s);
-        `plan` is the filters' `pwavenet.lpc.synthesis_plan` if already computed."""
+        `plan` is the filters' `pwavenet.audio.lpc.synthesis_plan` if already computed."""
         if filters is not None:
             # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
             # joins the shift; the gain joins the scale.
@@ -339,7 +339,7 @@ class IAFStudent(nn.Module):
         return mu, log_s, cache
 
     def flow_conditioning_kernel(self, k: int):
-        """Flow k's `pwavenet.wavenet.WaveNet.conditioning_kernel` (its layers' 1x1s of the
+        """Flow k's `pwavenet.models.wavenet.WaveNet.conditioning_kernel` (its layers' 1x1s of the
         upsampled mel and the speaker embedding, stacked)."""
         return self.flows[k].conditioning_kernel()
 
@@ -353,7 +353,7 @@ def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_sa
     `num_samples` (T) is needed only without a mel; with one, T = frames * hop.
 
     With a synthesis filter, the filters' design (Levinson per frame, impulse responses:
-    `pwavenet.lpc.synthesis_plan`) needs only the mel, and the flows need only the noise and
+    `pwavenet.audio.lpc.synthesis_plan`) needs only the mel, and the flows need only the noise and
     the mel. Called outside a trace, the two run as separate programs on two threads at the
     same time, then the filter runs on both results: their loops are sequential and leave a
     CPU core idle each (on two cores, 40 ms of a 2 x 2 s batch becomes about 30 ms). The
@@ -379,7 +379,7 @@ def _sample_one_program(model, params, rng, mel, speaker, num_samples):
 
 
 def _noise_shape(model, mel, speaker, num_samples) -> tuple[int, int]:
-    batch = wavenet._check_inputs(model, None, mel, speaker) or 1
+    batch = wavenet.check_inputs(model, None, mel, speaker) or 1
     return batch, mel.shape[1] * model.hop_length if mel is not None else num_samples
 
 
@@ -465,7 +465,7 @@ def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_
 
 
 def _variables(params) -> dict:
-    return wavenet._as_variables(params)
+    return wavenet.as_variables(params)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -500,7 +500,7 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         base_log_s = jnp.repeat(log_gain, hop, axis=1)
         flows_out = u * jnp.exp(-base_log_s)
 
-    # Built once, outside the loop over time (see pwavenet.wavenet.loop_invariant).
+    # Built once, outside the loop over time (see pwavenet.models.wavenet.loop_invariant).
     cond_kernels = [
         model.apply(variables, k, method=IAFStudent.flow_conditioning_kernel)
         for k in range(len(configs))
@@ -531,7 +531,7 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
             log_s_t = log_s_t + log_s
         return (tuple(new_caches), tuple(new_prevs)), (y, log_s_t)
 
-    caches = tuple(wavenet._zero_cache(fc, batch) for fc in configs)
+    caches = tuple(wavenet.zero_cache(fc, batch) for fc in configs)
     prevs = tuple(jnp.zeros((batch,), jnp.float32) for _ in configs)
     steps = (jnp.arange(length, dtype=jnp.int32), flows_out.T, base_log_s.T, mel_steps)
     _, (z, log_s) = lax.scan(one_step, (caches, prevs), steps)

@@ -2,7 +2,7 @@
 
 `WaveNet(config)` is built from the `model` section of configs/teacher.py. With x (B, T) in
 [-1, 1] it returns (B, T, P) parameters of p(x_t | x_<t, mel, speaker) for every t, in the
-layout of the output family `distribution` (pwavenet.distributions).
+layout of the output family `distribution` (pwavenet.models.distributions).
 
 Network, on the input shifted right by one step (x_{-1} = 0) so output t never sees x_t:
 
@@ -26,7 +26,7 @@ R = `receptive_field` = (k - 1) * num_cycles * (2^layers_per_cycle - 1) + 1 = (k
 dilations + 1; the "+ 1" is the newest sample x_{t - 1}, which the one-step shift moves into
 the window in place of x_t.
 
-Linear prediction (`model.lpc_order` = p > 0, pwavenet.lpc): the mean of the output (each
+Linear prediction (`model.lpc_order` = p > 0, pwavenet.audio.lpc): the mean of the output (each
 MoL component's mean, the Gaussian's or logistic's) is sum_j a_j x_{t-1-j} plus the
 network's output, with a fixed per-frame predictor a computed from the mel frame of sample t;
 the network then models the excitation. Output t then also sees x_{t - p}, ..., x_{t - 1}.
@@ -56,9 +56,9 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pwavenet import distributions
-from pwavenet import lpc as lpc_lib
-from pwavenet.layers import CausalConv, ConditioningUpsampler, check_hop_length, gated_tanh
+from pwavenet.audio import lpc as lpc_lib
+from pwavenet.models import distributions
+from pwavenet.models.layers import CausalConv, ConditioningUpsampler, check_hop_length, gated_tanh
 
 Array = jax.Array
 
@@ -186,7 +186,7 @@ class _Cycle(nn.Module):
         return (h, skip_sum), (jnp.stack(layer_inputs) if one_step else None)
 
 
-def _freeze(config) -> ml_collections.FrozenConfigDict:
+def freeze_config(config) -> ml_collections.FrozenConfigDict:
     if isinstance(config, ml_collections.FrozenConfigDict):
         return config
     if isinstance(config, ml_collections.ConfigDict):
@@ -194,7 +194,7 @@ def _freeze(config) -> ml_collections.FrozenConfigDict:
     return ml_collections.FrozenConfigDict(dict(config))
 
 
-def _validate(c: ml_collections.FrozenConfigDict) -> None:
+def validate_config(c: ml_collections.FrozenConfigDict) -> None:
     if c.output not in _OUTPUTS:
         raise ValueError(f"model.output={c.output!r}; expected one of {_OUTPUTS}")
     if c.kernel_size < 2:
@@ -248,8 +248,8 @@ class WaveNet(nn.Module):
     config: Any
 
     def __post_init__(self):
-        object.__setattr__(self, "config", _freeze(self.config))
-        _validate(self.config)
+        object.__setattr__(self, "config", freeze_config(self.config))
+        validate_config(self.config)
         super().__post_init__()
 
     # ------------------------------------------------------------------ properties
@@ -275,7 +275,7 @@ class WaveNet(nn.Module):
     @property
     def num_outputs(self) -> int:
         """P: output parameters per step. 2 for 'affine', the IAF flow's (shift, raw log-scale),
-        which is a transform rather than a distribution (pwavenet.iaf)."""
+        which is a transform rather than a distribution (pwavenet.models.iaf)."""
         return 2 if self.config.output == "affine" else self.distribution.num_params
 
     @property
@@ -352,7 +352,7 @@ class WaveNet(nn.Module):
           (B, T, P) float32 parameters of p(x_t | x_<t) for every t.
         """
         del train
-        _check_inputs(self, x.shape, mel, speaker)
+        check_inputs(self, x.shape, mel, speaker)
         mel_up, speaker_emb = self.conditioning(mel, speaker)
         out = self.network(x, mel_up, speaker_emb)
         if self.config.get("lpc_order", 0):
@@ -361,7 +361,7 @@ class WaveNet(nn.Module):
         return out
 
     def lpc(self, mel: Array) -> Array:
-        """The per-frame linear predictors (B, frames, lpc_order) of a mel (pwavenet.lpc);
+        """The per-frame linear predictors (B, frames, lpc_order) of a mel (pwavenet.audio.lpc);
         a fixed function of the data, not differentiated."""
         return lpc_lib.lpc_from_log_mel(lax.stop_gradient(mel), self.config)
 
@@ -515,7 +515,7 @@ def conditioning_layers(c) -> tuple[nn.Module | None, nn.Module | None]:
     return upsampler, speaker_embedding
 
 
-def _check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker) -> int | None:
+def check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker) -> int | None:
     """Checks the conditioning against the config; returns the batch size (None if unknown).
 
     x_shape (B, T) or None (generation, where T follows from the mel).
@@ -598,7 +598,7 @@ def log_likelihood(outputs: Array, x: Array, distribution: distributions.Distrib
     return distribution.log_prob(outputs, x)
 
 
-def _zero_cache(config, batch: int) -> tuple[Array, ...]:
+def zero_cache(config, batch: int) -> tuple[Array, ...]:
     """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i; with
     lpc_order = p > 0, then the sample history (batch, p)."""
     dtype = jnp.dtype(config.dtype)
@@ -618,10 +618,10 @@ def generation_carry(model: WaveNet, batch: int) -> tuple[tuple[Array, ...], Arr
     """The state cached generation starts from: (the layer caches (and sample history) of
     `WaveNet.step`, all zeros, and x_{-1} = 0 (batch,)). A generation cut into pieces
     (pwavenet.vocoder) carries it from one piece to the next."""
-    return _zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32)
+    return zero_cache(model.config, batch), jnp.zeros((batch,), jnp.float32)
 
 
-def _as_variables(params) -> dict:
+def as_variables(params) -> dict:
     """Accepts a parameter tree or a full variables dict {'params': ...}."""
     # No submodule is named 'params', so a tree whose only key is 'params' is a variables dict.
     if isinstance(params, Mapping) and set(params.keys()) == {"params"}:
@@ -780,7 +780,7 @@ def _sample(
 
         return lax.scan(one_sample, carry, (t_block, mel_block, cond, noise))
 
-    cache = _zero_cache(model.config, batch)
+    cache = zero_cache(model.config, batch)
     carry = (
         tuple(_place(mesh, a, 2 if a.ndim == 4 else 0) for a in cache),  # rings, then history
         _place(mesh, jnp.zeros((batch,), jnp.float32), 0),
@@ -849,7 +849,7 @@ def generate(
 
 
 def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_params):
-    batch = _check_inputs(model, None, mel, speaker)
+    batch = check_inputs(model, None, mel, speaker)
     if mel is not None:
         length = mel.shape[1] * model.hop_length
         if num_samples is not None and num_samples != length:
@@ -864,7 +864,7 @@ def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_
         batch = batch_size or 1
     elif batch_size is not None and batch_size != batch:
         raise ValueError(f"batch_size={batch_size} but the conditioning has batch {batch}")
-    variables = _as_variables(params)
+    variables = as_variables(params)
     mesh = spread_devices(batch, variables, rng, mel, speaker)
     return _sample(
         model,

@@ -12,7 +12,9 @@ from pwavenet.audio import import_tensorflow
 
 import_tensorflow()
 
-from pwavenet.datasets import espeak_corpus  # noqa: E402  registers 'espeak_corpus'
-from pwavenet.datasets import wav_folder  # noqa: E402  registers 'wav_folder'
+from pwavenet.data.builders import (
+    espeak_corpus,  # noqa: E402  registers 'espeak_corpus'
+    wav_folder,  # noqa: E402  registers 'wav_folder'
+)
 
 __all__ = ["espeak_corpus", "wav_folder"]

@@ -56,7 +56,7 @@ from usable files), the second writes the examples. Under 'skip' each skipped fi
 unusable file raises ValueError naming the file and the rule. Both policies log the
 kept-but-changed files, with a summary per split. `info.metadata['build_report']` holds
 {'skipped': {file: rule}, 'splits': {split: {'kept', 'downmixed', 'resampled', 'clipped'}}}. Utterances too short for a
-training crop are the input pipeline's business (pwavenet.input_pipeline), under the same
+training crop are the input pipeline's business (pwavenet.data.input_pipeline), under the same
 policy.
 
 Conversion to int16: soundfile reads every format as floats with integer PCM scaled by
@@ -78,10 +78,10 @@ import hashlib
 import math
 import os
 
-from absl import logging
 import numpy as np
 import soundfile
 import tensorflow_datasets as tfds
+from absl import logging
 
 BAD_AUDIO_POLICIES = ("skip", "fail")
 # Sample rates a real recording can have; anything else is a corrupt or hostile header.

@@ -1,0 +1,11 @@
+"""Audio: mu-law and 16-bit PCM codecs (`codecs`), the log-mel definitions and presets (`mel`),
+and linear prediction from the mel (`lpc`). The codecs' and mel's names are re-exported here,
+so `pwavenet.audio.mulaw_encode` and `pwavenet.audio.log_mel_spectrogram` are the public
+spellings. Imports no TensorFlow until a mel is computed."""
+
+from pwavenet.audio.codecs import *  # noqa: F401,F403
+from pwavenet.audio.codecs import __all__ as _codecs_all
+from pwavenet.audio.mel import *  # noqa: F401,F403
+from pwavenet.audio.mel import __all__ as _mel_all
+
+__all__ = [*_codecs_all, *_mel_all]

@@ -1,0 +1,301 @@
+"""The evaluation job: restore a checkpoint, score it, generate audio, and write what a person
+checks.
+
+`evaluate(workdir)` restores the latest (or a chosen) checkpoint's EMA weights with the config
+saved in the workdir and writes to `<workdir>/eval_<step>/`:
+
+  report.json         the quality table (below); validation NLL (nats and bits per sample);
+                      the log-mel L1 distance of generated to reference audio on the listening
+                      set; generation speed (samples/s and real-time factor = generation time /
+                      audio duration) at each batch size measured
+  reference_<i>.wav   the listening set: the first config.eval.num_utterances validation
+  generated_<i>.wav   utterances (cut to config.eval.max_seconds), the model's audio for their
+  griffin_lim_<i>.wav mels and the Griffin-Lim reconstruction of the same mels
+  mels.png            log-mel spectrograms of those, one row per utterance
+
+The quality table scores whole utterances of a split (config.data.eval_split unless told
+otherwise; config.eval.quality_utterances of them, 0 = all) with every measure of
+pwavenet.evaluation.quality (STOI, wide-band PESQ, MCD, F0 RMSE, V/UV error, periodicity RMSE,
+multi-resolution STFT distance) and the teacher's NLL, per utterance and as means, for the
+reference itself (the ceiling), the Griffin-Lim baseline from the same mels and the model
+(for a student: also the teacher and the untrained student). The means also go to
+TensorBoard as quality_<split>/<system>/<measure>. For a checkpoint and seed it is
+deterministic: utterances are generated in length-sorted batches of config.eval.batch_size,
+batch b with the key fold_in(PRNGKey(seed), b).
+
+The listening set's spectral distance is `evaluation.log_mel_l1` (pwavenet.evaluation.listening).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import jax_utils
+
+from pwavenet import distillation, evaluation, training
+from pwavenet.data import input_pipeline
+from pwavenet.models import builders, iaf, wavenet
+from pwavenet.training import timing
+
+
+def evaluate(
+    workdir: str,
+    *,
+    step: int | None = None,
+    output_dir: str | None = None,
+    num_utterances: int | None = None,
+    max_seconds: float | None = None,
+    speed_batch_sizes=None,
+    speed_seconds: float = 0.5,
+    split: str | None = None,
+    quality_utterances: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluates the checkpoint in `workdir` (a teacher's, or a student's: then
+    `evaluate_student`); returns the report it writes.
+
+    `speed_batch_sizes` (default: (1,) for a teacher, none for a student) and `speed_seconds`
+    give the generation-speed rows: `speed_seconds` of audio per utterance at each batch size.
+    `split` and `quality_utterances` choose what the quality table scores (default: the
+    config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
+    config = training.load_config(workdir)
+    if "teacher_workdir" in config:
+        return evaluate_student(
+            workdir,
+            step=step,
+            output_dir=output_dir,
+            num_utterances=num_utterances,
+            max_seconds=max_seconds,
+            speed_batch_sizes=speed_batch_sizes,
+            speed_seconds=speed_seconds,
+            split=split,
+            quality_utterances=quality_utterances,
+            seed=seed,
+        )
+
+    if speed_batch_sizes is None:
+        speed_batch_sizes = (1,)
+
+    model = builders.build_teacher(config)
+    params, step = training.restore_params(workdir, step)
+    out = output_dir or os.path.join(workdir, f"eval_{step}")
+    os.makedirs(out, exist_ok=True)
+    num_utterances = num_utterances or config.eval.num_utterances
+    max_seconds = max_seconds or config.eval.max_seconds
+
+    eval_step = training.make_eval_step(lambda p, b: builders.nll_metrics(model, config, p, b)[1])
+    nll = training.evaluate_metrics(
+        eval_step,
+        jax_utils.replicate(params),
+        input_pipeline.create_datasets(config, train=False).eval(config.train.eval_batches),
+    )
+
+    # The listening set: a few utterances cut to one length, as wavs and spectrograms.
+    utterances = input_pipeline.validation_utterances(
+        config, num_utterances=num_utterances, max_seconds=max_seconds
+    )
+    generated = evaluation.generate_for(model, config, params, utterances, jax.random.PRNGKey(seed))
+    reference = utterances["audio"]
+    griffin_lim = np.stack(
+        evaluation.griffin_lim_split(evaluation.listening_set(utterances), config.mel)
+    )
+    distance = evaluation.log_mel_l1(config, generated, reference)
+    sr = config.mel.sample_rate
+    evaluation.write_wavs(
+        out, sr, {"reference": reference, "generated": generated, "griffin_lim": griffin_lim}
+    )
+    evaluation.mel_comparison_image(
+        config,
+        reference,
+        {"generated": generated, "griffin_lim": griffin_lim},
+        os.path.join(out, "mels.png"),
+    )
+
+    def synthesize(batch, rng):
+        mel, speaker = builders.model_inputs(config, batch)
+        return evaluation.teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
+
+    table = evaluation.quality_table(
+        workdir,
+        step,
+        config,
+        (model, config, params),
+        {"teacher": synthesize},
+        split=split,
+        limit=quality_utterances,
+        seed=seed,
+    )
+    speed = [
+        evaluation.generation_speed(model, config, params, b, speed_seconds)
+        for b in speed_batch_sizes
+    ]
+
+    report = {
+        "workdir": workdir,
+        "step": int(step),
+        "variant": config.get("variant", ""),
+        "validation_nll": nll["nll"],
+        "validation_bits_per_sample": nll["bits_per_sample"],
+        "log_mel_l1": float(np.mean(distance)),
+        "log_mel_l1_per_utterance": [float(d) for d in distance],
+        "log_mel_l1_between_references": evaluation.between_references(config, reference),
+        "num_utterances": int(reference.shape[0]),
+        "seconds_per_utterance": reference.shape[1] / sr,
+        "quality": table,
+        "generation_speed": speed,
+        "files": sorted(os.listdir(out)),
+    }
+    return evaluation.write_report(out, report)
+
+
+def evaluate_student(
+    workdir: str,
+    *,
+    step: int | None = None,
+    output_dir: str | None = None,
+    num_utterances: int | None = None,
+    max_seconds: float | None = None,
+    speed_batch_sizes=None,
+    speed_seconds: float = 0.5,
+    split: str | None = None,
+    quality_utterances: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Student vs teacher vs reference on validation mels; writes `<workdir>/eval_<step>/`:
+
+    report.json   the quality table over the split (pwavenet.evaluation.quality's measures and the
+                  teacher's NLL for the reference, Griffin-Lim, the untrained student, the
+                  teacher and the student); on the listening set, the log-mel L1 of the
+                  student's and of the teacher's audio to the reference; the teacher's NLL
+                  (nats/sample) of the student's samples, of the teacher's own samples and of
+                  the real audio; the distillation terms (KL, cross-entropy, entropy, power
+                  loss) on these mels; the speed of student synthesis (one parallel pass) and
+                  of the teacher's cached generation on the same mels, and their ratio;
+                  with `speed_batch_sizes`, `evaluation.generation_speed`: the same three at each batch
+                  size for `speed_seconds` of audio per utterance (`evaluation.student_generation_speed`)
+    reference_<i>.wav, teacher_<i>.wav, student_<i>.wav, griffin_lim_<i>.wav
+    mels.png      rows of log-mel spectrograms: reference, Griffin-Lim, teacher, student
+
+    The untrained student is the same architecture with its initial parameters (the synthesis
+    filter driven by near-white noise): distillation has to beat it.
+    """
+
+    config = training.load_config(workdir)
+    student = builders.build_student(config)
+    params, step = training.restore_params(workdir, step)
+    teacher = training.load_teacher(config.teacher_workdir)
+    out = output_dir or os.path.join(workdir, f"eval_{step}")
+    os.makedirs(out, exist_ok=True)
+    utterances = input_pipeline.validation_utterances(
+        config,
+        num_utterances=num_utterances or config.eval.num_utterances,
+        max_seconds=max_seconds or config.eval.max_seconds,
+    )
+    reference = utterances["audio"]
+    mel, speaker = builders.model_inputs(config, utterances)
+    t_mel, t_speaker = builders.model_inputs(teacher.config, utterances)
+    rng = jax.random.PRNGKey(seed)
+
+    student_fn = lambda: iaf.sample(student, params, rng, mel, speaker)  # noqa: E731
+    teacher_fn = lambda: evaluation.teacher_samples(  # noqa: E731
+        teacher.model, teacher.params, rng, t_mel, t_speaker, reference.shape[1]
+    )
+    student_audio = np.asarray(student_fn())
+    teacher_audio = np.asarray(teacher_fn())
+    student_seconds = timing.median_seconds(student_fn, repeats=2)
+    teacher_seconds = timing.median_seconds(teacher_fn, repeats=1)
+    samples = reference.size
+
+    forced = jax.jit(lambda x: teacher.model.apply({"params": teacher.params}, x, t_mel, t_speaker))
+    dist = teacher.model.distribution
+
+    def teacher_nll(x):
+        return float(wavenet.negative_log_likelihood(forced(jnp.asarray(x)), x, dist))
+
+    distiller = distillation.make_distiller(config, student, teacher)
+    batch = {k: jnp.asarray(utterances[k]) for k in ("audio", "mel", "speaker")}
+    rngs = jax.random.split(jax.random.PRNGKey(seed + 1), reference.shape[0])
+    terms = jax.jit(lambda p, tp, b, r: distiller.losses(p, tp, b, r)[1])(
+        params, teacher.params, batch, rngs
+    )
+
+    sr = config.mel.sample_rate
+    griffin_lim = np.stack(
+        evaluation.griffin_lim_split(evaluation.listening_set(utterances), config.mel)
+    )
+    listening = {"griffin_lim": griffin_lim, "teacher": teacher_audio, "student": student_audio}
+    evaluation.write_wavs(out, sr, {"reference": reference, **listening})
+    evaluation.mel_comparison_image(
+        config, reference, listening, os.path.join(out, "mels.png"), models_as_rows=True
+    )
+
+    untrained = builders.init_student_params(
+        student, config, jax.random.PRNGKey(config.seed), teacher.params
+    )
+
+    def student_synthesis(student_params):
+        def synthesize(b, r):
+            return iaf.sample(student, student_params, r, *builders.model_inputs(config, b))
+
+        return synthesize
+
+    def teacher_synthesis(b, r):
+        m, s = builders.model_inputs(teacher.config, b)
+        return evaluation.teacher_samples(
+            teacher.model, teacher.params, r, m, s, b["audio"].shape[1]
+        )
+
+    table = evaluation.quality_table(
+        workdir,
+        step,
+        config,
+        (teacher.model, teacher.config, teacher.params),
+        {
+            "untrained_student": student_synthesis(untrained),
+            "teacher": teacher_synthesis,
+            "student": student_synthesis(params),
+        },
+        split=split,
+        limit=quality_utterances,
+        seed=seed,
+    )
+
+    student_l1 = evaluation.log_mel_l1(config, student_audio, reference)
+    teacher_l1 = evaluation.log_mel_l1(config, teacher_audio, reference)
+    report = {
+        "workdir": workdir,
+        "kind": "student",
+        "step": int(step),
+        "variant": config.get("variant", ""),
+        "teacher_workdir": config.teacher_workdir,
+        "teacher_step": int(teacher.step),
+        "num_utterances": int(reference.shape[0]),
+        "seconds_per_utterance": reference.shape[1] / sr,
+        "quality": table,
+        "log_mel_l1_student": float(np.mean(student_l1)),
+        "log_mel_l1_teacher": float(np.mean(teacher_l1)),
+        "log_mel_l1_between_references": evaluation.between_references(config, reference),
+        "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
+        "teacher_nll_of_student_audio": teacher_nll(student_audio),
+        "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
+        "teacher_nll_of_real_audio": teacher_nll(reference),
+        "distillation": {k: float(v) for k, v in terms.items()},
+        "speed": {
+            "batch_size": int(reference.shape[0]),
+            "student_samples_per_second": samples / student_seconds,
+            "teacher_samples_per_second": samples / teacher_seconds,
+            "student_real_time_factor": student_seconds / (samples / sr),
+            "teacher_real_time_factor": teacher_seconds / (samples / sr),
+            "student_over_teacher": teacher_seconds / student_seconds,
+        },
+    }
+    if speed_batch_sizes:
+        report["generation_speed"] = [
+            evaluation.student_generation_speed(student, config, params, teacher, b, speed_seconds)
+            for b in speed_batch_sizes
+        ]
+    return evaluation.write_report(out, report)

@@ -1,0 +1,54 @@
+"""The WaveNet teacher's training job: data, model and loss plugged into `training.fit`.
+
+Loss: the mean negative log-likelihood of the crop's samples under the model's per-step
+output distribution, -1/T sum_t log p(x_t | x_<t, mel, speaker), in nats per sample
+(bits per sample = nats / ln 2). For the discrete families (16-bit MoL, mu-law) it is a true
+code length; for the Gaussian it is a continuous density's and may go negative.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from pwavenet import evaluation, training
+from pwavenet.data import input_pipeline
+from pwavenet.models import builders, wavenet
+
+
+def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> training.Job:
+
+    datasets = input_pipeline.create_datasets(config)
+
+    def loss_fn(params, batch, rng):
+        del rng  # teacher forcing is deterministic
+        return builders.nll_metrics(model, config, params, batch)
+
+    def eval_fn(params, batch):
+        return builders.nll_metrics(model, config, params, batch)[1]
+
+    summaries = evaluation.audio_summaries(
+        config,
+        "generated",
+        lambda params, utterances, rng: evaluation.generate_for(
+            model, config, params, utterances, rng
+        ),
+    )
+
+    return training.Job(
+        init_params=lambda rng: builders.init_teacher_params(model, config, rng),
+        loss_fn=loss_fn,
+        train_batches=datasets.train_from,
+        eval_fn=eval_fn,
+        eval_batches=lambda: datasets.eval(config.train.eval_batches),
+        summaries=summaries,
+        samples_per_example=config.data.crop_samples,
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains the teacher in `workdir` (resuming if it has checkpoints; else starting from
+    config.init_from's weights when set)."""
+    training.check_workdir_config(config, workdir, sections=("model", "mel"))
+    training.check_init_from(config)
+    model = builders.build_teacher(config)
+    return training.fit(config, workdir, make_job(config, model))

@@ -1,0 +1,4 @@
+"""The models: causal layers and the conditioning upsampler (`layers`), per-sample output
+distributions (`distributions`), the WaveNet teacher and its cached autoregressive sampler
+(`wavenet`), the IAF student and its parallel, windowed and chunked synthesis (`iaf`), and
+both built from a job config (`builders`)."""

@@ -1,0 +1,211 @@
+"""A workdir: its saved config (and the checks against it), orbax checkpoints, restoring
+parameters, and fine-tuning from another run's weights.
+
+Fine-tuning: a run whose workdir has no checkpoint and whose config.init_from names another
+workdir starts from that run's latest weights (its EMA weights unless config.init_from_ema is
+False) as step-0 params and EMA, with a fresh optimizer and schedule; a workdir with a
+checkpoint resumes it and ignores init_from. The jobs refuse an init_from whose `model`
+section differs (`check_init_from`), before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from pwavenet.models import builders
+
+__all__ = [
+    "save_config",
+    "load_config",
+    "config_mismatches",
+    "check_workdir_config",
+    "RUNTIME_MODEL_FIELDS",
+    "check_init_from",
+    "init_params_from",
+    "checkpoint_manager",
+    "restore_params",
+    "Teacher",
+    "load_teacher",
+]
+
+
+PyTree = Any
+Batch = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- workdir
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir!r} is not a training workdir (it has no saved config). "
+            "Pass the --workdir of a finished or running training job."
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _flatten(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_mismatches(
+    saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, sections: Iterable[str]
+) -> list[str]:
+    """'field: saved X, now Y' for every differing field of the given sections."""
+    problems = []
+    for section in sections:
+        a, b = _flatten(saved[section], f"{section}."), _flatten(new[section], f"{section}.")
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                problems.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
+    return problems
+
+
+def check_workdir_config(
+    config: ml_collections.ConfigDict, workdir: str, sections: Iterable[str]
+) -> None:
+    """Refuses to resume a workdir whose saved config differs in the given sections."""
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        return
+    problems = config_mismatches(load_config(workdir), config, sections)
+    if problems:
+        raise ValueError(
+            f"{workdir} holds a run whose config differs in {', '.join(sections)}, so its "
+            "checkpoints cannot be resumed with this config:\n  "
+            + "\n  ".join(problems)
+            + "\nUse a new --workdir, or override these fields back to the saved values."
+        )
+
+
+# Model fields that change how a computation runs, not the parameters or the function.
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "synthesis_chunk")
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config.init_from run whose `model` section differs from this config's in
+    any field but RUNTIME_MODEL_FIELDS (no-op when init_from is empty)."""
+    source = config.get("init_from", "")
+    if not source:
+        return
+    if not os.path.isdir(source):
+        raise FileNotFoundError(
+            f"config.init_from={source!r} does not exist; pass the workdir of the run to "
+            "fine-tune from, or leave config.init_from empty."
+        )
+    runtime = {f"model.{f}" for f in RUNTIME_MODEL_FIELDS}
+    problems = [
+        p
+        for p in config_mismatches(load_config(source), config, ("model",))
+        if p.split(":")[0] not in runtime
+    ]
+    if problems:
+        raise ValueError(
+            f"config.init_from={source!r} holds a model of another architecture, so its "
+            "weights cannot start this run:\n  "
+            + "\n  ".join(problems)
+            + "\nOverride these fields to the saved values, or fine-tune from a run of this "
+            "architecture."
+        )
+
+
+def init_params_from(workdir: str, like: PyTree, *, ema: bool = True) -> tuple[PyTree, int]:
+    """(params, step) of `workdir`'s latest checkpoint (EMA weights unless ema=False),
+    checked leaf by leaf against `like` (this run's freshly initialised params): the same
+    tree of the same shapes, or a ValueError naming each differing leaf."""
+    params, step = restore_params(workdir, ema=ema)
+    loaded = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    wanted = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(like)}
+    problems = []
+    for key in sorted(set(loaded) | set(wanted)):
+        a, b = loaded.get(key), wanted.get(key)
+        if a is None or b is None or np.shape(a) != np.shape(b):
+            shape = lambda x: "missing" if x is None else tuple(np.shape(x))  # noqa: E731
+            problems.append(f"{key}: saved {shape(a)}, now {shape(b)}")
+    if problems:
+        raise ValueError(
+            f"The weights in {workdir} (step {step}) do not fit this model:\n  "
+            + "\n  ".join(problems)
+            + "\nFine-tune from a run of the same architecture."
+        )
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    params = jax.tree_util.tree_unflatten(
+        treedef,
+        [jnp.asarray(loaded[jax.tree_util.keystr(k)], v.dtype) for k, v in leaves],
+    )
+    return params, step
+
+
+def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints),
+    )
+
+
+def restore_params(workdir: str, step: int | None = None, *, ema: bool = True):
+    """(params, step) from a workdir's checkpoint: the EMA weights unless ema=False."""
+    with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first, or point "
+                "--workdir at a training job's workdir."
+            )
+        if step not in mngr.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {workdir}; available: "
+                f"{sorted(mngr.all_steps())}."
+            )
+        tree = mngr.restore(step, args=ocp.args.StandardRestore())
+    return tree["ema_params" if ema else "params"], step
+
+
+@dataclasses.dataclass
+class Teacher:
+    config: ml_collections.ConfigDict
+    model: Any
+    params: Any
+    step: int
+    workdir: str
+
+
+def load_teacher(teacher_workdir: str) -> Teacher:
+    """The teacher's saved config, model and EMA parameters from its workdir."""
+    if not teacher_workdir:
+        raise ValueError(
+            "config.teacher_workdir is empty: pass --config.teacher_workdir=DIR, the workdir of "
+            "a trained teacher (python -m launch.train_teacher --workdir=DIR)."
+        )
+    if not os.path.isdir(teacher_workdir):
+        raise FileNotFoundError(
+            f"config.teacher_workdir={teacher_workdir!r} does not exist; train a teacher there "
+            "first (python -m launch.train_teacher --workdir=...)."
+        )
+    teacher_config = load_config(teacher_workdir)
+    model = builders.build_teacher(teacher_config)
+    params, step = restore_params(teacher_workdir, ema=True)
+    return Teacher(teacher_config, model, params, step, teacher_workdir)

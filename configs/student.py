@@ -12,18 +12,9 @@ saved config and refuses a mismatch)
   vctk      the ljspeech student on the vctk teacher (48 kHz, HiFi-GAN's mel definition)
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _teacher_config(variant: str) -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teacher.py")
-    spec = importlib.util.spec_from_file_location("_pwavenet_teacher_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+from configs import teacher as teacher_configs
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             f"Unknown variant {variant!r} of configs/student.py; use one of "
             "tiny, espeak, ljspeech, clarinet, vctk."
         )
-    t = _teacher_config(variant)
+    t = teacher_configs.get_config(variant)
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0

@@ -1,4 +1,4 @@
-"""Runs the speed benchmarks and prints one table (see pwavenet/jobs/benchmark.py).
+"""Runs the speed benchmarks and prints one table (see benchmarks/speed.py).
 
 python -m launch.benchmark [--scenario=teacher_train --scenario=...] [--json=OUT.json]
 """
@@ -25,7 +25,7 @@ def main(argv):
     common.prepare_process()
     import jax
 
-    from pwavenet.jobs import benchmark
+    from benchmarks import speed as benchmark
 
     rows = benchmark.run(FLAGS.scenario)
     print(

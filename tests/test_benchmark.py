@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pwavenet.jobs import benchmark
+from benchmarks import speed as benchmark
 from pwavenet.models import wavenet
 
 # Multiply-adds of the 24 dilated convolutions alone (kernel 3, 64 -> 128 channels) per sample:
@@ -106,6 +106,17 @@ def test_student_scenarios_run_and_count_every_flow():
     samples = gen.samples_per_second * gen.seconds
     assert samples == pytest.approx(9 * 256)
     assert gen.gflops_per_second * 1e9 * gen.seconds > student_conv_flops * samples
+
+
+def test_default_student_scenario_counts_its_synthesis_filter():
+    """The README's default student: its order-320 all-pole filter alone costs a multiply-add
+    per coefficient per sample, a floor for the counted FLOPs of the whole synthesis."""
+    (gen,) = benchmark.default_student_generate(repeats=1, audio_seconds=0.1)
+    _check(gen)
+    assert gen.scenario == "default_student_generate"
+    samples = gen.samples_per_second * gen.seconds
+    assert samples == pytest.approx(9 * 256)
+    assert gen.gflops_per_second * 1e9 * gen.seconds > 2 * 320 * samples
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Speed benchmarks at fixed configurations, comparable across versions and implementations.
+"""Speed benchmarks at fixed configurations (`python -m launch.benchmark`), comparable across versions and implementations.
 
 Every scenario reports, in one process:
 
@@ -31,10 +31,14 @@ their defaults are the scenarios):
                     upsampler; closed-form KL + regularizer + STFT magnitude loss (3
                     resolutions); batch 2 x 7680 samples
   student_generate  that student synthesizing 1 s of audio at batch 1 (one parallel pass)
+  default_student_generate
+                    the README's default student (configs/student.py:espeak: one flow of 4
+                    layers, 8/16/8 channels, and the order-320 synthesis filter) vocoding 1 s
+                    of one speaker's mel at batch 1 through iaf.sample
   paper             the Parallel WaveNet layout, for accelerators, in bfloat16: a frozen
                     10-component MoL teacher of 3 cycles x 10 layers, kernel 3, 64/128/64,
                     and a logistic-base student of flows of 10, 10, 10 and 30 layers, kernel 3,
-                    64/128/64 (configs' ljspeech pair); one distillation step (Monte Carlo
+                    64/128/64 (configs/*.py:ljspeech, imported from configs/); one distillation step (Monte Carlo
                     cross-entropy with 16 draws, analytic entropy, 3-resolution STFT loss) on
                     32 x 7680 samples, and the student synthesizing 1 s of audio at batch 1
                     and at batch 32
@@ -53,6 +57,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from configs import student as student_configs
+from configs import teacher as teacher_configs
 from pwavenet import distillation, training
 from pwavenet.models import iaf, wavenet
 from pwavenet.training import timing
@@ -292,31 +298,11 @@ def distill_teacher_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
 
 
 def student_model_config(scan_unroll: int = 1) -> ml_collections.ConfigDict:
-    """The benchmark student: 6 Gaussian-base flows x 10 layers, kernel 3, 64/128/64."""
-    return ml_collections.ConfigDict(
-        dict(
-            base="gaussian",
-            flow_layers=(10,) * 6,
-            layers_per_cycle=10,
-            kernel_size=3,
-            residual_channels=64,
-            gate_channels=128,
-            skip_channels=64,
-            n_mels=N_MELS,
-            upsample_strides=(16, 16),
-            upsample_kernel_multiple=2,
-            cond_channels=0,
-            num_speakers=0,
-            speaker_embedding_dim=16,
-            init_log_scale=-3.0,
-            flow_log_scale_min=-7.0,
-            flow_log_scale_max=3.0,
-            output_init_scale=0.01,
-            dtype="float32",
-            remat=False,
-            scan_unroll=scan_unroll,
-        )
-    )
+    """The benchmark student: the ClariNet layout of configs/student.py:clarinet (6
+    Gaussian-base flows x 10 layers, kernel 3, 64/128/64)."""
+    c = student_configs.get_config("clarinet").model
+    c.scan_unroll = scan_unroll
+    return c
 
 
 def _distiller(student, teacher, kl: str = "closed_form", num_draws: int = 1):
@@ -404,23 +390,41 @@ def student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
     return [_row("student_generate", x.size, flops, seconds)]
 
 
+def default_student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
+    """The README's default student (configs/student.py:espeak: one small flow and the
+    order-320 synthesis filter) vocoding `audio_seconds` of one speaker's mel at batch 1 through
+    `iaf.sample`, as evaluation and synthesis call it. FLOPs count the whole synthesis as one
+    program; the filter design is part of both."""
+    config = student_configs.get_config("espeak")
+    student = iaf.IAFStudent(config.model)
+    frames = math.ceil(audio_seconds * SAMPLE_RATE / HOP)
+    x, mel = _teacher_inputs(1, frames)
+    speaker = jnp.zeros((1,), jnp.int32)
+    params = jax.jit(student.init)(jax.random.PRNGKey(4), x, mel, speaker)["params"]
+    rng = jax.random.PRNGKey(6)
+
+    def synth(params, mel, speaker):
+        return iaf.sample(student, params, rng, mel, speaker)
+
+    _, flops = compile_and_count(synth, params, mel, speaker)
+    seconds = timing.median_seconds(lambda: synth(params, mel, speaker), repeats)
+    return [_row("default_student_generate", x.size, flops, seconds)]
+
+
 def paper_teacher_config(dtype: str = "bfloat16", scan_unroll: int = 1):
-    """The Parallel WaveNet teacher: 3 cycles x 10 layers, kernel 3, 64/128/64, 10-MoL."""
-    c = teacher_model_config(scan_unroll)
-    c.num_cycles = 3
-    c.layers_per_cycle = 10
+    """The Parallel WaveNet teacher: configs/teacher.py:ljspeech's model section."""
+    c = teacher_configs.get_config("ljspeech").model
     c.dtype = dtype
+    c.scan_unroll = scan_unroll
     return c
 
 
 def paper_student_config(dtype: str = "bfloat16", scan_unroll: int = 1, remat: bool = False):
-    """The Parallel WaveNet student: logistic base, flows of 10, 10, 10 and 30 layers (cycles
-    of 10), kernel 3, 64/128/64."""
-    c = student_model_config(scan_unroll)
-    c.base = "logistic"
-    c.flow_layers = (10, 10, 10, 30)
+    """The Parallel WaveNet student: configs/student.py:ljspeech's model section."""
+    c = student_configs.get_config("ljspeech").model
     c.dtype = dtype
     c.remat = remat
+    c.scan_unroll = scan_unroll
     return c
 
 
@@ -479,6 +483,7 @@ SCENARIOS: dict[str, Callable[[], list[Row]]] = {
     "teacher_generate": teacher_generate,
     "distill_step": distill_step,
     "student_generate": student_generate,
+    "default_student_generate": default_student_generate,
     "paper": paper,
 }
 

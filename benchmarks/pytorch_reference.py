@@ -1,7 +1,7 @@
 """The benchmark's CPU scenarios in PyTorch, for a same-machine comparison.
 
 Every network here is the `WaveNet` of the `wavenet_vocoder` package (PyPI 0.1.1, the most
-used public PyTorch WaveNet vocoder), at the configurations of pwavenet/jobs/benchmark.py:
+used public PyTorch WaveNet vocoder), at the configurations of benchmarks/speed.py:
 
   teacher_train     24 layers in 4 stacks, kernel 3, residual 64, gate 128 (split in two
                     halves, as here), skip 64, a 10-component mixture of logistics (30
@@ -24,9 +24,9 @@ measured with the package's weight normalization (its default) and without it.
 Not a dependency of pwavenet and not run by the tests: it needs a separate environment with
 a CPU build of torch (2.13 was used) and the package, e.g.
     python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch wavenet_vocoder==0.1.1
-    /tmp/torch-ref/bin/python launch/pytorch_reference.py [SCENARIO ...]
+    /tmp/torch-ref/bin/python benchmarks/pytorch_reference.py [SCENARIO ...]
 Run it beside `python -m launch.benchmark --scenario=...` with the same scenarios,
-alternating, on an otherwise idle machine; BUILD.md has the figures.
+alternating, on an otherwise idle machine; docs/benchmarks.md has the figures.
 """
 
 import os

@@ -147,22 +147,22 @@ def test_mulaw_accepts_numpy_batches_and_jits():
 
 def test_16bit_levels_round_trip():
     levels = np.arange(audio.NUM_16BIT_BINS)
-    centers = np.asarray(audio.dequantize_16bit(levels))
+    centers = np.asarray(audio.bin_center(levels))
     np.testing.assert_allclose(centers, -1.0 + 2.0 * levels / 65535.0, rtol=0, atol=1.2e-7)
     assert centers[0] == -1.0 and centers[-1] == 1.0
-    np.testing.assert_array_equal(np.asarray(audio.quantize_16bit(centers)), levels)
+    np.testing.assert_array_equal(np.asarray(audio.bin_index(centers)), levels)
 
 
 def test_16bit_quantization_error_and_edges():
     x = _dense_grid()
-    levels = np.asarray(audio.quantize_16bit(x))
+    levels = np.asarray(audio.bin_index(x))
     assert levels.dtype == np.int32 and levels.min() == 0 and levels.max() == 65535
     assert np.all(np.diff(levels) >= 0)
-    err = np.abs(np.asarray(audio.dequantize_16bit(levels), np.float64) - x)
+    err = np.abs(np.asarray(audio.bin_center(levels), np.float64) - x)
     half_width = 1.0 / 65535.0
     assert np.all(err <= half_width * (1 + 1e-2))  # float32 rounding of the centres
     np.testing.assert_array_equal(
-        np.asarray(audio.quantize_16bit(np.array([-2.0, -1.0, 1.0, 2.0]))), [0, 0, 65535, 65535]
+        np.asarray(audio.bin_index(np.array([-2.0, -1.0, 1.0, 2.0]))), [0, 0, 65535, 65535]
     )
 
 

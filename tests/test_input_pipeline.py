@@ -150,19 +150,25 @@ def test_log_mel_errors():
         audio.log_mel_spectrogram(np.zeros(4096, np.float32), _mel_config(win_length=512))
 
 
+def _nearest_pcm16(x):
+    """int16 level whose centre (2 s + 1) / 65535 is nearest to x (clipped), in float64."""
+    x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+    return np.clip(np.round(x * 32767.5 - 0.5), -32768, 32767).astype(np.int16)
+
+
 def test_pcm16_maps_onto_the_16bit_bin_centres():
     s = np.arange(-32768, 32768).astype(np.int16)
     x = audio.pcm16_to_float(s)
     assert x.dtype == np.float32 and x.min() == -1.0 and x.max() == 1.0
-    np.testing.assert_array_equal(np.asarray(audio.quantize_16bit(x)), s.astype(np.int64) + 32768)
-    np.testing.assert_array_equal(audio.float_to_pcm16(x), s)
+    np.testing.assert_array_equal(np.asarray(audio.bin_index(x)), s.astype(np.int64) + 32768)
+    np.testing.assert_array_equal(_nearest_pcm16(x), s)
     np.testing.assert_array_equal(audio.pcm16_to_float(tf.constant(s)).numpy(), x)
     y = np.random.RandomState(4).uniform(-1.2, 1.2, 10000)
-    pcm = audio.float_to_pcm16(y)  # the nearest centre, computed in float64
-    centre = (2.0 * pcm + 1.0) / 65535.0
-    assert np.all(np.abs(centre - np.clip(y, -1, 1)) <= 1.0 / 65535.0 + 1e-12)
-    # quantize_16bit rounds in float32: it may pick the other side of a near tie.
-    diff = pcm.astype(np.int64) - (np.asarray(audio.quantize_16bit(y)) - 32768)
+    pcm = _nearest_pcm16(y)
+    centre = audio.pcm16_to_float(pcm).astype(np.float64)
+    assert np.all(np.abs(centre - np.clip(y, -1, 1)) <= 1.0 / 65535.0 + 1e-7)
+    # bin_index rounds in float32: it may pick the other side of a near tie.
+    diff = pcm.astype(np.int64) - (np.asarray(audio.bin_index(y)) - 32768)
     assert np.all(np.abs(diff) <= 1) and np.mean(diff == 0) > 0.99
 
 
@@ -197,7 +203,7 @@ def _utterances(data_dir, split):
 def _locate(row_audio, utterances, hop):
     """Every hop-aligned (id, start sample) whose samples equal the crop (several only when
     the crop is all silence, which espeak-ng pads utterances with)."""
-    pcm = audio.float_to_pcm16(row_audio)
+    pcm = _nearest_pcm16(row_audio)
     found = []
     for uid, e in utterances.items():
         full = e["audio"]

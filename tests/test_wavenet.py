@@ -295,6 +295,15 @@ def test_receptive_field_formula_and_gradient_support(overrides):
     np.testing.assert_array_equal(support, np.arange(length - 1 - formula, length - 1))
 
 
+def _redrawn(model, step_params, rng, frames, batch):
+    """The family's draws from (batch, T, P) parameters with generation's noise: a frame's
+    steps draw theirs at once with the key fold_in(rng, the frame's first step)."""
+    hop, dist = model.hop_length, model.distribution
+    noise = [dist.noise(jax.random.fold_in(rng, f * hop), (hop, batch)) for f in range(frames)]
+    noise = jax.tree.map(lambda *n: jnp.swapaxes(jnp.concatenate(n), 0, 1), *noise)
+    return dist.sample_from_noise(step_params, noise)
+
+
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
 def test_cached_generation_reproduces_teacher_forcing(output):
     config = _config(**COND, output=output, log_scale_min=-7.0)
@@ -302,24 +311,21 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     model, params = _model_and_params(config, x, mel, speaker)
     rng = jax.random.key(7)
 
-    samples, step_params = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
+    samples = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
     assert samples.shape == x.shape
-    assert step_params.shape == (*x.shape, model.distribution.num_params)
+    # Every sample is the family's draw, with the noise of its frame (drawn for the frame's
+    # steps at once with the key fold_in(rng, first step)), from the parameters that teacher
+    # forcing computes for it from the samples before it.
     teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
-    np.testing.assert_allclose(step_params, teacher_forced, rtol=1e-4, atol=1e-4)
-
-    # Every sample is the family's draw from its step's parameters with the noise of its
-    # frame, drawn for the frame's steps at once with the key fold_in(rng, first step).
-    hop, dist = model.hop_length, model.distribution
-    noise = [dist.noise(jax.random.fold_in(rng, f * hop), (hop, 2)) for f in range(6)]
-    noise = jax.tree.map(lambda *n: jnp.swapaxes(jnp.concatenate(n), 0, 1), *noise)
-    redrawn = dist.sample_from_noise(teacher_forced, noise)
-    np.testing.assert_allclose(samples, redrawn, atol=1e-4)
+    assert teacher_forced.shape == (*x.shape, model.distribution.num_params)
+    np.testing.assert_allclose(
+        samples, _redrawn(model, teacher_forced, rng, frames=6, batch=2), atol=1e-4
+    )
     assert len(np.unique(np.asarray(samples))) > x.shape[1] // 4  # not a constant output
 
-    # The public entry point traced inside a caller's jit, which keeps it on one device (the
-    # call above spread the 2 streams over 2 of the 8 test devices): the same samples up to
-    # the float rounding of a batch-2 matmul against two batch-1 ones.
+    # Traced inside a caller's jit, which keeps it on one device (the call above spread the
+    # 2 streams over 2 of the 8 test devices): the same samples up to the float rounding of
+    # a batch-2 matmul against two batch-1 ones.
     public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
     np.testing.assert_allclose(public(params, rng, mel, speaker), samples, rtol=0, atol=1e-5)
 
@@ -342,16 +348,6 @@ def test_generation_spreads_a_batch_over_the_local_devices(batch):
     np.testing.assert_allclose(np.asarray(spread), np.asarray(kept), rtol=0, atol=1e-5)
     assert np.std(np.asarray(spread)) > 0
 
-    # Unconditional streams (the batch set by batch_size) spread the same way.
-    model = wavenet.WaveNet(_config(**UNCOND))
-    params = _random_variables(model, jnp.zeros((1, 8)))["params"]
-    spread, _ = wavenet.sample_with_params(model, params, rng, num_samples=20, batch_size=batch)
-    assert len(spread.sharding.device_set) == batch
-    kept = jax.jit(
-        lambda p, r: wavenet.sample_with_params(model, p, r, num_samples=20, batch_size=batch)
-    )(params, rng)[0]
-    np.testing.assert_allclose(np.asarray(spread), np.asarray(kept), rtol=0, atol=1e-5)
-
 
 def test_spread_devices_takes_the_most_devices_that_divide_the_batch():
     sizes = {}
@@ -368,18 +364,23 @@ def test_spread_devices_takes_the_most_devices_that_divide_the_batch():
 
 def test_conditioning_terms_ahead_and_in_the_step_generate_the_same(monkeypatch):
     """Generation computes the layers' conditioning terms a frame ahead when they fit in
-    wavenet.AHEAD_BYTES, else in each step: the two give the same samples and parameters."""
+    wavenet.AHEAD_BYTES, else in each step: the two give the same samples."""
     config = _config(**COND, output="gaussian", log_scale_min=-7.0)
     x, mel, speaker = _inputs(config, batch=2, frames=4)
     model, params = _model_and_params(config, x, mel, speaker)
     rng = jax.random.key(5)
-    ahead = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
+    ahead = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
     monkeypatch.setattr(wavenet, "AHEAD_BYTES", 0)
     jax.clear_caches()  # the compiled sampler would not see the patch
-    in_step = wavenet.sample_with_params(model, params, rng, mel=mel, speaker=speaker)
-    for a, b in zip(ahead, in_step):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    assert np.std(np.asarray(ahead[0])) > 0
+    in_step = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    np.testing.assert_allclose(np.asarray(ahead), np.asarray(in_step), rtol=1e-5, atol=1e-5)
+    assert np.std(np.asarray(ahead)) > 0
+    # Both sample the distribution that teacher forcing scores.
+    for samples in (ahead, in_step):
+        teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
+        np.testing.assert_allclose(
+            samples, _redrawn(model, teacher_forced, rng, frames=4, batch=2), atol=1e-4
+        )
 
 
 def test_unconditional_generation_needs_num_samples():

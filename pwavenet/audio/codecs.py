@@ -38,12 +38,11 @@ two edge bins stick out half a bin past [-1, 1].
 16-bit PCM storage
 ------------------
 Data sets store int16 samples ``s``; the model sees ``x = (2 s + 1) / 65535``, the centre of
-16-bit bin ``k = s + 32768`` above, so ``quantize_16bit(pcm16_to_float(s)) == s + 32768``
-exactly and every training sample sits on a bin centre of the 16-bit likelihoods. The price
+16-bit bin ``k = s + 32768`` above, so ``bin_index(pcm16_to_float(s)) == s + 32768`` exactly
+and every training sample sits on a bin centre of the 16-bit likelihoods. The price
 is a DC offset of half a level (1.5e-5, -96 dBFS): digital silence maps to 1/65535, not 0,
 which shows in its log-mel in the lowest band only (about -5.6 instead of the floor's -11.5
 with the default features; real recordings' noise floor hides it).
-:func:`float_to_pcm16` is the inverse (round to the nearest centre).
 
 """
 
@@ -65,13 +64,10 @@ __all__ = [
     "bin_center",
     "bin_index",
     "bin_width",
-    "dequantize_16bit",
-    "float_to_pcm16",
     "import_tensorflow",
     "is_tf_tensor",
     "pcm16_to_float",
     "quantize",
-    "quantize_16bit",
     "mulaw_compress",
     "mulaw_decode",
     "mulaw_encode",
@@ -213,18 +209,6 @@ def quantize(x: ArrayLike, num_bins: int = NUM_16BIT_BINS) -> Array:
     return bin_center(bin_index(x, num_bins), num_bins)
 
 
-@jax.jit
-def quantize_16bit(x: ArrayLike) -> Array:
-    """16-bit level ``k`` in {0, ..., 65535} of each sample (int32, same shape)."""
-    return bin_index(x, NUM_16BIT_BINS)
-
-
-@jax.jit
-def dequantize_16bit(levels: ArrayLike) -> Array:
-    """Waveform value ``-1 + 2 k / 65535`` of each 16-bit level (float, same shape)."""
-    return bin_center(levels, NUM_16BIT_BINS)
-
-
 # ------------------------------------------------------------------- 16-bit PCM
 
 
@@ -237,16 +221,6 @@ def pcm16_to_float(samples: Any) -> Any:
         tf = import_tensorflow()
         return (tf.cast(samples, tf.float32) * 2.0 + 1.0) / 65535.0
     return ((np.asarray(samples, np.float64) * 2.0 + 1.0) / 65535.0).astype(np.float32)
-
-
-def float_to_pcm16(x: Any) -> np.ndarray:
-    """Waveform in [-1, 1] (clipped) -> int16 (numpy): the nearest 16-bit bin centre.
-
-    The inverse of :func:`pcm16_to_float`; the level is ``quantize_16bit(x) - 32768`` up to
-    ties, which this rounds in float64 and quantize_16bit in float32.
-    """
-    x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
-    return np.clip(np.round(x * 32767.5 - 0.5), -32768, 32767).astype(np.int16)
 
 
 # ------------------------------------------------------------------- log-mel

@@ -68,7 +68,6 @@ __all__ = [
     "generate",
     "log_likelihood",
     "negative_log_likelihood",
-    "sample_with_params",
 ]
 
 _OUTPUTS = ("mol", "gaussian", "logistic", "mulaw", "affine")
@@ -701,9 +700,7 @@ def _place(mesh: Mesh | None, x, batch_axis: int | None):
     return jax.tree.map(lambda a: jax.device_put(a, sharding), x)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("model", "num_samples", "batch", "return_params", "mesh")
-)
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "batch", "mesh"))
 def _sample(
     model: WaveNet,
     variables,
@@ -713,7 +710,6 @@ def _sample(
     *,
     num_samples: int,
     batch: int,
-    return_params: bool,
     mesh: Mesh | None = None,
 ):
     """Two nested scans: over blocks of `block` steps (a mel frame, or 256 steps without a
@@ -776,7 +772,7 @@ def _sample(
                 method=WaveNet.step,
             )
             x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
-            return (cache, x_t), (x_t, params_t if return_params else None)
+            return (cache, x_t), x_t
 
         return lax.scan(one_sample, carry, (t_block, mel_block, cond, noise))
 
@@ -785,31 +781,8 @@ def _sample(
         tuple(_place(mesh, a, 2 if a.ndim == 4 else 0) for a in cache),  # rings, then history
         _place(mesh, jnp.zeros((batch,), jnp.float32), 0),
     )
-    _, (samples, step_params) = lax.scan(one_block, carry, (steps, mel_blocks, lpc_frames))
-    samples = samples.reshape(blocks * block, batch)[:num_samples].T
-    if return_params:
-        step_params = step_params.reshape(blocks * block, batch, -1)[:num_samples]
-        return samples, jnp.swapaxes(step_params, 0, 1)
-    return samples
-
-
-def sample_with_params(
-    model: WaveNet,
-    params,
-    rng: Array,
-    *,
-    mel: Array | None = None,
-    speaker: Array | None = None,
-    num_samples: int | None = None,
-    batch_size: int | None = None,
-) -> tuple[Array, Array]:
-    """`generate` that also returns the distribution parameters used at every step.
-
-    Returns:
-      samples (B, T) and params (B, T, P), params[:, t] being p(x_t | x_<t) as computed by the
-      cached one-step network. `batch_size` sets B when neither mel nor speaker does (else 1).
-    """
-    return _generate(model, params, rng, mel, speaker, num_samples, batch_size, True)
+    _, samples = lax.scan(one_block, carry, (steps, mel_blocks, lpc_frames))
+    return samples.reshape(blocks * block, batch)[:num_samples].T
 
 
 def generate(
@@ -845,10 +818,6 @@ def generate(
       and the samples come back sharded along the batch over them; each stream draws the
       same noise as on one device.
     """
-    return _generate(model, params, rng, mel, speaker, num_samples, None, False)
-
-
-def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_params):
     batch = check_inputs(model, None, mel, speaker)
     if mel is not None:
         length = mel.shape[1] * model.hop_length
@@ -861,9 +830,7 @@ def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_
     if num_samples is None or num_samples < 1:
         raise ValueError(f"unconditional generation needs num_samples >= 1, got {num_samples}")
     if batch is None:
-        batch = batch_size or 1
-    elif batch_size is not None and batch_size != batch:
-        raise ValueError(f"batch_size={batch_size} but the conditioning has batch {batch}")
+        batch = 1
     variables = as_variables(params)
     mesh = spread_devices(batch, variables, rng, mel, speaker)
     return _sample(
@@ -874,6 +841,5 @@ def _generate(model, params, rng, mel, speaker, num_samples, batch_size, return_
         _place(mesh, speaker, 0),
         num_samples=int(num_samples),
         batch=int(batch),
-        return_params=return_params,
         mesh=mesh,
     )

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import soundfile
 
 from pwavenet import audio
 
@@ -164,6 +165,22 @@ def test_16bit_quantization_error_and_edges():
     np.testing.assert_array_equal(
         np.asarray(audio.bin_index(np.array([-2.0, -1.0, 1.0, 2.0]))), [0, 0, 65535, 65535]
     )
+
+
+def test_write_wav_writes_16bit_pcm_clipped_to_full_scale(tmp_path):
+    x = np.concatenate(
+        [[-1.5, -1.0, 0.0, 0.5, 1.0, 1.5], np.random.default_rng(0).uniform(-1.2, 1.2, 1000)]
+    ).astype(np.float32)
+    path = str(tmp_path / "x.wav")
+    audio.write_wav(path, x, 22050)
+    info = soundfile.info(path)
+    assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16")
+    read, _ = soundfile.read(path, dtype="int16")
+    # Full scale is 32768 levels per unit, the top level saturating at 32767; libsndfile's
+    # rounding is its own, so within one level.
+    want = np.clip(np.clip(x.astype(np.float64), -1, 1) * 32768, -32768, 32767)
+    assert np.all(np.abs(read - want) <= 1.0)
+    np.testing.assert_array_equal(read[:6], [-32768, -32768, 0, 16384, 32767, 32767])
 
 
 @pytest.mark.parametrize("num_bins", [2, 256, 65536])

@@ -55,6 +55,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import soundfile
 from jax import Array
 from jax.typing import ArrayLike
 
@@ -72,6 +73,7 @@ __all__ = [
     "mulaw_decode",
     "mulaw_encode",
     "mulaw_expand",
+    "write_wav",
 ]
 
 
@@ -221,6 +223,12 @@ def pcm16_to_float(samples: Any) -> Any:
         tf = import_tensorflow()
         return (tf.cast(samples, tf.float32) * 2.0 + 1.0) / 65535.0
     return ((np.asarray(samples, np.float64) * 2.0 + 1.0) / 65535.0).astype(np.float32)
+
+
+def write_wav(path: str, audio: Any, sample_rate: int) -> None:
+    """Writes a waveform (T,) as a 16-bit PCM wav at `sample_rate`, values past full scale
+    clipped to [-1, 1]. Every wav the package writes goes through here."""
+    soundfile.write(path, np.clip(np.asarray(audio), -1.0, 1.0), sample_rate, subtype="PCM_16")
 
 
 # ------------------------------------------------------------------- log-mel

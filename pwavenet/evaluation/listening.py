@@ -127,12 +127,9 @@ def between_references(config, reference: np.ndarray) -> float:
 
 def write_wavs(out: str, sample_rate: int, audio_by_name: dict[str, np.ndarray]) -> None:
     """<out>/<name>_<i>.wav, 16-bit, for each (N, T) array."""
-    import soundfile
-
     for name, batch in audio_by_name.items():
         for i, x in enumerate(batch):
-            path = os.path.join(out, f"{name}_{i}.wav")
-            soundfile.write(path, np.clip(x, -1, 1), sample_rate, subtype="PCM_16")
+            audio.write_wav(os.path.join(out, f"{name}_{i}.wav"), x, sample_rate)
 
 
 def audio_summaries(config, name: str, synthesize):

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pwavenet import audio
 from pwavenet import vocoder as vocoder_lib
 
 INPUT_SUFFIXES = (".wav", ".npy")
@@ -144,7 +145,6 @@ def synthesize(
     one compilation (it runs once on one frame first); real_time_factor = seconds /
     audio_seconds. `notify` gets one line naming the files that were downmixed or resampled
     (default: stderr)."""
-    import soundfile
     from tqdm import tqdm
 
     pairs = plan(input_path, output_path)
@@ -162,7 +162,7 @@ def synthesize(
         seconds += time.perf_counter() - start
         audio_seconds += len(x) / vocoder.sample_rate
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        soundfile.write(target, x, vocoder.sample_rate, subtype="PCM_16")
+        audio.write_wav(target, x, vocoder.sample_rate)
     if converted:
         kinds = sorted({c for cs in converted.values() for c in cs})
         first = next(iter(converted))

@@ -79,7 +79,7 @@ def load_vocoder(
             "(python -m launch.train_teacher) or student (python -m launch.distill)."
         )
     config = training.load_config(workdir)
-    is_student = "teacher_workdir" in config
+    is_student = training.is_student_config(config)
     own = "student" if is_student else "teacher"
     model = model or own
     if model not in MODELS:
@@ -106,7 +106,7 @@ def build_model(config: ml_collections.ConfigDict):
     """The WaveNet teacher or IAF student a job config describes (a student's config names
     its teacher_workdir)."""
 
-    if "teacher_workdir" in config:
+    if training.is_student_config(config):
         return builders.build_student(config)
     return builders.build_teacher(config)
 

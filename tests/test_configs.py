@@ -136,6 +136,13 @@ def test_every_student_variant_builds_against_its_teacher_and_distills(variant):
     _check_step(*_step_shapes(config, loss_fn, params, tparams))
 
 
+def test_every_student_variant_and_no_teacher_variant_is_a_students_config():
+    for variant in _variants(student_config):
+        assert training.is_student_config(student_config.get_config(variant)), variant
+    for variant in _variants(teacher_config):
+        assert not training.is_student_config(teacher_config.get_config(variant)), variant
+
+
 @pytest.mark.parametrize("variant", _variants(flows_config))
 def test_every_flows_variant_builds_its_flow_and_training_step(variant):
     config = flows_config.get_config(variant)

@@ -63,7 +63,7 @@ def evaluate(
     `split` and `quality_utterances` choose what the quality table scores (default: the
     config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
     config = training.load_config(workdir)
-    if "teacher_workdir" in config:
+    if training.is_student_config(config):
         return evaluate_student(
             workdir,
             step=step,

@@ -60,7 +60,7 @@ def export_student(
     """Writes the artifact and its manifest (module docstring); returns the manifest."""
 
     config = training.load_config(workdir)
-    if "teacher_workdir" not in config:
+    if not training.is_student_config(config):
         raise ValueError(
             f"{workdir} is a teacher's workdir; export needs a student's (python -m "
             "launch.distill): the teacher's generation is sequential, one step per sample."

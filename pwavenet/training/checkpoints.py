@@ -26,6 +26,7 @@ from pwavenet.models import builders
 __all__ = [
     "save_config",
     "load_config",
+    "is_student_config",
     "config_mismatches",
     "check_workdir_config",
     "RUNTIME_MODEL_FIELDS",
@@ -60,6 +61,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         )
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+def is_student_config(config: ml_collections.ConfigDict) -> bool:
+    """True for a student's job config (it names the teacher_workdir it distils), False for a
+    teacher's: what tells the two kinds of workdir apart."""
+    return "teacher_workdir" in config
 
 
 def _flatten(config, prefix=""):

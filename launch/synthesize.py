@@ -42,7 +42,7 @@ def main(argv):
     common.prepare_process()
     from pwavenet.jobs import synthesize
 
-    result = synthesize.synthesize(
+    result = synthesize.vocode_files(
         FLAGS.workdir,
         FLAGS.input,
         FLAGS.output,

@@ -376,7 +376,7 @@ def _student_window(model, chunk, variables, mel, valid, window_start, keep, spe
         return x, past
     coefficients, log_gain = (lax.dynamic_slice_in_dim(f, keep, chunk, axis=1) for f in filters)
     u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
-    return lpc_lib.synthesize(u, coefficients, hop, past)
+    return lpc_lib.all_pole_filter(u, coefficients, hop, past)
 
 
 def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, speaker, keys, carry):

@@ -261,7 +261,7 @@ def test_impulse_response_is_scipys_all_pole_filter(order):
 
 
 @pytest.mark.parametrize("order,hop", [(3, 8), (8, 8), (13, 4), (5, 1)])
-def test_synthesize_is_the_all_pole_recursion_and_carries_its_state(order, hop):
+def test_all_pole_filter_is_the_recursion_and_carries_its_state(order, hop):
     """Frame-wise synthesis against x_t = u_t + sum_j a_j x_{t-1-j} written out with numpy
     loops, the predictor switching every hop, for orders below, equal to and above the hop;
     then the same signal made in two calls, the second continuing from the first's state."""
@@ -272,7 +272,7 @@ def test_synthesize_is_the_all_pole_recursion_and_carries_its_state(order, hop):
     a = rng.uniform(-1.0, 1.0, (batch, frames, order))
     a *= 0.9 / np.sum(np.abs(a), axis=-1, keepdims=True)
     past = rng.standard_normal((batch, order))
-    x, state = lpc.synthesize(
+    x, state = lpc.all_pole_filter(
         jnp.asarray(u, jnp.float32),
         jnp.asarray(a, jnp.float32),
         hop,
@@ -286,13 +286,13 @@ def test_synthesize_is_the_all_pole_recursion_and_carries_its_state(order, hop):
     np.testing.assert_allclose(state, expected[:, -order:], atol=2e-5)
 
     half = frames // 2 * hop
-    first, mid = lpc.synthesize(
+    first, mid = lpc.all_pole_filter(
         jnp.asarray(u[:, :half], jnp.float32),
         jnp.asarray(a[:, : frames // 2], jnp.float32),
         hop,
         jnp.asarray(past, jnp.float32),
     )
-    second, _ = lpc.synthesize(
+    second, _ = lpc.all_pole_filter(
         jnp.asarray(u[:, half:], jnp.float32),
         jnp.asarray(a[:, frames // 2 :], jnp.float32),
         hop,
@@ -301,9 +301,9 @@ def test_synthesize_is_the_all_pole_recursion_and_carries_its_state(order, hop):
     np.testing.assert_allclose(np.concatenate([first, second], axis=1), x, atol=2e-5)
 
 
-def test_synthesize_inverts_the_teachers_prediction_on_speech_like_predictors():
+def test_all_pole_filter_inverts_the_teachers_prediction_on_speech_like_predictors():
     """With the order-320 predictors of a vowel-like mel (pitched, two formants: poles close to
-    the unit circle), x = synthesize(u) and then x - predict(x), the residual the teacher's
+    the unit circle), x = all_pole_filter(u) and then x - predict(x), the residual the teacher's
     mean leaves, gives back u: the student's last layer is the exact inverse of the teacher's
     linear prediction."""
     rng = np.random.default_rng(3)
@@ -315,7 +315,7 @@ def test_synthesize_inverts_the_teachers_prediction_on_speech_like_predictors():
     a, log_gain = jax.jit(lambda m: lpc.synthesis_filters(m, config))(jnp.asarray(log_mel)[None])
     u = rng.standard_normal((1, frames * hop)) * np.repeat(np.exp(np.asarray(log_gain)), hop, 1)
     u = jnp.asarray(u, jnp.float32)
-    out, _ = jax.jit(lpc.synthesize, static_argnums=2)(u, a, hop)
+    out, _ = jax.jit(lpc.all_pole_filter, static_argnums=2)(u, a, hop)
     residual = out - lpc.predict(out, jnp.repeat(a, hop, axis=1))
     scale = np.max(np.abs(np.asarray(u)))
     np.testing.assert_allclose(residual, u, atol=1e-4 * np.max(np.abs(np.asarray(out))))

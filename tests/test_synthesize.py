@@ -49,7 +49,7 @@ def test_a_stereo_16khz_wav_is_downmixed_and_resampled_with_one_notice(workdir, 
     source = tmp_path / "stereo16k.wav"
     soundfile.write(source, stereo, 16000, subtype="FLOAT")
     notices = []
-    result = synthesize.synthesize(
+    result = synthesize.vocode_files(
         workdir, str(source), str(tmp_path / "out.wav"), progress=False, notify=notices.append
     )
     assert len(notices) == 1
@@ -71,7 +71,7 @@ def test_an_npy_mel_and_a_file_into_an_existing_folder(workdir, vocoder, tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     notices = []
-    synthesize.synthesize(
+    synthesize.vocode_files(
         workdir,
         str(tmp_path / "mel.npy"),
         str(out),

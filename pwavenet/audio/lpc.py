@@ -20,9 +20,9 @@ the pitch, which a small network trained for minutes does not learn on its own (
 embedded corpus: periodicity of generated voiced frames 0.2-0.3 without, about 0.55 with,
 0.74 for the reference).
 
-The student (pwavenet.models.iaf) uses the same predictor the other way round: `synthesize` is the
-all-pole filter x_t = u_t + sum_j a_j x_{t-1-j}, the exact inverse of `predict`, driven by
-an excitation scaled by `excitation_log_gain`, the residual level the frame's spectrum
+The student (pwavenet.models.iaf) uses the same predictor the other way round:
+`all_pole_filter` is x_t = u_t + sum_j a_j x_{t-1-j}, the exact inverse of `predict`, driven
+by an excitation scaled by `excitation_log_gain`, the residual level the frame's spectrum
 implies (on the embedded corpus the teacher's scale is about 0.8 of it, the real residual's
 RMS about 0.77).
 """
@@ -229,7 +229,7 @@ def excitation_log_gain(coefficients: Array, power: Array, config: Any) -> Array
 
 
 class SynthesisPlan(NamedTuple):
-    """What `synthesize` needs from the predictors alone (not from the excitation), so that it
+    """What `all_pole_filter` needs from the predictors alone (not from the excitation), so that it
     can be computed ahead or beside the excitation: per frame, the spectra of the impulse
     response's taps 1 .. hop - 1 and of the predictor, each (B, frames, bins)."""
 
@@ -250,7 +250,7 @@ def synthesis_plan(coefficients: Array, hop: int) -> SynthesisPlan:
     )
 
 
-def synthesize(
+def all_pole_filter(
     u: Array,
     coefficients: Array,
     hop: int,
@@ -304,6 +304,6 @@ def synthesize(
 def synthesis_filters(log_mel: Array, config: Any) -> tuple[Array, Array]:
     """(coefficients (..., frames, p), log_gain (..., frames)): each frame's predictor (as the
     teacher computes it) and excitation level (`excitation_log_gain`), for the student's last
-    layer x = synthesize(g * e)."""
+    layer x = all_pole_filter(g * e)."""
     a, power = analyze(log_mel, config)
     return a, excitation_log_gain(a, power, config)

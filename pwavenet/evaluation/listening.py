@@ -132,10 +132,10 @@ def write_wavs(out: str, sample_rate: int, audio_by_name: dict[str, np.ndarray])
             audio.write_wav(os.path.join(out, f"{name}_{i}.wav"), x, sample_rate)
 
 
-def audio_summaries(config, name: str, synthesize):
+def audio_summaries(config, name: str, synthesize_utterances):
     """A `Job.summaries` that writes audio of validation utterances and a log-mel image.
 
-    synthesize(ema_params, utterances, rng) -> (B, T) audio for the utterances' mels. The
+    synthesize_utterances(ema_params, utterances, rng) -> (B, T) audio for the utterances' mels. The
     references are read once, at the first summary, and written beside the first audio.
     """
     references = {}
@@ -148,7 +148,9 @@ def audio_summaries(config, name: str, synthesize):
                 )
             )
             writer.audio(step, "reference", references["audio"], config.mel.sample_rate)
-        generated = np.asarray(synthesize(ema_params, references, jax.random.PRNGKey(step)))
+        generated = np.asarray(
+            synthesize_utterances(ema_params, references, jax.random.PRNGKey(step))
+        )
         writer.audio(step, name, generated, config.mel.sample_rate)
         writer.image(
             step,

@@ -58,20 +58,20 @@ def padded_batches(
 
 
 def synthesize_split(
-    synthesize,
+    synthesize_batch,
     utterances: list[dict[str, Any]],
     batch_size: int,
     mel_config,
     seed: int,
     length: int | None = None,
 ) -> list[np.ndarray]:
-    """`synthesize(batch, rng) -> (B, T)` over `padded_batches`, each utterance's audio cut
+    """`synthesize_batch(batch, rng) -> (B, T)` over `padded_batches`, each utterance's audio cut
     back to its length, in the utterances' order. Batch b draws from fold_in(seed key, b)."""
     out: list[np.ndarray | None] = [None] * len(utterances)
     key = jax.random.PRNGKey(seed)
     batches = padded_batches(utterances, batch_size, mel_config, length)
     for b, (indices, batch) in enumerate(batches):
-        generated = np.asarray(synthesize(batch, jax.random.fold_in(key, b)), np.float32)
+        generated = np.asarray(synthesize_batch(batch, jax.random.fold_in(key, b)), np.float32)
         for row, i in enumerate(indices):
             out[i] = np.clip(generated[row, : len(utterances[i]["audio"])], -1.0, 1.0)
     return out
@@ -176,7 +176,7 @@ def quality_table(
     seed: int,
 ) -> dict[str, Any]:
     """The report's quality table: the Griffin-Lim baseline and each of `synthesizers`
-    (name -> `synthesize(batch, rng) -> (B, T)`, see `synthesize_split`) over the split's
+    (name -> `synthesize_batch(batch, rng) -> (B, T)`, see `synthesize_split`) over the split's
     utterances, scored by `score_systems` with the teacher's NLL (`teacher_model_config_params`
     = (model, config, params)); its means also go to TensorBoard."""
     split_name = split or config.data.eval_split
@@ -184,9 +184,9 @@ def quality_table(
     batch_size = int(config.eval.batch_size)
     length = max(len(u["audio"]) for u in utterances)
     systems = {"griffin_lim": griffin_lim_split(utterances, config.mel)}
-    for name, synthesize in synthesizers.items():
+    for name, synthesize_batch in synthesizers.items():
         systems[name] = synthesize_split(
-            synthesize, utterances, batch_size, config.mel, seed, length
+            synthesize_batch, utterances, batch_size, config.mel, seed, length
         )
     model, model_config, params = teacher_model_config_params
     log_likelihood = teacher_log_likelihood(model, params)

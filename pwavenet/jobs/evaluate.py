@@ -115,7 +115,7 @@ def evaluate(
         os.path.join(out, "mels.png"),
     )
 
-    def synthesize(batch, rng):
+    def synthesize_batch(batch, rng):
         mel, speaker = builders.model_inputs(config, batch)
         return evaluation.teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
 
@@ -124,7 +124,7 @@ def evaluate(
         step,
         config,
         (model, config, params),
-        {"teacher": synthesize},
+        {"teacher": synthesize_batch},
         split=split,
         limit=quality_utterances,
         seed=seed,
@@ -238,10 +238,10 @@ def evaluate_student(
     )
 
     def student_synthesis(student_params):
-        def synthesize(b, r):
+        def synthesize_batch(b, r):
             return iaf.sample(student, student_params, r, *builders.model_inputs(config, b))
 
-        return synthesize
+        return synthesize_batch
 
     def teacher_synthesis(b, r):
         m, s = builders.model_inputs(teacher.config, b)

@@ -1,7 +1,7 @@
 """The student's synthesis as a serialized `jax.export` artifact, for serving without pwavenet.
 
 `export_student(workdir, output)` writes
-  - `output`: `jax.export.Exported.serialize()` of audio = synthesize(mel, noise[, speaker]),
+  - `output`: `jax.export.Exported.serialize()` of audio = f(mel, noise[, speaker]),
     the EMA weights baked in, lowered for `platforms` (default cpu, cuda and tpu), polymorphic
     in the batch and the frame count (frames >= 2: the synthesis filter's design needs two);
   - `output + '.json'`: the manifest: sample rate, hop, the mel definition the model expects,
@@ -41,13 +41,13 @@ def synthesis_function(model: iaf.IAFStudent, params):
     """f(mel (B, F, n_mels), noise (B, F * hop)[, speaker (B,)]) -> audio (B, F * hop)
     clipped to [-1, 1]: the student's one-pass synthesis with `params` baked in."""
 
-    def synthesize(mel, noise, speaker=None):
+    def student_audio(mel, noise, speaker=None):
         x = iaf.forward(model, params, noise, mel, speaker)[0]
         return jnp.clip(x, -1.0, 1.0)
 
     if model.config.num_speakers:
-        return synthesize
-    return lambda mel, noise: synthesize(mel, noise)
+        return student_audio
+    return lambda mel, noise: student_audio(mel, noise)
 
 
 def export_student(

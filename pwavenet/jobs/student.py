@@ -71,7 +71,7 @@ def make_job(config, student: iaf.IAFStudent, teacher: training.Teacher) -> trai
         rngs = jax.random.split(jax.random.PRNGKey(0), batch["audio"].shape[0])
         return distiller.losses(params, teacher_params, batch, rngs)[1]
 
-    def synthesize(params, utterances, rng):
+    def synthesize_utterances(params, utterances, rng):
         mel, speaker = builders.model_inputs(config, utterances)
         return iaf.sample(student, params, rng, mel, speaker)
 
@@ -81,7 +81,7 @@ def make_job(config, student: iaf.IAFStudent, teacher: training.Teacher) -> trai
         train_batches=datasets.train_from,
         eval_fn=eval_fn,
         eval_batches=lambda: datasets.eval(config.train.eval_batches),
-        summaries=evaluation.audio_summaries(config, "student", synthesize),
+        summaries=evaluation.audio_summaries(config, "student", synthesize_utterances),
         samples_per_example=config.data.crop_samples,
         frozen=teacher.params,
         adapt_init_from=lambda params: frozen_upsampler(config, params, teacher.params),

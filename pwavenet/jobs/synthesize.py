@@ -1,7 +1,7 @@
 """Vocoding files: audio from mel spectrograms (.npy) or from wav files' mels, one file or a
 folder, with a trained model (`pwavenet.vocoder.Vocoder`).
 
-`synthesize(workdir, input_path, output_path)`:
+`vocode_files(workdir, input_path, output_path)`:
   - input a file: a .wav (any sample rate, any number of channels: downmixed to mono and
     resampled to the model's rate, with one notice, before its log-mel is computed in the
     model's definition) or a .npy log-mel of shape (frames, n_mels) or (1, frames, n_mels) in
@@ -125,7 +125,7 @@ def plan(input_path: str, output_path: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def synthesize(
+def vocode_files(
     workdir: str,
     input_path: str,
     output_path: str,

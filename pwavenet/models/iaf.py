@@ -29,7 +29,7 @@ shift and g the scale: M_t <- g M_t + prediction_t, S_t <- g S_t, and the Jacobi
 lower triangular with log-determinant sum_t log S_t. The flows then only have to model the
 excitation, as the teacher's network does, and the untrained student is already noise with
 the mel's envelope and harmonics. The filter is recursive, so x_t depends on all of z_<t;
-it runs as a scan over frames (pwavenet.audio.lpc.synthesize), and chunked synthesis carries its
+it runs as a scan over frames (pwavenet.audio.lpc.all_pole_filter), and chunked synthesis carries its
 last p samples from chunk to chunk.
 
 Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
@@ -324,7 +324,7 @@ class IAFStudent(nn.Module):
             log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
             gain = jnp.exp(log_gain)
             u = x * gain
-            x, _ = lpc_lib.synthesize(u, coefficients, self.hop_length, past, plan)
+            x, _ = lpc_lib.all_pole_filter(u, coefficients, self.hop_length, past, plan)
             mu_tot = mu_tot * gain + (x - u)
             log_s_tot = log_s_tot + log_gain
         return x, mu_tot, log_s_tot
@@ -618,6 +618,6 @@ def _chunk_jit(model: IAFStudent):
             return x, past
         coefficients, log_gain = (f[:, keep_from:keep_to] for f in filters)
         u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
-        return lpc_lib.synthesize(u, coefficients, hop, past)
+        return lpc_lib.all_pole_filter(u, coefficients, hop, past)
 
     return jax.jit(run, static_argnums=(5, 6))

@@ -276,7 +276,7 @@ def espeak_version(binary: str) -> str:
     return out.stdout.strip()
 
 
-def synthesize(binary: str, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+def speak(binary: str, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     """int16 (T,) audio of `text` spoken by espeak-ng at 22050 Hz."""
     cmd = [binary, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
     result = subprocess.run(cmd, capture_output=True, check=False)
@@ -299,7 +299,7 @@ def utterance(binary: str, speaker: int, index: int) -> np.ndarray:
     1, ...) that lasts between MIN_SECONDS and MAX_SECONDS when spoken."""
     voice, speed, pitch = VOICES[speaker]
     for attempt in range(_MAX_ATTEMPTS):
-        audio = synthesize(binary, sentence(speaker, index, attempt), voice, speed, pitch)
+        audio = speak(binary, sentence(speaker, index, attempt), voice, speed, pitch)
         if MIN_SECONDS <= len(audio) / SAMPLE_RATE <= MAX_SECONDS:
             return audio
     raise RuntimeError(

@@ -73,9 +73,8 @@ def levinson(r: Array, order: int, block: int = 32) -> tuple[Array, Array]:
     operation across all frames at once, with the lag axis leading so that the reversed
     sequences a step needs are contiguous slices of zero-padded reversals. Orders run in
     blocks of `block`, each working on arrays only as long as its last order (a_j = 0 for
-    j >= i), and the new coefficient enters through a one-hot row rather than a select. On
-    two CPU cores this runs order 320 for 344 frames in about 11 ms (27 ms in one block with
-    a select).
+    j >= i), and the new coefficient enters through a one-hot row rather than a select: both
+    cut the work per order (docs/benchmarks.md has the measurements).
 
     In exact arithmetic every reflection coefficient k has |k| < 1 for a positive definite r,
     and then 1 / A is stable. In float32 a spectrum with very sharp peaks (on the embedded
@@ -172,8 +171,8 @@ def impulse_response(coefficients: Array, taps: int, block: int = 32) -> Array:
     (h_0 = 1 is left out): the recursion h_n = sum_j a_j h_{n-1-j}, one `fori_loop` step per
     tap (exact, unlike an inverse FFT of 1 / A, whose time aliasing depends on how fast the
     response decays); time leads, as in `levinson`. Taps run in blocks of `block`, each
-    reading only the coefficients its taps can reach (h_{n-1-j} = 0 for j >= n): for 255 taps
-    of order 320 that is 3.5x faster than reading all of them at every tap."""
+    reading only the coefficients its taps can reach (h_{n-1-j} = 0 for j >= n) instead of all
+    of them at every tap."""
     batch_shape, order = coefficients.shape[:-1], coefficients.shape[-1]
     a_reversed = jnp.flip(coefficients.astype(jnp.float32).reshape(-1, order).T, axis=0)
     # buffer[order + n] = h_n, zeros before h_0: h_{n-1}, ..., h_{n-order} is a slice.
@@ -295,7 +294,8 @@ def all_pole_filter(
     if past is None:
         past = jnp.zeros((batch, order), jnp.float32)
     inputs = tuple(jnp.swapaxes(v, 0, 1) for v in (zero_state, plan.a_spectrum, plan.h_spectrum))
-    # Unrolling needs a known frame count; a length-polymorphic export (pwavenet.jobs.export) has none.
+    # Unrolling needs a known frame count; a length-polymorphic export (pwavenet.jobs.export)
+    # has none.
     unroll = 2 if isinstance(frames, int) else 1
     past, x = lax.scan(frame_step, past.astype(jnp.float32), inputs, unroll=unroll)
     return jnp.swapaxes(x, 0, 1).reshape(batch, frames * hop), past

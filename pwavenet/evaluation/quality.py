@@ -31,7 +31,8 @@ noise; frames 50 dB below the utterance's loudest are silence and score 0.
 `griffin_lim(log_mel, mel_config)` inverts a log-mel of any `mel.preset`
 (audio.log_mel_spectrogram) to audio: the mel magnitudes mapped back to FFT bins by
 non-negative least squares against the same filterbank, then librosa's Griffin-Lim with the
-same FFT, window and hop, shifted to the preset's frame centres. It is the classical floor a neural vocoder must beat.
+same FFT, window and hop, shifted to the preset's frame centres. It is the classical floor a
+neural vocoder must beat.
 """
 
 from __future__ import annotations

@@ -117,9 +117,9 @@ def score_systems(
     sample_rate: int,
     teacher_nll: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Every quality measure (pwavenet.evaluation.quality) of each system's audio against the reference,
-    per utterance and as means; the reference itself is scored as a row too (its own ceiling).
-    `teacher_nll` adds each system's teacher NLL per utterance where given."""
+    """Every quality measure (pwavenet.evaluation.quality) of each system's audio against the
+    reference, per utterance and as means; the reference itself is scored as a row too (its
+    own ceiling). `teacher_nll` adds each system's teacher NLL per utterance where given."""
     f0 = [quality.f0_track(u["audio"], sample_rate) for u in utterances]
     periodicity = [quality.periodicity(u["audio"], sample_rate) for u in utterances]
     rows = {"reference": [u["audio"] for u in utterances], **systems}

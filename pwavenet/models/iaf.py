@@ -29,8 +29,8 @@ shift and g the scale: M_t <- g M_t + prediction_t, S_t <- g S_t, and the Jacobi
 lower triangular with log-determinant sum_t log S_t. The flows then only have to model the
 excitation, as the teacher's network does, and the untrained student is already noise with
 the mel's envelope and harmonics. The filter is recursive, so x_t depends on all of z_<t;
-it runs as a scan over frames (pwavenet.audio.lpc.all_pole_filter), and chunked synthesis carries its
-last p samples from chunk to chunk.
+it runs as a scan over frames (pwavenet.audio.lpc.all_pole_filter), and chunked synthesis
+carries its last p samples from chunk to chunk.
 
 Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
 synthesis filter in parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t
@@ -355,8 +355,8 @@ def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_sa
     With a synthesis filter, the filters' design (Levinson per frame, impulse responses:
     `pwavenet.audio.lpc.synthesis_plan`) needs only the mel, and the flows need only the noise and
     the mel. Called outside a trace, the two run as separate programs on two threads at the
-    same time, then the filter runs on both results: their loops are sequential and leave a
-    CPU core idle each (on two cores, 40 ms of a 2 x 2 s batch becomes about 30 ms). The
+    same time, then the filter runs on both results: their loops are sequential, and each
+    alone would leave a CPU core idle (docs/benchmarks.md has the measurements). The
     result is the one-program result (`forward` on the same noise); under a trace (sample
     inside a jitted function) it is one program.
     """

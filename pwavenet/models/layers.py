@@ -9,13 +9,12 @@
 
   The one-step form is one matmul over the k taps. The sequence form's arithmetic is the same
   product with the k shifted views of the left-padded input stacked along channels (`_taps`),
-  which is how it runs on accelerators (matmuls are what they do best; these are the figures
-  in BUILD.md). On a CPU it runs as XLA's dilated convolution instead, which skips
-  materializing the stacked views: the benchmark student's synthesis is 1.3x faster with
-  it. Its derivatives stay matmuls over the taps (a custom JVP, so forward and reverse mode
-  both work): XLA:CPU's own convolution gradients are slower, and inside `lax.scan` (how
-  the WaveNet stacks its cycles) its kernel gradient ran about 9 times slower than the
-  taps' product.
+  which is how it runs on accelerators (matmuls are what they do best). On a CPU it runs as
+  XLA's dilated convolution instead, which skips materializing the stacked views. Its
+  derivatives stay matmuls over the taps (a custom JVP, so forward and reverse mode both
+  work): XLA:CPU's own convolution gradients cost more than the taps' product, most of all
+  inside `lax.scan`, which is how the WaveNet stacks its cycles. docs/benchmarks.md has the
+  measurements.
 
 `gated_tanh(filt, gate)`: WaveNet's gated activation tanh(filt) * sigmoid(gate), with a JVP
   written in two coefficients, so that training keeps two of the gate's arrays per layer for
@@ -191,8 +190,8 @@ def gated_tanh(filt: Array, gate: Array) -> Array:
     for the backward pass. Autodiff of the expression itself leaves four (1 - t^2, s (1 - s),
     and t and s for the product), so a WaveNet training step stored six arrays of the gate's
     shape per layer (with the layer's input and its gated output) between its forward and
-    backward passes, and now stores four; on a 2-core CPU, where that traffic runs at memory
-    speed, the benchmark teacher's step ran 1.05x to 1.11x as fast (BUILD.md).
+    backward passes, and now stores four: less memory, and less memory traffic where a step
+    waits on memory (docs/benchmarks.md has the measurements).
     """
     return jnp.tanh(filt) * jax.nn.sigmoid(gate)
 

@@ -37,8 +37,7 @@ new sample, so the cost per sample does not grow with the receptive field. A ste
 layers' conditioning terms in one matmul (`WaveNet.step_conditioning`); the loop runs in
 blocks of one mel frame, each drawing its steps' noise in one call. A batch is spread over
 this process's local devices (`spread_devices`): its streams are independent, so each device
-runs the loop for its share with no communication (on a 2-core CPU exposed as two devices,
-1.45x to 1.56x the samples/s of one device at batch 16; BUILD.md).
+runs the loop for its share with no communication (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
@@ -398,8 +397,7 @@ class WaveNet(nn.Module):
         None without conditioning: the right-hand side of `step_conditioning`'s one matmul.
         It does not depend on the step; a generation loop builds it once, outside the loop,
         and in this layout, the one XLA:CPU's matmul reads it in: in any other, every step
-        began with a transposed copy of it (1 MB for the benchmark teacher; 13% of a step at
-        batch 16)."""
+        began with a transposed copy of it (1 MB for the benchmark teacher)."""
         c = self.config
         layers = self.variables["params"]["cycles"]
         kernels = [
@@ -646,10 +644,10 @@ def loop_invariant(variables) -> Callable[[], dict]:
 
     A model with stacked cycle parameters slices one cycle's kernels out of each stacked
     array at every step, and XLA does not hoist these slices out of the loop: on a CPU, each
-    step of the benchmark teacher copied all its kernels (3.1 MB) before using them, 40% of
-    a step at batch 1. Here every `cycles` subtree is split into per-cycle arrays once,
-    outside the loop, and stacked again inside it, where XLA folds each slice of the stack
-    back to the per-cycle array it came from."""
+    step of the benchmark teacher copied all its kernels (3.1 MB) before using them. Here
+    every `cycles` subtree is split into per-cycle arrays once, outside the loop, and stacked
+    again inside it, where XLA folds each slice of the stack back to the per-cycle array it
+    came from."""
 
     def split(tree):
         if not isinstance(tree, Mapping):
@@ -717,8 +715,8 @@ def _sample(
     cached network. When the block's conditioning terms (`WaveNet.step_conditioning`) fit
     in cache (AHEAD_BYTES), the block computes them for all its steps in one matmul, and a
     step reads its terms instead of all the projection kernels: at batch 1, 12 KB instead
-    of 1 MB per step for the benchmark teacher (+15-30% samples/s). At batch 16 the terms
-    would take 50 MB a block, and computing them in the step is faster. With a `mesh`, the
+    of 1 MB per step for the benchmark teacher. At batch 16 the terms would take 50 MB a
+    block, more than the kernels, and each step computes its own. With a `mesh`, the
     streams' state and noise are split along the batch over it (`spread_devices`)."""
     model = _unrolled_cycles(model)
     distribution = model.distribution

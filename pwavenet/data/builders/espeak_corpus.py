@@ -22,8 +22,7 @@ Determinism: the same espeak-ng version writes the same bytes on every build (th
 check it); the version used is recorded in `info.metadata['espeak_ng_version']`. Another
 espeak-ng release may pronounce differently, which changes the audio, not the sentences.
 
-Build time: about 15 ms of espeak-ng per utterance, run on a thread pool; a few seconds for
-the default config on two cores.
+Building runs espeak-ng once per utterance, on a thread pool.
 """
 
 from __future__ import annotations

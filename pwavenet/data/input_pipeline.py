@@ -657,32 +657,14 @@ def create_datasets(
       train: also build the training stream.
       process_index, process_count, local_device_count: default to jax's.
     """
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    local_device_count = (
-        jax.local_device_count() if local_device_count is None else local_device_count
+    process_index, process_count, local_device_count = _this_process(
+        process_index, process_count, local_device_count
     )
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
     batch_size = local_batch_size(config.train.batch_size, process_count, local_device_count)
     builder = get_builder(config)
     info = data_info(config, builder)
-    model_speakers = config.get("model", {}).get("num_speakers", 0)
-    if model_speakers and info.num_speakers > model_speakers:
-        raise ValueError(
-            f"{config.data.name} has {info.num_speakers} speakers but "
-            f"config.model.num_speakers={model_speakers}; set it to at least "
-            f"{info.num_speakers}."
-        )
-    # The log-mel's reflect padding also needs a few samples; crops are nearly always longer.
-    min_samples = max(config.data.crop_samples, audio.mel_padding(config.mel)[1] + 1)
-    dropped = DroppedUtterances(
-        config.data.bad_audio,
-        min_samples,
-        "config.data.crop_samples"
-        if min_samples == config.data.crop_samples
-        else "the log-mel's reflect padding",
-    )
+    _check_model_speakers(config, info)
+    dropped = _too_short(config)
     mel_files = MelFileCheck(config) if mels_from_files(config) else None
     kwargs = dict(
         process_index=process_index,
@@ -731,6 +713,44 @@ def create_datasets(
         batch_size=batch_size,
         train_from=train_from if train else None,
         mel_files=mel_files,
+    )
+
+
+def _this_process(
+    process_index: int | None, process_count: int | None, local_device_count: int | None
+) -> tuple[int, int, int]:
+    """(process index, process count, local devices), jax's where not given, checked."""
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    local_device_count = (
+        jax.local_device_count() if local_device_count is None else local_device_count
+    )
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
+    return process_index, process_count, local_device_count
+
+
+def _check_model_speakers(config: Any, info: DataInfo) -> None:
+    """Refuses a model with fewer speaker embeddings than the data set has speakers."""
+    model_speakers = config.get("model", {}).get("num_speakers", 0)
+    if model_speakers and info.num_speakers > model_speakers:
+        raise ValueError(
+            f"{config.data.name} has {info.num_speakers} speakers but "
+            f"config.model.num_speakers={model_speakers}; set it to at least "
+            f"{info.num_speakers}."
+        )
+
+
+def _too_short(config: Any) -> DroppedUtterances:
+    """The record of utterances too short for a crop, under config.data.bad_audio's policy."""
+    # The log-mel's reflect padding also needs a few samples; crops are nearly always longer.
+    min_samples = max(config.data.crop_samples, audio.mel_padding(config.mel)[1] + 1)
+    return DroppedUtterances(
+        config.data.bad_audio,
+        min_samples,
+        "config.data.crop_samples"
+        if min_samples == config.data.crop_samples
+        else "the log-mel's reflect padding",
     )
 
 

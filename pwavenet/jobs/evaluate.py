@@ -55,28 +55,45 @@ def evaluate(
     quality_utterances: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Evaluates the checkpoint in `workdir` (a teacher's, or a student's: then
+    """Evaluates the checkpoint in `workdir` (a teacher's: `evaluate_teacher`, or a student's:
     `evaluate_student`); returns the report it writes.
 
     `speed_batch_sizes` (default: (1,) for a teacher, none for a student) and `speed_seconds`
     give the generation-speed rows: `speed_seconds` of audio per utterance at each batch size.
     `split` and `quality_utterances` choose what the quality table scores (default: the
     config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
-    config = training.load_config(workdir)
-    if training.is_student_config(config):
-        return evaluate_student(
-            workdir,
-            step=step,
-            output_dir=output_dir,
-            num_utterances=num_utterances,
-            max_seconds=max_seconds,
-            speed_batch_sizes=speed_batch_sizes,
-            speed_seconds=speed_seconds,
-            split=split,
-            quality_utterances=quality_utterances,
-            seed=seed,
-        )
+    options = dict(
+        step=step,
+        output_dir=output_dir,
+        num_utterances=num_utterances,
+        max_seconds=max_seconds,
+        speed_batch_sizes=speed_batch_sizes,
+        speed_seconds=speed_seconds,
+        split=split,
+        quality_utterances=quality_utterances,
+        seed=seed,
+    )
+    if training.is_student_config(training.load_config(workdir)):
+        return evaluate_student(workdir, **options)
+    return evaluate_teacher(workdir, **options)
 
+
+def evaluate_teacher(
+    workdir: str,
+    *,
+    step: int | None = None,
+    output_dir: str | None = None,
+    num_utterances: int | None = None,
+    max_seconds: float | None = None,
+    speed_batch_sizes=None,
+    speed_seconds: float = 0.5,
+    split: str | None = None,
+    quality_utterances: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The teacher's evaluation (module docstring): its validation NLL, the listening set,
+    the quality table and the generation speed at each of `speed_batch_sizes` (default (1,))."""
+    config = training.load_config(workdir)
     if speed_batch_sizes is None:
         speed_batch_sizes = (1,)
 
@@ -84,47 +101,23 @@ def evaluate(
     params, step = training.restore_params(workdir, step)
     out = output_dir or os.path.join(workdir, f"eval_{step}")
     os.makedirs(out, exist_ok=True)
-    num_utterances = num_utterances or config.eval.num_utterances
-    max_seconds = max_seconds or config.eval.max_seconds
+    nll = validation_nll(model, config, params)
 
-    eval_step = training.make_eval_step(lambda p, b: builders.nll_metrics(model, config, p, b)[1])
-    nll = training.evaluate_metrics(
-        eval_step,
-        jax_utils.replicate(params),
-        input_pipeline.create_datasets(config, train=False).eval(config.train.eval_batches),
-    )
-
-    # The listening set: a few utterances cut to one length, as wavs and spectrograms.
-    utterances = input_pipeline.validation_utterances(
-        config, num_utterances=num_utterances, max_seconds=max_seconds
-    )
+    utterances = listening_utterances(config, num_utterances, max_seconds)
     generated = evaluation.generate_for(model, config, params, utterances, jax.random.PRNGKey(seed))
     reference = utterances["audio"]
-    griffin_lim = np.stack(
-        evaluation.griffin_lim_split(evaluation.listening_set(utterances), config.mel)
+    griffin_lim = listening_griffin_lim(config, utterances)
+    write_listening_set(
+        config, out, reference, {"generated": generated, "griffin_lim": griffin_lim}
     )
     distance = evaluation.log_mel_l1(config, generated, reference)
-    sr = config.mel.sample_rate
-    evaluation.write_wavs(
-        out, sr, {"reference": reference, "generated": generated, "griffin_lim": griffin_lim}
-    )
-    evaluation.mel_comparison_image(
-        config,
-        reference,
-        {"generated": generated, "griffin_lim": griffin_lim},
-        os.path.join(out, "mels.png"),
-    )
-
-    def synthesize_batch(batch, rng):
-        mel, speaker = builders.model_inputs(config, batch)
-        return evaluation.teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
 
     table = evaluation.quality_table(
         workdir,
         step,
         config,
         (model, config, params),
-        {"teacher": synthesize_batch},
+        {"teacher": teacher_synthesis(model, config, params)},
         split=split,
         limit=quality_utterances,
         seed=seed,
@@ -144,12 +137,68 @@ def evaluate(
         "log_mel_l1_per_utterance": [float(d) for d in distance],
         "log_mel_l1_between_references": evaluation.between_references(config, reference),
         "num_utterances": int(reference.shape[0]),
-        "seconds_per_utterance": reference.shape[1] / sr,
+        "seconds_per_utterance": reference.shape[1] / config.mel.sample_rate,
         "quality": table,
         "generation_speed": speed,
         "files": sorted(os.listdir(out)),
     }
     return evaluation.write_report(out, report)
+
+
+def validation_nll(model, config, params) -> dict[str, float]:
+    """The teacher's NLL over config.train.eval_batches validation batches: {'nll' (nats per
+    sample), 'bits_per_sample'}."""
+    eval_step = training.make_eval_step(lambda p, b: builders.nll_metrics(model, config, p, b)[1])
+    return training.evaluate_metrics(
+        eval_step,
+        jax_utils.replicate(params),
+        input_pipeline.create_datasets(config, train=False).eval(config.train.eval_batches),
+    )
+
+
+def listening_utterances(config, num_utterances: int | None, max_seconds: float | None):
+    """The listening set: the first validation utterances (config.eval.num_utterances unless
+    given), cut to one length (config.eval.max_seconds unless given)."""
+    return input_pipeline.validation_utterances(
+        config,
+        num_utterances=num_utterances or config.eval.num_utterances,
+        max_seconds=max_seconds or config.eval.max_seconds,
+    )
+
+
+def listening_griffin_lim(config, utterances) -> np.ndarray:
+    """The Griffin-Lim reconstruction (B, T) of the listening set's mels."""
+    return np.stack(evaluation.griffin_lim_split(evaluation.listening_set(utterances), config.mel))
+
+
+def write_listening_set(
+    config, out: str, reference: np.ndarray, systems: dict[str, np.ndarray], **image_options
+) -> None:
+    """<out>/reference_<i>.wav and <out>/<system>_<i>.wav for each of `systems` (name -> (B, T)),
+    and their log-mel spectrograms in <out>/mels.png, in the order of `systems`."""
+    evaluation.write_wavs(out, config.mel.sample_rate, {"reference": reference, **systems})
+    evaluation.mel_comparison_image(
+        config, reference, systems, os.path.join(out, "mels.png"), **image_options
+    )
+
+
+def teacher_synthesis(model, config, params):
+    """synthesize_batch(batch, rng) -> (B, T): the teacher's generation for a batch's mels."""
+
+    def synthesize_batch(batch, rng):
+        mel, speaker = builders.model_inputs(config, batch)
+        return evaluation.teacher_samples(model, params, rng, mel, speaker, batch["audio"].shape[1])
+
+    return synthesize_batch
+
+
+def student_synthesis(student, config, params):
+    """synthesize_batch(batch, rng) -> (B, T): the student's synthesis for a batch's mels."""
+
+    def synthesize_batch(batch, rng):
+        return iaf.sample(student, params, rng, *builders.model_inputs(config, batch))
+
+    return synthesize_batch
 
 
 def evaluate_student(
@@ -167,16 +216,16 @@ def evaluate_student(
 ) -> dict[str, Any]:
     """Student vs teacher vs reference on validation mels; writes `<workdir>/eval_<step>/`:
 
-    report.json   the quality table over the split (pwavenet.evaluation.quality's measures and the
-                  teacher's NLL for the reference, Griffin-Lim, the untrained student, the
-                  teacher and the student); on the listening set, the log-mel L1 of the
-                  student's and of the teacher's audio to the reference; the teacher's NLL
-                  (nats/sample) of the student's samples, of the teacher's own samples and of
-                  the real audio; the distillation terms (KL, cross-entropy, entropy, power
+    report.json   the quality table over the split (pwavenet.evaluation.quality's measures
+                  and the teacher's NLL for the reference, Griffin-Lim, the untrained
+                  student, the teacher and the student); on the listening set, the log-mel L1
+                  of the student's and of the teacher's audio to the reference; the teacher's
+                  NLL (nats/sample) of the student's samples, of the teacher's own samples and
+                  of the real audio; the distillation terms (KL, cross-entropy, entropy, power
                   loss) on these mels; the speed of student synthesis (one parallel pass) and
-                  of the teacher's cached generation on the same mels, and their ratio;
-                  with `speed_batch_sizes`, `evaluation.generation_speed`: the same three at each batch
-                  size for `speed_seconds` of audio per utterance (`evaluation.student_generation_speed`)
+                  of the teacher's cached generation on the same mels, and their ratio; with
+                  `speed_batch_sizes`, generation_speed: the same three at each batch size for
+                  `speed_seconds` of audio per utterance (`evaluation.student_generation_speed`)
     reference_<i>.wav, teacher_<i>.wav, student_<i>.wav, griffin_lim_<i>.wav
     mels.png      rows of log-mel spectrograms: reference, Griffin-Lim, teacher, student
 
@@ -190,11 +239,91 @@ def evaluate_student(
     teacher = training.load_teacher(config.teacher_workdir)
     out = output_dir or os.path.join(workdir, f"eval_{step}")
     os.makedirs(out, exist_ok=True)
-    utterances = input_pipeline.validation_utterances(
-        config,
-        num_utterances=num_utterances or config.eval.num_utterances,
-        max_seconds=max_seconds or config.eval.max_seconds,
+    utterances = listening_utterances(config, num_utterances, max_seconds)
+    reference = utterances["audio"]
+    student_audio, teacher_audio, speed = timed_listening_audio(
+        config, student, params, teacher, utterances, seed
     )
+    terms = distillation_terms(config, student, params, teacher, utterances, seed)
+    listening = {
+        "griffin_lim": listening_griffin_lim(config, utterances),
+        "teacher": teacher_audio,
+        "student": student_audio,
+    }
+    write_listening_set(config, out, reference, listening, models_as_rows=True)
+
+    table = student_quality_table(
+        workdir, step, config, student, params, teacher, split, quality_utterances, seed
+    )
+    report = {
+        "workdir": workdir,
+        "kind": "student",
+        "step": int(step),
+        "variant": config.get("variant", ""),
+        "teacher_workdir": config.teacher_workdir,
+        "teacher_step": int(teacher.step),
+        "num_utterances": int(reference.shape[0]),
+        "seconds_per_utterance": reference.shape[1] / config.mel.sample_rate,
+        "quality": table,
+        **listening_scores(config, teacher, utterances, student_audio, teacher_audio),
+        "distillation": terms,
+        "speed": speed,
+    }
+    if speed_batch_sizes:
+        report["generation_speed"] = [
+            evaluation.student_generation_speed(student, config, params, teacher, b, speed_seconds)
+            for b in speed_batch_sizes
+        ]
+    return evaluation.write_report(out, report)
+
+
+def student_quality_table(
+    workdir, step, config, student, params, teacher, split, limit, seed
+) -> dict[str, Any]:
+    """`evaluation.quality_table` of the untrained student (its initial parameters), the
+    teacher and the student, the teacher's NLL scoring each."""
+    untrained = builders.init_student_params(
+        student, config, jax.random.PRNGKey(config.seed), teacher.params
+    )
+    return evaluation.quality_table(
+        workdir,
+        step,
+        config,
+        (teacher.model, teacher.config, teacher.params),
+        {
+            "untrained_student": student_synthesis(student, config, untrained),
+            "teacher": teacher_synthesis(teacher.model, teacher.config, teacher.params),
+            "student": student_synthesis(student, config, params),
+        },
+        split=split,
+        limit=limit,
+        seed=seed,
+    )
+
+
+def listening_scores(config, teacher, utterances, student_audio, teacher_audio) -> dict:
+    """The report's measures of the listening set: the log-mel L1 of the student's and the
+    teacher's audio to the reference (and between references), and the teacher's NLL of the
+    student's, its own and the real audio."""
+    reference = utterances["audio"]
+    student_l1 = evaluation.log_mel_l1(config, student_audio, reference)
+    teacher_l1 = evaluation.log_mel_l1(config, teacher_audio, reference)
+    teacher_nll = teacher_nll_of(teacher, utterances)
+    return {
+        "log_mel_l1_student": float(np.mean(student_l1)),
+        "log_mel_l1_teacher": float(np.mean(teacher_l1)),
+        "log_mel_l1_between_references": evaluation.between_references(config, reference),
+        "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
+        "teacher_nll_of_student_audio": teacher_nll(student_audio),
+        "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
+        "teacher_nll_of_real_audio": teacher_nll(reference),
+    }
+
+
+def timed_listening_audio(config, student, params, teacher, utterances, seed: int):
+    """(student audio (B, T), teacher audio (B, T), the report's speed row) for the listening
+    set's mels: the student's one parallel pass against the teacher's cached generation, each
+    timed by `timing.median_seconds` after the call that compiles it."""
     reference = utterances["audio"]
     mel, speaker = builders.model_inputs(config, utterances)
     t_mel, t_speaker = builders.model_inputs(teacher.config, utterances)
@@ -208,94 +337,39 @@ def evaluate_student(
     teacher_audio = np.asarray(teacher_fn())
     student_seconds = timing.median_seconds(student_fn, repeats=2)
     teacher_seconds = timing.median_seconds(teacher_fn, repeats=1)
-    samples = reference.size
+    samples, sr = reference.size, config.mel.sample_rate
+    speed = {
+        "batch_size": int(reference.shape[0]),
+        "student_samples_per_second": samples / student_seconds,
+        "teacher_samples_per_second": samples / teacher_seconds,
+        "student_real_time_factor": student_seconds / (samples / sr),
+        "teacher_real_time_factor": teacher_seconds / (samples / sr),
+        "student_over_teacher": teacher_seconds / student_seconds,
+    }
+    return student_audio, teacher_audio, speed
 
-    forced = jax.jit(lambda x: teacher.model.apply({"params": teacher.params}, x, t_mel, t_speaker))
-    dist = teacher.model.distribution
 
-    def teacher_nll(x):
-        return float(wavenet.negative_log_likelihood(forced(jnp.asarray(x)), x, dist))
-
+def distillation_terms(config, student, params, teacher, utterances, seed: int):
+    """The distillation objective's terms (KL, cross-entropy, entropy, power loss, ...) on
+    the listening set's utterances, each example's noise from PRNGKey(seed + 1)."""
     distiller = distillation.make_distiller(config, student, teacher)
     batch = {k: jnp.asarray(utterances[k]) for k in ("audio", "mel", "speaker")}
-    rngs = jax.random.split(jax.random.PRNGKey(seed + 1), reference.shape[0])
+    rngs = jax.random.split(jax.random.PRNGKey(seed + 1), utterances["audio"].shape[0])
     terms = jax.jit(lambda p, tp, b, r: distiller.losses(p, tp, b, r)[1])(
         params, teacher.params, batch, rngs
     )
+    return {k: float(v) for k, v in terms.items()}
 
-    sr = config.mel.sample_rate
-    griffin_lim = np.stack(
-        evaluation.griffin_lim_split(evaluation.listening_set(utterances), config.mel)
-    )
-    listening = {"griffin_lim": griffin_lim, "teacher": teacher_audio, "student": student_audio}
-    evaluation.write_wavs(out, sr, {"reference": reference, **listening})
-    evaluation.mel_comparison_image(
-        config, reference, listening, os.path.join(out, "mels.png"), models_as_rows=True
-    )
 
-    untrained = builders.init_student_params(
-        student, config, jax.random.PRNGKey(config.seed), teacher.params
-    )
+def teacher_nll_of(teacher, utterances):
+    """nll(audio (B, T)) -> the teacher's NLL (nats per sample) of audio for the utterances'
+    mels, by teacher forcing."""
+    mel, speaker = builders.model_inputs(teacher.config, utterances)
+    forced = jax.jit(lambda x: teacher.model.apply({"params": teacher.params}, x, mel, speaker))
 
-    def student_synthesis(student_params):
-        def synthesize_batch(b, r):
-            return iaf.sample(student, student_params, r, *builders.model_inputs(config, b))
-
-        return synthesize_batch
-
-    def teacher_synthesis(b, r):
-        m, s = builders.model_inputs(teacher.config, b)
-        return evaluation.teacher_samples(
-            teacher.model, teacher.params, r, m, s, b["audio"].shape[1]
+    def nll(x):
+        return float(
+            wavenet.negative_log_likelihood(forced(jnp.asarray(x)), x, teacher.model.distribution)
         )
 
-    table = evaluation.quality_table(
-        workdir,
-        step,
-        config,
-        (teacher.model, teacher.config, teacher.params),
-        {
-            "untrained_student": student_synthesis(untrained),
-            "teacher": teacher_synthesis,
-            "student": student_synthesis(params),
-        },
-        split=split,
-        limit=quality_utterances,
-        seed=seed,
-    )
-
-    student_l1 = evaluation.log_mel_l1(config, student_audio, reference)
-    teacher_l1 = evaluation.log_mel_l1(config, teacher_audio, reference)
-    report = {
-        "workdir": workdir,
-        "kind": "student",
-        "step": int(step),
-        "variant": config.get("variant", ""),
-        "teacher_workdir": config.teacher_workdir,
-        "teacher_step": int(teacher.step),
-        "num_utterances": int(reference.shape[0]),
-        "seconds_per_utterance": reference.shape[1] / sr,
-        "quality": table,
-        "log_mel_l1_student": float(np.mean(student_l1)),
-        "log_mel_l1_teacher": float(np.mean(teacher_l1)),
-        "log_mel_l1_between_references": evaluation.between_references(config, reference),
-        "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
-        "teacher_nll_of_student_audio": teacher_nll(student_audio),
-        "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
-        "teacher_nll_of_real_audio": teacher_nll(reference),
-        "distillation": {k: float(v) for k, v in terms.items()},
-        "speed": {
-            "batch_size": int(reference.shape[0]),
-            "student_samples_per_second": samples / student_seconds,
-            "teacher_samples_per_second": samples / teacher_seconds,
-            "student_real_time_factor": student_seconds / (samples / sr),
-            "teacher_real_time_factor": teacher_seconds / (samples / sr),
-            "student_over_teacher": teacher_seconds / student_seconds,
-        },
-    }
-    if speed_batch_sizes:
-        report["generation_speed"] = [
-            evaluation.student_generation_speed(student, config, params, teacher, b, speed_seconds)
-            for b in speed_batch_sizes
-        ]
-    return evaluation.write_report(out, report)
+    return nll

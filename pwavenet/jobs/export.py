@@ -50,29 +50,12 @@ def synthesis_function(model: iaf.IAFStudent, params):
     return lambda mel, noise: student_audio(mel, noise)
 
 
-def export_student(
-    workdir: str,
-    output: str,
-    *,
-    step: int | None = None,
-    platforms: tuple[str, ...] = PLATFORMS,
-) -> dict[str, Any]:
-    """Writes the artifact and its manifest (module docstring); returns the manifest."""
-
-    config = training.load_config(workdir)
-    if not training.is_student_config(config):
-        raise ValueError(
-            f"{workdir} is a teacher's workdir; export needs a student's (python -m "
-            "launch.distill): the teacher's generation is sequential, one step per sample."
-        )
-    unknown = sorted(set(platforms) - set(PLATFORMS))
-    if unknown or not platforms:
-        raise ValueError(f"platforms={platforms}: choose among {PLATFORMS}.")
-    params, step = training.restore_params(workdir, step, ema=True)
-    config.model.synthesis_chunk = 0  # one pass: the windows' count would need a known length
-    model = builders.build_student(config)
-    hop = model.hop_length
-    n_mels = int(config.model.n_mels)
+def exported_inputs(
+    model: iaf.IAFStudent, config
+) -> tuple[list[jax.ShapeDtypeStruct], list[dict[str, Any]]]:
+    """The synthesis function's arguments, polymorphic in the batch and the frame count (at
+    least MIN_FRAMES), and their manifest entries: mel, noise[, speaker]."""
+    hop, n_mels = model.hop_length, int(config.model.n_mels)
     batch, frames = jax.export.symbolic_shape(
         "batch, frames", constraints=(f"frames >= {MIN_FRAMES}",)
     )
@@ -99,6 +82,51 @@ def export_student(
                 "range": [0, int(config.model.num_speakers) - 1],
             }
         )
+    return args, inputs
+
+
+def model_description(model: iaf.IAFStudent, config) -> dict[str, Any]:
+    """The manifest's sample rate, hop, mel size, shortest input and mel definition."""
+    return {
+        "sample_rate": int(config.mel.sample_rate),
+        "hop_length": model.hop_length,
+        "n_mels": int(config.model.n_mels),
+        "min_frames": MIN_FRAMES,
+        "mel": {
+            **config.mel.to_dict(),
+            "definition": (
+                "pwavenet.audio.log_mel_spectrogram: log(max(|STFT| @ W, log_floor)), natural "
+                "log of magnitudes; W = TensorFlow's linear_to_mel_weight_matrix (HTK mel scale, "
+                "no area normalisation); periodic Hann window of win_length centred in n_fft; "
+                "reflect padding, (n_fft - hop) // 2 on the left; frame i covers samples "
+                "[i hop, (i + 1) hop)"
+            ),
+        },
+    }
+
+
+def export_student(
+    workdir: str,
+    output: str,
+    *,
+    step: int | None = None,
+    platforms: tuple[str, ...] = PLATFORMS,
+) -> dict[str, Any]:
+    """Writes the artifact and its manifest (module docstring); returns the manifest."""
+
+    config = training.load_config(workdir)
+    if not training.is_student_config(config):
+        raise ValueError(
+            f"{workdir} is a teacher's workdir; export needs a student's (python -m "
+            "launch.distill): the teacher's generation is sequential, one step per sample."
+        )
+    unknown = sorted(set(platforms) - set(PLATFORMS))
+    if unknown or not platforms:
+        raise ValueError(f"platforms={platforms}: choose among {PLATFORMS}.")
+    params, step = training.restore_params(workdir, step, ema=True)
+    config.model.synthesis_chunk = 0  # one pass: the windows' count would need a known length
+    model = builders.build_student(config)
+    args, inputs = exported_inputs(model, config)
     exported = jax.export.export(
         jax.jit(synthesis_function(model, params)), platforms=tuple(platforms)
     )(*args)
@@ -112,24 +140,11 @@ def export_student(
         "platforms": list(exported.platforms),
         "workdir": os.path.abspath(workdir),
         "step": int(step),
-        "sample_rate": int(config.mel.sample_rate),
-        "hop_length": hop,
-        "n_mels": n_mels,
-        "min_frames": MIN_FRAMES,
-        "mel": {
-            **config.mel.to_dict(),
-            "definition": (
-                "pwavenet.audio.log_mel_spectrogram: log(max(|STFT| @ W, log_floor)), natural "
-                "log of magnitudes; W = TensorFlow's linear_to_mel_weight_matrix (HTK mel scale, "
-                "no area normalisation); periodic Hann window of win_length centred in n_fft; "
-                "reflect padding, (n_fft - hop) // 2 on the left; frame i covers samples "
-                "[i hop, (i + 1) hop)"
-            ),
-        },
+        **model_description(model, config),
         "inputs": inputs,
         "output": {
             "name": "audio",
-            "shape": ["batch", f"frames * {hop}"],
+            "shape": ["batch", f"frames * {model.hop_length}"],
             "dtype": "float32",
             "range": [-1.0, 1.0],
         },

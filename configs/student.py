@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.init_log_scale = -3.0
     c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
     # noise: the flows' output is the whole excitation. pulses: a pitch-pulse train estimated
-    # from the mel (pwavenet.excitation) is added to it, times a learned gain that starts at
+    # from the mel (pwavenet.audio.excitation) is added to it, times a learned gain that starts at
     # pulse_gain (needs the synthesis filter, model.lpc_order > 0; one-pass synthesis only).
     c.model.excitation = "noise"
     c.model.pulse_gain = 1.0

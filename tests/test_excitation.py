@@ -1,4 +1,4 @@
-"""pwavenet.excitation and model.excitation='pulses' in the student.
+"""pwavenet.audio.excitation and model.excitation='pulses' in the student.
 
 The estimator against signals of known pitch passed through the project's mel (not against
 its own templates); the pulse train's power, period and band limit from its samples; and the
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from configs import teacher as teacher_configs
-from pwavenet import audio, excitation, iaf, lpc
+from pwavenet import audio
+from pwavenet.audio import excitation, lpc
+from pwavenet.models import iaf
 
 from student_helpers import lpc_overrides, random_params, small_student_config
 

@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pwavenet.audio import mel as mel_lib
+
 Array = jax.Array
 
 __all__ = ["estimate_pitch", "pulse_train", "pulses_from_mel"]
@@ -106,9 +108,7 @@ def pitch_templates(
 ) -> np.ndarray:
     """(candidates, PITCH_BANDS): each candidate F0's high-passed, normalized log-mel
     harmonic template (the module docstring)."""
-    from pwavenet import audio
-
-    weights, window = audio._mel_matrix_and_window(
+    weights, window = mel_lib.htk_filterbank_and_window(
         sample_rate, n_fft, win_length, n_mels, fmin, fmax
     )
     oversample = 64

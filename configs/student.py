@@ -59,6 +59,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The untrained student is about z * exp(init_log_scale): base noise at speech level.
     c.model.init_log_scale = -3.0
     c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
+    # noise: the flows' output is the whole excitation. pulses: a pitch-pulse train estimated
+    # from the mel (pwavenet.audio.excitation) is added to it, times a learned gain that starts at
+    # pulse_gain (needs the synthesis filter, model.lpc_order > 0; one-pass synthesis only).
+    c.model.excitation = "noise"
+    c.model.pulse_gain = 1.0
     c.model.flow_log_scale_max = 3.0
     c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
     # > 0: a last, fixed layer after the flows (pwavenet.models.iaf): u = g * flows(z) with each mel

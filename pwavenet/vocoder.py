@@ -136,6 +136,8 @@ class Vocoder:
         self.config = config
         self.model = build_model(config)
         self.kind = "student" if isinstance(self.model, iaf.IAFStudent) else "teacher"
+        if self.kind == "student":
+            iaf.check_unchunked(self.model, "Vocoder (windowed synthesis)")
         if not config.model.n_mels:
             raise ValueError(
                 "this model has no mel conditioning (model.n_mels=0), so it cannot vocode; "

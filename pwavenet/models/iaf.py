@@ -69,6 +69,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from pwavenet.audio import excitation as excitation_lib
 from pwavenet.audio import lpc as lpc_lib
 from pwavenet.models import wavenet
 from pwavenet.models.layers import check_hop_length
@@ -78,6 +79,7 @@ Array = jax.Array
 __all__ = ["IAFStudent", "chunked_sample", "forward", "inverse", "log_prob", "sample"]
 
 BASES = ("logistic", "gaussian")
+EXCITATIONS = ("noise", "pulses")
 
 
 def soft_clip(x: Array, lo: float, hi: float) -> Array:
@@ -152,6 +154,14 @@ def _validate(c) -> None:
                 f"model.lpc_mel.n_mels={c.lpc_mel.n_mels} differs from model.n_mels={c.n_mels}; "
                 "lpc_mel must describe the mel the student is conditioned on."
             )
+    excitation = c.get("excitation", "noise")
+    if excitation not in EXCITATIONS:
+        raise ValueError(f"model.excitation={excitation!r}; expected one of {EXCITATIONS}")
+    if excitation == "pulses" and not c.get("lpc_order", 0):
+        raise ValueError(
+            "model.excitation='pulses' adds the pulses to the synthesis filter's excitation: "
+            "set model.lpc_order > 0, or model.excitation='noise'."
+        )
     configs = flow_configs(c)
     for fc in configs:
         wavenet.validate_config(fc)
@@ -201,6 +211,11 @@ class IAFStudent(nn.Module):
         return bool(self.config.get("lpc_order", 0))
 
     @property
+    def has_pulses(self) -> bool:
+        """model.excitation == 'pulses': a pitch-pulse train from the mel joins the shift."""
+        return self.config.get("excitation", "noise") == "pulses"
+
+    @property
     def receptive_field(self) -> int:
         """The flows' output at t depends on z_{t - receptive_field}, ..., z_t: the sum of
         their fields. (The synthesis filter, if any, is recursive: x_t then depends on all of
@@ -235,6 +250,12 @@ class IAFStudent(nn.Module):
         if speaker_embedding is not None:
             self.speaker_embedding = speaker_embedding
         self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
+        if self.has_pulses:
+            self.pulse_log_gain = self.param(
+                "pulse_log_gain",
+                nn.initializers.constant(math.log(c.get("pulse_gain", 1.0))),
+                (),
+            )
 
     def conditioning(self, mel, speaker):
         """(mel_up, speaker_emb, filters): the upsampled mel (B, frames * hop, C), the speaker
@@ -266,7 +287,19 @@ class IAFStudent(nn.Module):
         (pwavenet.audio.lpc.synthesis_filters), a fixed function of the data; else None."""
         if not self.config.get("lpc_order", 0):
             return None
-        return lpc_lib.synthesis_filters(lax.stop_gradient(mel), self.config)
+        mel = lax.stop_gradient(mel)
+        filters = lpc_lib.synthesis_filters(mel, self.config)
+        if self.has_pulses:
+            pulses = excitation_lib.pulses_from_mel(mel, self.config.lpc_mel, self.hop_length)
+            filters = (*filters, pulses)
+        return filters
+
+    def pulse_term(self, filters):
+        """The excitation's added term (B, T): the pulses (model.excitation='pulses') times
+        the learned gain, a function of the mel only; None without them."""
+        if filters is None or len(filters) < 3:
+            return None
+        return jnp.exp(self.pulse_log_gain) * filters[2]
 
     def _affine(self, outputs: Array) -> tuple[Array, Array]:
         """(shift, log-scale) of one flow from its (..., 2) outputs."""
@@ -320,7 +353,12 @@ class IAFStudent(nn.Module):
         if filters is not None:
             # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
             # joins the shift; the gain joins the scale.
-            coefficients, log_gain = filters
+            coefficients, log_gain = filters[:2]
+            added = self.pulse_term(filters)
+            if added is not None:
+                # e + p: p depends on the mel only, so it joins the shift; log-det unchanged.
+                x = x + added
+                mu_tot = mu_tot + added
             log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
             gain = jnp.exp(log_gain)
             u = x * gain
@@ -495,10 +533,13 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
     flows_out = x
     if filters is not None:
         # Undo the synthesis filter in parallel: u = x - prediction(x), e = u / g.
-        coefficients, log_gain = filters
+        coefficients, log_gain = filters[:2]
         u = x - lpc_lib.predict(x, jnp.repeat(coefficients, hop, axis=1))
         base_log_s = jnp.repeat(log_gain, hop, axis=1)
         flows_out = u * jnp.exp(-base_log_s)
+        added = model.apply(variables, filters, method=IAFStudent.pulse_term)
+        if added is not None:
+            flows_out = flows_out - added
 
     # Built once, outside the loop over time (see pwavenet.models.wavenet.loop_invariant).
     cond_kernels = [
@@ -577,6 +618,7 @@ def chunked_sample(
     """
     hop = model.hop_length
     variables = _variables(params)
+    check_unchunked(model, "chunked_sample")
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     total = z.shape[1] // hop if mel is None else mel.shape[1]
@@ -600,6 +642,16 @@ def chunked_sample(
         x, past = apply(variables, z_chunk, mel_chunk, speaker, past, start - lo, stop - lo)
         pieces.append(x)
     return jnp.concatenate(pieces, axis=1)[:, : z.shape[1]]
+
+
+def check_unchunked(model: IAFStudent, what: str) -> None:
+    """Chunked synthesis restarts the pulse train's phase and its pitch prior in every
+    chunk, so it would not equal the one-pass output: refuse it for model.excitation='pulses'."""
+    if model.has_pulses:
+        raise NotImplementedError(
+            f"{what} does not support model.excitation='pulses' yet (the pulse phase and the "
+            "pitch prior would restart at every chunk); synthesize in one pass (iaf.sample)."
+        )
 
 
 @functools.lru_cache(maxsize=8)

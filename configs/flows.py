@@ -47,6 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.decay_steps = 0  # length of the warmup + cosine schedule; 0: train.steps
     c.train.anneal_steps = 0  # energy task: steps over which beta in E[log q + beta U] reaches 1
     c.train.grad_clip = 10.0
+    c.train.end_learning_rate_fraction = 0.01  # cosine decay to this fraction of the peak
+    # Weights averaged after each step: ema = decay * ema + (1 - decay) * params; the results
+    # and the figure are the EMA weights', so 0 makes them the last step's weights.
+    c.train.ema_decay = 0.0
+    c.train.max_skipped_in_a_row = 10  # non-finite steps in a row (each skipped) before a stop
     c.train.log_every = 200
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 2

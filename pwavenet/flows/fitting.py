@@ -1,4 +1,5 @@
-"""The flows job: fit a flow to 2-D data (maximum likelihood) or to an energy (reverse KL).
+"""The flows job: fit a flow to 2-D data (maximum likelihood) or to an energy (reverse KL), on
+the shared trainer (`training.fit`).
 
 Losses, per batch:
   density  -E_data[log p(x)]              log p through every layer's inverse
@@ -6,28 +7,35 @@ Losses, per batch:
                                          (beta rises linearly from 0.01 to 1 over
                                          config.train.anneal_steps, then stays at 1)
 
-Writes to the workdir: orbax checkpoints (resumed automatically; SIGTERM saves the step being
-trained and exits with code 0, as the vocoder jobs do), `config.json`,
-TensorBoard summaries under `tensorboard/`, `flows.png` (data vs learned density vs samples,
-or target vs fitted vs samples) and `results.json` (held-out NLL in nats per point with the
-best single Gaussian's for reference, or the KL estimate with its standard error).
+Batches are functions of the step, so a resumed run recomputes lost steps exactly:
+  density  {"x": (batch, 2)}   training points drawn with replacement by a NumPy generator
+                               seeded with (config.seed, step)
+  energy   {"step": (batch,)}  the step, once per example (it sets beta); each example's base
+                               sample comes from the shared step's per-example key
+
+Writes to the workdir what every job on the shared trainer writes (orbax checkpoints, resumed
+automatically, SIGTERM saving the step being trained and exiting with code 0; `config.json`;
+TensorBoard summaries under `tensorboard/`), and then `flows.png` (data vs learned density vs
+samples, or target vs fitted vs samples) and `results.json` (held-out NLL in nats per point with
+the best single Gaussian's for reference, or the KL estimate with its standard error). Both
+evaluate the EMA weights of the last checkpoint; train.ema_decay = 0, the default, makes them the
+last step's weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import os
-import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from pwavenet import flows, training
@@ -105,202 +113,188 @@ def _batched_log_prob(flow, params, points: np.ndarray, chunk: int = 8192) -> np
     )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs the job described by `config` in `workdir`; returns the final results dict."""
-    os.makedirs(workdir, exist_ok=True)
-    density = config.task == "density"
-    if config.task not in ("density", "energy"):
-        raise ValueError(f"config.task={config.task!r}: use 'density' or 'energy'.")
+@dataclasses.dataclass
+class Problem:
+    """What the flow is fitted to: held-out and training data (density) or an energy U
+    (reverse KL), with the box a sigmoid-terminated chain maps onto."""
 
-    if density:
-        train_x = toy2d.sample_dataset(config.data.name, config.data.num_train, config.seed)
-        test_x = toy2d.sample_dataset(config.data.name, config.data.num_test, config.seed + 1)
-        box = _data_box(train_x, config.flow.box_margin)
-        target_u = None
-    else:
-        train_x = test_x = None
-        box = (np.full(2, -toy2d.WINDOW, np.float32), np.full(2, toy2d.WINDOW, np.float32))
-        target_u = toy2d.energy(config.energy.name)
-    flow = build_flow(config, box)
+    box: tuple[np.ndarray, np.ndarray]
+    bounded: bool  # the chain ends in a sigmoid
+    train_x: np.ndarray | None = None
+    test_x: np.ndarray | None = None
+    energy: Callable[[jax.Array], jax.Array] | None = None
+
+    @property
+    def density(self) -> bool:
+        return self.energy is None
+
+
+def make_problem(config: ml_collections.ConfigDict) -> Problem:
+    """The data (config.task='density') or the energy ('energy') and its box."""
     bounded = config.flow.layers.rstrip().endswith("sigmoid")
-    if density and bounded and not _inside(test_x, box):
+    if config.task == "energy":
+        window = np.full(2, toy2d.WINDOW, np.float32)
+        return Problem((-window, window), bounded, energy=toy2d.energy(config.energy.name))
+    if config.task != "density":
+        raise ValueError(f"config.task={config.task!r}: use 'density' or 'energy'.")
+    train_x = toy2d.sample_dataset(config.data.name, config.data.num_train, config.seed)
+    test_x = toy2d.sample_dataset(config.data.name, config.data.num_test, config.seed + 1)
+    box = _data_box(train_x, config.flow.box_margin)
+    if bounded and not _inside(test_x, box):
         raise ValueError(
             "Held-out points fall outside the sigmoid chain's box "
             f"[{box[0]}, {box[1]}]; raise config.flow.box_margin (now {config.flow.box_margin})."
         )
+    return Problem(box, bounded, train_x, test_x)
 
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, data_rng, sample_rng = jax.random.split(rng, 3)
-    init_x = jnp.asarray((box[0] + box[1]) / 2)[None]
-    params = flow.init(init_rng, init_x)
-    # Over train.decay_steps (0: train.steps), so that a run whose train.steps is raised on
-    # resume keeps the learning rates it used when decay_steps is set.
-    decay_steps = config.train.get("decay_steps", 0) or config.train.steps
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        config.train.learning_rate,
-        config.train.warmup_steps,
-        max(decay_steps, config.train.warmup_steps + 1),
-        end_value=config.train.learning_rate * 0.01,
+
+def _host_rows(batch_size: int) -> slice:
+    """This process's rows of a global batch (the shared loop takes each host's part)."""
+    per_host = batch_size // jax.process_count()
+    return slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
+
+
+def density_batches(config: ml_collections.ConfigDict, train_x: np.ndarray):
+    """start -> the batches of steps start, start + 1, ...: training points drawn with
+    replacement, each step's by a generator seeded with (config.seed, step)."""
+    rows = _host_rows(config.train.batch_size)
+
+    def from_step(start: int):
+        for step in itertools.count(start):
+            rng = np.random.default_rng([config.seed, step])
+            index = rng.integers(0, len(train_x), config.train.batch_size)[rows]
+            yield {"x": train_x[index]}
+
+    return from_step
+
+
+def energy_batches(config: ml_collections.ConfigDict):
+    """start -> the batches of steps start, start + 1, ...: the step, once per example."""
+    rows = _host_rows(config.train.batch_size)
+    size = rows.stop - rows.start
+    return lambda start: (
+        {"step": np.full(size, step, np.int32)} for step in itertools.count(start)
     )
-    optimizer = optax.chain(optax.clip_by_global_norm(config.train.grad_clip), optax.adam(schedule))
-    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)}
 
-    ckpt = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints),
+
+def inverse_temperature(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """beta at `step`: 0.01 rising linearly to 1 over config.train.anneal_steps (0: always 1).
+
+    Annealing lets q spread over every mode before the target sharpens; at beta = 1 from the
+    start, reverse KL tends to lock onto one mode."""
+    if config.train.anneal_steps <= 0:
+        return jnp.ones(jnp.shape(step))
+    return jnp.minimum(1.0, 0.01 + step / config.train.anneal_steps)
+
+
+def make_job(config: ml_collections.ConfigDict, flow: flows.Flow, problem: Problem) -> training.Job:
+    """The flow's init, loss and batches for `training.fit`."""
+    centre = jnp.asarray((problem.box[0] + problem.box[1]) / 2)[None]
+
+    def density_loss(params, batch, rngs):
+        del rngs  # the batch is the randomness
+        return -jnp.mean(flow.apply(params, batch["x"], method=flow.log_prob)), {}
+
+    def energy_loss(params, batch, rngs):
+        def draw(rng):  # one example: a base sample from its own key, pushed forward
+            x, log_q = flow.apply(params, rng, 1, method=flow.sample_and_log_prob)
+            return x[0], log_q[0]
+
+        x, log_q = jax.vmap(draw)(rngs)
+        beta = inverse_temperature(config, batch["step"])
+        loss = jnp.mean(log_q + beta * problem.energy(x))
+        return loss, {"inverse_temperature": jnp.mean(beta)}
+
+    return training.Job(
+        init_params=lambda rng: flow.init(rng, centre),
+        loss_fn=density_loss if problem.density else energy_loss,
+        train_batches=(
+            density_batches(config, problem.train_x) if problem.density else energy_batches(config)
+        ),
     )
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
-        logging.info("Resumed from the checkpoint at step %d.", int(state["step"]))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
 
-    batch_size = config.train.batch_size
-    train_data = None if train_x is None else jnp.asarray(train_x)
 
-    def loss_fn(params, step):
-        key = jax.random.fold_in(data_rng, step)  # batches are a function of the step
-        if density:
-            idx = jax.random.randint(key, (batch_size,), 0, train_data.shape[0])
-            return -jnp.mean(flow.apply(params, train_data[idx], method=flow.log_prob))
-        x, log_q = flow.apply(params, key, batch_size, method=flow.sample_and_log_prob)
-        return jnp.mean(log_q + inverse_temperature(step) * target_u(x))
+def final_params(config: ml_collections.ConfigDict, workdir: str, job: training.Job):
+    """(params, step): the EMA weights of the workdir's latest checkpoint, or, before the first
+    one (train.steps = 0), the weights `training.fit` initialises."""
+    try:
+        return training.restore_params(workdir, ema=True)
+    except FileNotFoundError:
+        init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as training.fit
+        return jax.jit(job.init_params)(init_rng), 0
 
-    def inverse_temperature(step):
-        # Annealing beta from 0.01 to 1 lets q spread over every mode before the target sharpens;
-        # at beta = 1 from the start, reverse KL tends to lock onto one mode.
-        if config.train.anneal_steps <= 0:
-            return 1.0
-        return jnp.minimum(1.0, 0.01 + step / config.train.anneal_steps)
 
-    @jax.jit
-    def train_step(state):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], state["step"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            "params": optax.apply_updates(state["params"], updates),
-            "opt_state": opt_state,
-            "step": state["step"] + 1,
-        }
-        return new_state, {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": schedule(state["step"]),
-        }
-
-    writer = _summary_writer(workdir)
-    start = int(state["step"])
-    t0, last_step = time.time(), start
-    with training.PreemptionNotice() as preemption:
-        for step in range(start, config.train.steps):
-            state, metrics = train_step(state)
-            done = step + 1
-            if done % config.train.log_every == 0 or done == config.train.steps:
-                metrics = jax.device_get(metrics)
-                if not np.isfinite(metrics["loss"]):
-                    raise FloatingPointError(
-                        f"Loss became {metrics['loss']} at step {done}; lower "
-                        f"config.train.learning_rate (now {config.train.learning_rate})."
-                    )
-                rate = (done - last_step) / max(time.time() - t0, 1e-9)
-                t0, last_step = time.time(), done
-                for name, value in metrics.items():
-                    writer.scalar(f"train/{name}", float(value), done)
-                writer.scalar("train/steps_per_second", rate, done)
-                logging.info(
-                    "step %d/%d  loss %.4f  grad_norm %.3g  %.1f steps/s  eta %.0fs",
-                    done,
-                    config.train.steps,
-                    metrics["loss"],
-                    metrics["grad_norm"],
-                    rate,
-                    (config.train.steps - done) / max(rate, 1e-9),
-                )
-            stop = preemption.reached(done)
-            if done % config.train.checkpoint_every == 0 or done == config.train.steps or stop:
-                ckpt.save(done, args=ocp.args.StandardSave(state))
-            if stop and done < config.train.steps:
-                ckpt.wait_until_finished()
-                ckpt.close()
-                writer.flush()
-                logging.warning(
-                    "Preempted: saved step %d in %s; rerun the same command to resume.",
-                    done,
-                    workdir,
-                )
-                raise training.Preempted(done, workdir)
-    final_step = int(state["step"])
-    ckpt.wait_until_finished()
-
-    params = state["params"]
-    n_eval = config.eval.num_samples
-    samples, log_q = jax.jit(
-        lambda p: flow.apply(p, sample_rng, n_eval, method=flow.sample_and_log_prob)
-    )(params)
+def evaluate(config: ml_collections.ConfigDict, flow: flows.Flow, params, problem: Problem):
+    """(metrics, samples): held-out NLL against the best single Gaussian's (density), or the
+    Monte Carlo KL(q || p) with log Z by quadrature (energy), and config.eval.num_samples draws
+    from the flow."""
+    n = config.eval.num_samples
+    rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
+    samples, log_q = jax.jit(lambda p: flow.apply(p, rng, n, method=flow.sample_and_log_prob))(
+        params
+    )
     samples, log_q = np.asarray(samples), np.asarray(log_q)
-    results: dict[str, Any] = {
+    if problem.density:
+        nll = -_batched_log_prob(flow, params, problem.test_x)
+        metrics = dict(
+            heldout_nll=float(np.mean(nll)),
+            heldout_nll_stderr=float(np.std(nll) / math.sqrt(len(nll))),
+            gaussian_heldout_nll=gaussian_baseline_nll(problem.train_x, problem.test_x),
+            num_test=int(len(problem.test_x)),
+        )
+        return metrics, samples
+    log_z = toy2d.log_normalizer(config.energy.name)
+    terms = log_q + np.asarray(problem.energy(jnp.asarray(samples))) + log_z
+    metrics = dict(
+        kl=float(np.mean(terms)),
+        kl_stderr=float(np.std(terms) / math.sqrt(n)),
+        log_normalizer=log_z,
+        num_samples=n,
+    )
+    return metrics, samples
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs the job described by `config` in `workdir`; returns the final results dict."""
+    problem = make_problem(config)
+    flow = build_flow(config, problem.box)
+    training.check_workdir_config(config, workdir, sections=("flow",))
+    job = make_job(config, flow, problem)
+    training.fit(config, workdir, job)
+
+    params, step = final_params(config, workdir, job)
+    metrics, samples = evaluate(config, flow, params, problem)
+    results = {
         "variant": config.variant,
         "task": config.task,
         "flow": config.flow.layers,
-        "steps": final_step,
+        "steps": int(step),
+        **metrics,
     }
-    if density:
-        nll = -_batched_log_prob(flow, params, test_x)
-        results.update(
-            heldout_nll=float(np.mean(nll)),
-            heldout_nll_stderr=float(np.std(nll) / math.sqrt(len(nll))),
-            gaussian_heldout_nll=gaussian_baseline_nll(train_x, test_x),
-            num_test=int(len(test_x)),
-        )
-        writer.scalar("eval/heldout_nll", results["heldout_nll"], final_step)
-    else:
-        log_z = toy2d.log_normalizer(config.energy.name)
-        terms = log_q + np.asarray(target_u(jnp.asarray(samples))) + log_z
-        results.update(
-            kl=float(np.mean(terms)),
-            kl_stderr=float(np.std(terms) / math.sqrt(n_eval)),
-            log_normalizer=log_z,
-            num_samples=n_eval,
-        )
-        writer.scalar("eval/kl", results["kl"], final_step)
-    image = plot(
-        flow,
-        params,
-        config,
-        box,
-        samples,
-        train_x,
-        target_u,
-        bounded,
-        os.path.join(workdir, "flows.png"),
-    )
-    writer.image("eval/flows", image, final_step)
+    writer = training.Writer(workdir)
+    name = "heldout_nll" if problem.density else "kl"
+    writer.scalars(step, {name: results[name]}, "eval/")
+    if jax.process_index() == 0:
+        image = plot(flow, params, config, problem, samples, os.path.join(workdir, "flows.png"))
+        writer.image(step, "eval/flows", image)
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
     writer.flush()
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
     logging.info("Results: %s", json.dumps(results))
-    ckpt.close()
     return results
 
 
-def _summary_writer(workdir: str):
-    from flax.metrics import tensorboard  # imports TensorFlow; only the job needs it
-
-    return tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-
-def plot(flow, params, config, box, samples, train_x, target_u, bounded, path) -> np.ndarray:
+def plot(flow, params, config, problem: Problem, samples, path) -> np.ndarray:
     """Writes the three-panel figure to `path` and returns it as an RGB array."""
-    import matplotlib
+    import matplotlib  # only the job's figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if bounded or train_x is None:
-        lo, hi = box
+    if problem.bounded or not problem.density:
+        lo, hi = problem.box
     else:
-        lo, hi = _data_box(train_x, 0.1)
+        lo, hi = _data_box(problem.train_x, 0.1)
     n = config.eval.grid_cells
     xs = lo[0] + (hi[0] - lo[0]) * (np.arange(n) + 0.5) / n
     ys = lo[1] + (hi[1] - lo[1]) * (np.arange(n) + 0.5) / n
@@ -308,26 +302,20 @@ def plot(flow, params, config, box, samples, train_x, target_u, bounded, path) -
     grid = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
     learned = np.exp(_batched_log_prob(flow, params, grid)).reshape(n, n)
     extent = (lo[0], hi[0], lo[1], hi[1])
+    window = [[lo[0], hi[0]], [lo[1], hi[1]]]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
-    if target_u is None:
-        axes[0].hist2d(
-            train_x[:, 0],
-            train_x[:, 1],
-            bins=n,
-            range=[[lo[0], hi[0]], [lo[1], hi[1]]],
-            cmap="viridis",
-        )
+    if problem.density:
+        train_x = problem.train_x
+        axes[0].hist2d(train_x[:, 0], train_x[:, 1], bins=n, range=window, cmap="viridis")
         axes[0].set_title(f"data: {config.data.name}")
     else:
-        target = np.exp(-np.asarray(target_u(jnp.asarray(grid)))).reshape(n, n)
+        target = np.exp(-np.asarray(problem.energy(jnp.asarray(grid)))).reshape(n, n)
         axes[0].imshow(target, origin="lower", extent=extent, cmap="viridis", aspect="auto")
         axes[0].set_title(f"target exp(-{config.energy.name})")
     axes[1].imshow(learned, origin="lower", extent=extent, cmap="viridis", aspect="auto")
     axes[1].set_title(f"learned density ({config.flow.layers})")
-    axes[2].hist2d(
-        samples[:, 0], samples[:, 1], bins=n, range=[[lo[0], hi[0]], [lo[1], hi[1]]], cmap="viridis"
-    )
+    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n, range=window, cmap="viridis")
     axes[2].set_title("samples from the flow")
     for ax in axes:
         ax.set_xlim(lo[0], hi[0])

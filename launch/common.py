@@ -5,11 +5,20 @@ ValueError or FileNotFoundError the library raises for the job's inputs, end the
 one line on stderr, `error: <the problem and its fix>`, and exit status 2 (`-v 1` shows the
 library's traceback instead). Flags and config files are checked before the job imports
 TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`.
+
+The console carries the project's own lines (what runs, progress, evaluations, saves, where
+results went) and every warning and error. The libraries' INFO lines (orbax, tensorflow_datasets,
+JAX, TensorFlow's start-up notices) stay off it unless `-v 1` (`--verbosity=1`) asks for them;
+`--log_dir=DIR` also writes the whole log, their INFO lines included, to a file in DIR.
 """
 
+import importlib.util
+import logging as python_logging
 import os
 import re
 import sys
+import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -125,17 +134,133 @@ def require_dir(flag: str, path: str, fix: str) -> None:
 
 
 def run(main) -> None:
-    """`absl.app.run(main)` with the command-line errors of the module docstring."""
+    """`absl.app.run(main)` with the command-line errors and the console of the module
+    docstring."""
 
     def guarded(argv):
         try:
+            configure_console()
             return main(argv)
         except (ValueError, FileNotFoundError) as e:
-            if flags.FLAGS.verbosity > 0:
+            if verbose():
                 raise
             fail(e)
 
     app.run(guarded, flags_parser=parse_flags)
+
+
+# ------------------------------------------------------------------------------ console
+
+
+def _project_dirs() -> tuple[str, ...]:
+    """The folders of the project's own code: launch/ and the pwavenet package (found without
+    importing it, which would import JAX)."""
+    dirs = {os.path.dirname(os.path.abspath(__file__))}
+    spec = importlib.util.find_spec("pwavenet")
+    if spec and spec.submodule_search_locations:
+        dirs.update(os.path.abspath(d) for d in spec.submodule_search_locations)
+    return tuple(os.path.join(d, "") for d in sorted(dirs))
+
+
+class ProjectLinesAndWarnings(python_logging.Filter):
+    """Passes the project's own log records and any library's warnings and errors.
+
+    orbax and tensorflow_datasets log through absl's logger, as the project does, so the
+    libraries' INFO lines cannot be told apart by logger name or level: they are told apart
+    by the file that logged them."""
+
+    def __init__(self, project_dirs: tuple[str, ...]):
+        super().__init__()
+        self._project_dirs = project_dirs
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        if record.levelno >= python_logging.WARNING:
+            return True
+        return os.path.abspath(record.pathname).startswith(self._project_dirs)
+
+
+class ConsoleFormatter(python_logging.Formatter):
+    """The project's INFO lines as `HH:MM:SS message`; warnings and errors keep absl's prefix
+    (level, date, time, thread, file:line), which says where they came from."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
+        self._absl_format = logging.PythonFormatter()
+
+    def format(self, record: python_logging.LogRecord) -> str:
+        if record.levelno >= python_logging.WARNING:
+            return self._absl_format.format(record)
+        return super().format(record)
+
+
+def verbose() -> bool:
+    """Whether `-v 1` (`--verbosity=1` or more) asks for the libraries' INFO lines."""
+    return flags.FLAGS.verbosity > 0
+
+
+def _log_file_path(log_dir: str) -> str:
+    """absl's log file name in `log_dir`: <program>.<host>.<user>.log.INFO.<time>.<pid>."""
+    program = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    directory, prefix, _ = logging.find_log_dir_and_names(program, log_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(directory, f"{prefix}.INFO.{stamp}.{os.getpid()}")
+
+
+def configure_console() -> None:
+    """Keeps the libraries' INFO lines off the console (not under `-v 1`), and with
+    `--log_dir` writes every line to a log file there. Runs once absl's handler is set up."""
+    if not verbose():
+        console = logging.get_absl_handler()
+        console.addFilter(ProjectLinesAndWarnings(_project_dirs()))
+        console.setFormatter(ConsoleFormatter())
+    if flags.FLAGS.log_dir:
+        path = _log_file_path(flags.FLAGS.log_dir)
+        log_file = python_logging.FileHandler(path)
+        log_file.setFormatter(logging.PythonFormatter())
+        python_logging.getLogger().addHandler(log_file)
+        logging.info("Full log: %s", path)
+
+
+# The line absl's C++ logging prints once per library before its first log line, and the
+# prefix of a C++ INFO line (I<month><day> ...).
+_ABSL_CPP_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
+_CPP_INFO_LINE = re.compile(r"I\d{4} ")
+
+
+def library_info_line(line: str) -> bool:
+    """Whether a line a C++ library wrote to stderr is INFO chatter: an `I....` line, or absl's
+    notice that logging has not been initialized."""
+    return bool(_CPP_INFO_LINE.match(line)) or line.startswith(_ABSL_CPP_NOTICE)
+
+
+def _import_tensorflow():
+    """`import tensorflow`, its C++ INFO lines (oneDNN's notice, twice) kept off the console.
+
+    TensorFlow's libraries print them through absl's C++ logging straight to file descriptor 2,
+    whatever TF_CPP_MIN_LOG_LEVEL says, so the descriptor is pointed at a file while importing,
+    and every other line (warnings, errors) is written on afterwards."""
+    if verbose():
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not library_info_line(line)))
+            sys.stderr.flush()
+    return tf
+
+
+# ------------------------------------------------------------------------ process set-up
 
 
 def _usable_cores() -> int:
@@ -184,10 +309,11 @@ def prepare_process() -> None:
     """Joins a multi-host run if asked, keeps TensorFlow (data and summaries only) off
     accelerators, lets XLA:CPU use 512-bit vectors where the CPU has them, and logs this
     process's place and devices. Runs before anything starts a JAX backend."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ INFO lines only under -v 1; its warnings and errors always.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose() else "1")
     prefer_wide_vectors()
     try:
-        import tensorflow as tf
+        tf = _import_tensorflow()
     except ImportError:
         pass  # jobs that read no data (the benchmark) run without TensorFlow
     else:

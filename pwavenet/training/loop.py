@@ -2,8 +2,9 @@
 
 One loop serves every model (the teacher, the student and the flows): a `TrainState`
 (params, EMA params, optimizer state, step, RNG), a pure train step `jax.pmap`ped over local
-devices with `axis_name='batch'` (gradients and metrics averaged with `lax.pmean`), orbax checkpoints with automatic resume, TensorBoard
-summaries written by process 0 only, and a progress line with throughput and ETA.
+devices with `axis_name='batch'` (gradients and metrics averaged with `lax.pmean`), orbax
+checkpoints with automatic resume, TensorBoard summaries written by process 0 only, and a
+progress line with throughput and ETA.
 
 A resumed run continues exactly where the interrupted one was: the state (params, EMA,
 optimizer, RNG, step) comes from the checkpoint and the data stream restarts at the batch of
@@ -30,7 +31,7 @@ from flax import jax_utils
 
 from pwavenet.training.checkpoints import checkpoint_manager, init_params_from, save_config
 from pwavenet.training.preemption import Preempted, PreemptionNotice
-from pwavenet.training.state import create_optimizer, create_train_state
+from pwavenet.training.state import TrainState, create_optimizer, create_train_state
 from pwavenet.training.steps import (
     check_batch_size,
     first_replica,
@@ -81,6 +82,52 @@ class Job:
 def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
     """Trains `job` for config.train.steps, resuming from the workdir; returns last metrics."""
     train_config = config.train
+    microbatch = _microbatch_size(train_config)
+    os.makedirs(workdir, exist_ok=True)
+    tx, schedule = create_optimizer(train_config)
+    ckpt = checkpoint_manager(workdir, train_config)
+    state = _initial_state(config, workdir, job, ckpt, tx)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    save_config(config, workdir)
+    writer = Writer(workdir)
+    start = int(state.step)
+    if start == 0:
+        writer.scalars(0, {"num_params": num_params}, "model/")
+    logging.info(
+        "Training %s parameters from step %d to %d.", f"{num_params:,}", start, train_config.steps
+    )
+    train_step = make_train_step(
+        job.loss_fn,
+        tx,
+        schedule,
+        train_config.ema_decay,
+        max_skipped_in_a_row=train_config.max_skipped_in_a_row,
+        with_frozen=job.frozen is not None,
+        microbatch_size=microbatch,
+    )
+    run = _Run(
+        train_config=train_config,
+        workdir=workdir,
+        job=job,
+        ckpt=ckpt,
+        writer=writer,
+        train_step=train_step,
+        eval_step=make_eval_step(job.eval_fn) if job.eval_fn else None,
+        frozen=() if job.frozen is None else (jax_utils.replicate(job.frozen),),
+    )
+    with PreemptionNotice() as preemption:
+        last = _loop(run, jax_utils.replicate(state), start, preemption)
+    logging.info(
+        "Trained to step %d: checkpoints in %s, TensorBoard summaries in %s.",
+        train_config.steps,
+        os.path.join(workdir, "checkpoints"),
+        os.path.join(workdir, "tensorboard"),
+    )
+    return last
+
+
+def _microbatch_size(train_config: ml_collections.ConfigDict) -> int:
+    """config.train.microbatch_size, checked against the batch of each device."""
     per_device = check_batch_size(train_config.batch_size)
     microbatch = train_config.get("microbatch_size", 0)
     if microbatch < 0 or (microbatch and microbatch < per_device and per_device % microbatch):
@@ -89,15 +136,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
             f"examples per device (train.batch_size={train_config.batch_size} over "
             f"{jax.device_count()} devices); use a divisor of {per_device}, or 0 for all of it."
         )
-    os.makedirs(workdir, exist_ok=True)
-    tx, schedule = create_optimizer(train_config)
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
+    return microbatch
+
+
+def _initial_state(config, workdir: str, job: Job, ckpt, tx) -> TrainState:
+    """The run's first state on the host: the workdir's latest checkpoint if it has one, else
+    config.init_from's weights if set, else a fresh initialisation from config.seed."""
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     # Jitted: an eager Flax init dispatches every op of the model one by one (tens of seconds).
     state = create_train_state(state_rng, jax.jit(job.init_params)(init_rng), tx)
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-
-    ckpt = checkpoint_manager(workdir, train_config)
     init_from = config.get("init_from", "")
     if ckpt.latest_step() is not None:
         state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
@@ -116,135 +163,144 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
             init_from,
             source_step,
         )
-    save_config(config, workdir)
-    writer = Writer(workdir)
-    start = int(state.step)
-    if start == 0:
-        writer.scalars(0, {"num_params": num_params}, "model/")
-    logging.info(
-        "Training %s parameters from step %d to %d.", f"{num_params:,}", start, train_config.steps
-    )
+    return state
 
-    train_step = make_train_step(
-        job.loss_fn,
-        tx,
-        schedule,
-        train_config.ema_decay,
-        max_skipped_in_a_row=train_config.max_skipped_in_a_row,
-        with_frozen=job.frozen is not None,
-        microbatch_size=microbatch,
-    )
-    frozen = () if job.frozen is None else (jax_utils.replicate(job.frozen),)
-    eval_step = make_eval_step(job.eval_fn) if job.eval_fn else None
-    state = jax_utils.replicate(state)
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """The parts of a run that stay fixed while it trains.
+
+    train_step(state, batch, *frozen) -> (state, metrics) and eval_step(params, batch,
+    *frozen) -> metrics are pmapped; `frozen` is () or the job's frozen tree, replicated."""
+
+    train_config: ml_collections.ConfigDict
+    workdir: str
+    job: Job
+    ckpt: ocp.CheckpointManager
+    writer: Writer
+    train_step: Callable
+    eval_step: Callable | None
+    frozen: tuple
+
+
+def _loop(run: _Run, state, start: int, preemption: PreemptionNotice) -> dict[str, float]:
+    """Steps start + 1 to train.steps from the replicated `state`, with progress, evaluation,
+    summaries and checkpoints at their intervals and on the last step; returns the last
+    logged metrics (with the last evaluation's as eval_<name>). On a preemption notice, saves
+    the step and raises Preempted."""
+    config, job = run.train_config, run.job
+    stream = job.train_batches(start) if callable(job.train_batches) else job.train_batches
+    batches = jax_utils.prefetch_to_device(map(shard, stream), 2)
+    throughput = _Throughput(start)
     last: dict[str, float] = {}
-    with PreemptionNotice() as preemption:
-        last = _loop(
-            config,
-            workdir,
-            job,
-            state,
-            ckpt,
-            writer,
-            train_step,
-            eval_step,
-            frozen,
-            start,
-            preemption,
-        )
+    for step in range(start + 1, config.steps + 1):
+        state, metrics = run.train_step(state, next(batches), *run.frozen)
+        # Polled once per step; a SIGTERM skips this step's evaluation and summaries.
+        stop = preemption.reached(step)
+        final = step == config.steps
+        if step % config.log_every == 0 or final:
+            last = _log_progress(run, step, metrics, throughput.steps_per_second(step))
+            _stop_if_steps_keep_failing(run, step, last)
+        if not stop and run.eval_step and (step % config.eval_every == 0 or final):
+            last.update(_evaluate(run, step, state))
+        if not stop and job.summaries and (step % config.audio_every == 0 or final):
+            job.summaries(run.writer, step, first_replica(state.ema_params))
+        if step % config.checkpoint_every == 0 or final or stop:
+            _save(run, state, step)
+        if stop and not final:
+            _close(run)
+            logging.warning(
+                "Preempted: saved step %d in %s; rerun the same command to resume.",
+                step,
+                run.workdir,
+            )
+            raise Preempted(step, run.workdir)
+    _close(run)
     return last
 
 
-def _save(ckpt, state, step: int) -> None:
+class _Throughput:
+    """Training steps per second since the previous reading."""
+
+    def __init__(self, step: int):
+        self._time, self._step = time.time(), step
+
+    def steps_per_second(self, step: int) -> float:
+        rate = (step - self._step) / max(time.time() - self._time, 1e-9)
+        self._time, self._step = time.time(), step
+        return rate
+
+
+def _log_progress(run: _Run, step: int, metrics, steps_per_s: float) -> dict[str, float]:
+    """Writes and logs step's training metrics and throughput; returns the metrics."""
+    config = run.train_config
+    last = {k: float(v) for k, v in first_replica(metrics).items()}
+    samples_per_s = steps_per_s * config.batch_size * run.job.samples_per_example
+    run.writer.scalars(step, last, "train/")
+    run.writer.scalars(
+        step, {"steps_per_second": steps_per_s, "samples_per_second": samples_per_s}, "perf/"
+    )
+    eta = (config.steps - step) / max(steps_per_s, 1e-9)
+    logging.info(
+        "step %d/%d  loss %.4f  grad_norm %.3g  %.2f steps/s  %.0f samples/s  eta %s",
+        step,
+        config.steps,
+        last["loss"],
+        last["grad_norm"],
+        steps_per_s,
+        samples_per_s,
+        format_seconds(eta),
+    )
+    return last
+
+
+def _stop_if_steps_keep_failing(run: _Run, step: int, last: dict[str, float]) -> None:
+    """Raises FloatingPointError once max_skipped_in_a_row steps in a row were skipped."""
+    config, ckpt = run.train_config, run.ckpt
+    if last["skipped_in_a_row"] < config.max_skipped_in_a_row:
+        return
+    ckpt.wait_until_finished()
+    raise FloatingPointError(
+        f"Stopped at step {step}: {int(last['skipped_in_a_row'])} training steps in a "
+        "row had a non-finite loss or gradient (each was skipped; "
+        f"{int(last['skipped_total'])} in all). The saved checkpoints hold finite "
+        f"states (latest: step {ckpt.latest_step()}). Lower "
+        f"config.train.learning_rate (now {config.learning_rate}), check the "
+        "data, or raise config.train.max_skipped_in_a_row."
+    )
+
+
+def _evaluate(run: _Run, step: int, state) -> dict[str, float]:
+    """Evaluates the EMA params; writes and logs the metrics, returned as eval_<name>."""
+    eval_metrics = evaluate_metrics(
+        run.eval_step, state.ema_params, run.job.eval_batches(), *run.frozen
+    )
+    run.writer.scalars(step, eval_metrics, "eval/")
+    logging.info(
+        "step %d eval (EMA params): %s",
+        step,
+        "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
+    )
+    return {f"eval_{k}": v for k, v in eval_metrics.items()}
+
+
+def _save(run: _Run, state, step: int) -> None:
+    """Starts saving step's state (orbax saves in the background), refusing a non-finite one."""
     host_state = first_replica(state)
     if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host_state.params)):
         raise FloatingPointError(
             f"Parameters are not finite at step {step}; not saving them. The latest "
-            f"checkpoint (step {ckpt.latest_step()}) is intact."
+            f"checkpoint (step {run.ckpt.latest_step()}) is intact."
         )
-    ckpt.save(step, args=ocp.args.StandardSave(host_state))
+    run.ckpt.save(step, args=ocp.args.StandardSave(host_state))
+    logging.info("Saving step %d in %s.", step, os.path.join(run.workdir, "checkpoints"))
 
 
-def _loop(
-    config, workdir, job, state, ckpt, writer, train_step, eval_step, frozen, start, preemption
-):
-    train_config = config.train
-    stream = job.train_batches(start) if callable(job.train_batches) else job.train_batches
-    batches = jax_utils.prefetch_to_device(map(shard, stream), 2)
-    last: dict[str, float] = {}
-    t0, last_step = time.time(), start
-    for step in range(start + 1, train_config.steps + 1):
-        state, metrics = train_step(state, next(batches), *frozen)
-        # Polled once per step; a SIGTERM skips this step's evaluation and summaries.
-        stop = preemption.reached(step)
-        last_step_or_stop = step == train_config.steps or stop
-        if step % train_config.log_every == 0 or step == train_config.steps:
-            last = {k: float(v) for k, v in first_replica(metrics).items()}
-            elapsed = max(time.time() - t0, 1e-9)
-            steps_per_s = (step - last_step) / elapsed
-            samples_per_s = steps_per_s * train_config.batch_size * job.samples_per_example
-            t0, last_step = time.time(), step
-            writer.scalars(step, last, "train/")
-            writer.scalars(
-                step,
-                {"steps_per_second": steps_per_s, "samples_per_second": samples_per_s},
-                "perf/",
-            )
-            eta = (train_config.steps - step) / max(steps_per_s, 1e-9)
-            logging.info(
-                "step %d/%d  loss %.4f  grad_norm %.3g  %.2f steps/s  %.0f samples/s  eta %s",
-                step,
-                train_config.steps,
-                last["loss"],
-                last["grad_norm"],
-                steps_per_s,
-                samples_per_s,
-                format_seconds(eta),
-            )
-            if last["skipped_in_a_row"] >= train_config.max_skipped_in_a_row:
-                ckpt.wait_until_finished()
-                raise FloatingPointError(
-                    f"Stopped at step {step}: {int(last['skipped_in_a_row'])} training steps in a "
-                    "row had a non-finite loss or gradient (each was skipped; "
-                    f"{int(last['skipped_total'])} in all). The saved checkpoints hold finite "
-                    f"states (latest: step {ckpt.latest_step()}). Lower "
-                    f"config.train.learning_rate (now {train_config.learning_rate}), check the "
-                    "data, or raise config.train.max_skipped_in_a_row."
-                )
-        if stop:
-            pass
-        elif eval_step and (step % train_config.eval_every == 0 or step == train_config.steps):
-            eval_metrics = evaluate_metrics(
-                eval_step, state.ema_params, job.eval_batches(), *frozen
-            )
-            writer.scalars(step, eval_metrics, "eval/")
-            logging.info(
-                "step %d eval (EMA params): %s",
-                step,
-                "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
-            )
-            last.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-        if (
-            job.summaries
-            and not stop
-            and (step % train_config.audio_every == 0 or step == train_config.steps)
-        ):
-            job.summaries(writer, step, first_replica(state.ema_params))
-        if step % train_config.checkpoint_every == 0 or last_step_or_stop:
-            _save(ckpt, state, step)
-        if stop and step < train_config.steps:
-            ckpt.wait_until_finished()
-            ckpt.close()
-            writer.flush()
-            logging.warning(
-                "Preempted: saved step %d in %s; rerun the same command to resume.", step, workdir
-            )
-            raise Preempted(step, workdir)
-    ckpt.wait_until_finished()
-    ckpt.close()
-    writer.flush()
-    return last
+def _close(run: _Run) -> None:
+    """Waits for the last checkpoint and flushes the summaries."""
+    run.ckpt.wait_until_finished()
+    run.ckpt.close()
+    run.writer.flush()
 
 
 def evaluate_metrics(

@@ -26,6 +26,28 @@ def _config(variant="tiny", **overrides):
     return config
 
 
+def _fit_in_subprocess(variant, overrides, workdir):
+    """`fitting.train_and_evaluate` of `_config(variant, **overrides)` in a new process (same
+    environment, so the same 8 CPU devices); its results."""
+    code = (
+        "import json, sys\n"
+        "from configs import flows\n"
+        "from pwavenet.flows import fitting\n"
+        "config = flows.get_config(sys.argv[1])\n"
+        "config.update_from_flattened_dict(json.loads(sys.argv[2]))\n"
+        "print(json.dumps(fitting.train_and_evaluate(config, sys.argv[3])))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code, variant, json.dumps(overrides), str(workdir)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """The tiny job run once to the end: (workdir, its results), shared (read-only) by the
@@ -219,12 +241,10 @@ def test_reverse_kl_fit_is_a_nonnegative_small_divergence(tmp_path):
         "eval.num_samples": 20000,
         "eval.grid_cells": 40,
     }
-    untrained = fitting.train_and_evaluate(
-        _config("U2", **{"train.steps": 0, **overrides}), str(tmp_path / "untrained")
-    )
-    results = fitting.train_and_evaluate(
-        _config("U2", **{"train.steps": 800, **overrides}), str(tmp_path / "trained")
-    )
+    # Each fit runs in a fresh process: the 800 pmapped steps then share the process with no
+    # other test's leftover tf.data threads.
+    untrained = _fit_in_subprocess("U2", {"train.steps": 0, **overrides}, tmp_path / "untrained")
+    results = _fit_in_subprocess("U2", {"train.steps": 800, **overrides}, tmp_path / "trained")
     # KL(q || p) >= 0 exactly, so each estimate may dip below 0 only by Monte Carlo error.
     for r in (untrained, results):
         assert r["kl"] > -4 * r["kl_stderr"]

@@ -27,8 +27,14 @@ def _config(variant="tiny", **overrides):
 
 
 def _fit_in_subprocess(variant, overrides, workdir):
-    """`fitting.train_and_evaluate` of `_config(variant, **overrides)` in a new process (same
-    environment, so the same 8 CPU devices); its results."""
+    """`fitting.train_and_evaluate` of `_config(variant, **overrides)` in a new process on one
+    CPU device; its results. A step's randomness does not depend on the device count
+    (pwavenet.training.steps), so this is the run the 8 test devices would make; but the long
+    runs' thousands of 8-way all-reduces on 2 cores can exceed XLA:CPU's wait for a stuck
+    collective, which aborts the process."""
+    env = dict(os.environ)
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=1".strip()
     code = (
         "import json, sys\n"
         "from configs import flows\n"
@@ -41,6 +47,7 @@ def _fit_in_subprocess(variant, overrides, workdir):
     done = subprocess.run(
         [sys.executable, "-c", code, variant, json.dumps(overrides), str(workdir)],
         cwd=root,
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -204,18 +211,16 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_where_an_uninterrupted_run_do
 
 @pytest.mark.slow
 def test_planar_maximum_likelihood_beats_the_best_gaussian_on_two_moons(tmp_path):
-    config = _config(
-        "moons",
-        **{
-            "flow.layers": "affine,planar*16",
-            "train.steps": 1500,
-            "train.log_every": 500,
-            "train.checkpoint_every": 1500,
-            "eval.num_samples": 2000,
-            "eval.grid_cells": 40,
-        },
-    )
-    results = fitting.train_and_evaluate(config, str(tmp_path))
+    overrides = {
+        "flow.layers": "affine,planar*16",
+        "train.steps": 1500,
+        "train.log_every": 500,
+        "train.checkpoint_every": 1500,
+        "eval.num_samples": 2000,
+        "eval.grid_cells": 40,
+    }
+    config = _config("moons", **overrides)
+    results = _fit_in_subprocess("moons", overrides, tmp_path)
     # The best single Gaussian, recomputed independently with scipy.
     train = toy2d.sample_dataset("moons", config.data.num_train, config.seed)
     test = toy2d.sample_dataset("moons", config.data.num_test, config.seed + 1)
@@ -241,8 +246,6 @@ def test_reverse_kl_fit_is_a_nonnegative_small_divergence(tmp_path):
         "eval.num_samples": 20000,
         "eval.grid_cells": 40,
     }
-    # Each fit runs in a fresh process: the 800 pmapped steps then share the process with no
-    # other test's leftover tf.data threads.
     untrained = _fit_in_subprocess("U2", {"train.steps": 0, **overrides}, tmp_path / "untrained")
     results = _fit_in_subprocess("U2", {"train.steps": 800, **overrides}, tmp_path / "trained")
     # KL(q || p) >= 0 exactly, so each estimate may dip below 0 only by Monte Carlo error.

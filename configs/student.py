@@ -61,9 +61,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.flow_log_scale_min = -7.0  # smooth clamp of each flow's log-scale
     # noise: the flows' output is the whole excitation. pulses: a pitch-pulse train estimated
     # from the mel (pwavenet.audio.excitation) is added to it, times a learned gain that starts at
-    # pulse_gain (needs the synthesis filter, model.lpc_order > 0; one-pass synthesis only).
+    # pulse_gain, and the flows' noise is scaled by a learned gain to the power of the mel's
+    # voicing (0..1), starting at voiced_noise_gain (needs the synthesis filter, model.lpc_order
+    # > 0; one-pass synthesis only).
     c.model.excitation = "noise"
     c.model.pulse_gain = 1.0
+    c.model.voiced_noise_gain = 1.0
     c.model.flow_log_scale_max = 3.0
     c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
     # > 0: a last, fixed layer after the flows (pwavenet.models.iaf): u = g * flows(z) with each mel
@@ -95,6 +98,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill.spectral_weight = 0.0
     # (n_fft, hop, window) of each STFT resolution of the power loss.
     c.distill.stft_resolutions = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
+    # < 1: the teacher's Gaussian scales times voiced_temperature ** voicing (the mel's, 0..1)
+    # in the KL, so the student learns the teacher sampled colder in voiced frames.
+    c.distill.voiced_temperature = 1.0
     c.distill.contrastive_weight = 0.0  # > 0 subtracts the KL under a mismatched mel
 
     c.train = ml_collections.ConfigDict()

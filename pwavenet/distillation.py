@@ -18,7 +18,10 @@ One forward pass, for a batch of mels (and speakers) and the real audio they cam
   4. The power loss: the mean squared difference of STFT magnitudes (not squared, not log)
      of x and the real audio, averaged over the configured resolutions. It is what keeps the
      student from whispering: the KL alone is satisfied by too little energy in voiced sounds.
-  5. Optionally the contrastive term: the KL against the teacher under mismatched
+  5. Optionally a temperature tau (distill.voiced_temperature) on the teacher's Gaussian
+     scales in voiced frames (the voicing estimated from the mel): the student then matches
+     the teacher sampled at tau there, with less of its noise in voiced sounds.
+  6. Optionally the contrastive term: the KL against the teacher under mismatched
      conditioning (each example's mel rolled by half its length in time, its speaker id
      advanced by one; per example, so independent of the device layout), subtracted with
      weight distill.contrastive_weight, so that the student's output must depend on its own
@@ -31,11 +34,13 @@ contrastive_kl; every term is logged on its own.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from pwavenet.audio import excitation
 from pwavenet.models import builders, distributions, iaf
 
 # The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
@@ -222,6 +227,30 @@ class Distiller:
             out["speaker"] = (batch["speaker"] + 1) % self.student.config.num_speakers
         return out
 
+    def tempered(self, teacher_out: Array, mel: Array) -> Array:
+        """The teacher's per-step Gaussians with their scales times
+        distill.voiced_temperature ** voicing, the voicing (0..1) estimated from the mel
+        (pwavenet.audio.excitation): the student is distilled towards the teacher sampled at
+        that temperature in voiced frames, where the teacher's noise is what one hears as
+        hoarseness, and at temperature 1 where the mel says unvoiced."""
+        tau = self.config.voiced_temperature
+        if not isinstance(self.teacher_dist, distributions.Gaussian) or tau <= 0:
+            raise ValueError(
+                f"distill.voiced_temperature={tau} needs a Gaussian teacher and a value > 0; "
+                f"got a {type(self.teacher_dist).__name__} teacher. Set it to 1.0."
+            )
+        if mel is None or not self.student.config.get("lpc_order", 0):
+            raise ValueError(
+                "distill.voiced_temperature reads the voicing from the mel in the synthesis "
+                "filter's definition (model.lpc_mel): it needs a mel-conditioned student with "
+                "model.lpc_order > 0. Set distill.voiced_temperature=1.0."
+            )
+        voicing = excitation.excitation_from_mel(
+            jax.lax.stop_gradient(mel), self.student.config.lpc_mel, self.student.hop_length
+        )[1]
+        log_scale = teacher_out[..., 1] + voicing * math.log(tau)
+        return jnp.stack([teacher_out[..., 0], log_scale], axis=-1)
+
     def losses(self, params, teacher_params, batch, rngs) -> tuple[Array, dict[str, Array]]:
         """(loss, metrics) for a batch {'audio', 'mel', 'speaker'} with one key per example."""
         c = self.config
@@ -234,6 +263,8 @@ class Distiller:
         x, mu_tot, log_s_tot = self.student.apply({"params": params}, z, mel, speaker)
         method = self.method
         teacher_out = self.teacher_fn(teacher_params, x, batch)
+        if c.get("voiced_temperature", 1.0) != 1.0:
+            teacher_out = self.tempered(teacher_out, mel)
         terms = kl_terms(
             mu_tot,
             log_s_tot,
@@ -257,10 +288,14 @@ class Distiller:
                 spectral["spectral_convergence"] + spectral["log_magnitude"]
             )
         if c.contrastive_weight:
+            wrong = self.mismatched(batch)
+            wrong_out = self.teacher_fn(teacher_params, x, wrong)
+            if c.get("voiced_temperature", 1.0) != 1.0:
+                wrong_out = self.tempered(wrong_out, wrong.get("mel"))
             mismatched = kl_terms(
                 mu_tot,
                 log_s_tot,
-                self.teacher_fn(teacher_params, x, self.mismatched(batch)),
+                wrong_out,
                 self.teacher_dist,
                 self.student,
                 eps,

@@ -26,6 +26,7 @@ from configs import student as student_config
 from configs import teacher as teacher_config
 from pwavenet.models import builders
 from pwavenet import distillation
+from pwavenet.audio import excitation
 from pwavenet.jobs import student as student_job
 from pwavenet import training
 from pwavenet.models import distributions
@@ -469,6 +470,79 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
         for i in range(8)
     ]
     np.testing.assert_allclose(np.mean(per_device), float(whole), rtol=1e-5, atol=1e-6)
+
+
+def test_voiced_temperature_scales_the_teachers_gaussians_by_the_mels_voicing(monkeypatch):
+    """distill.voiced_temperature = 0.5 against a hand computation: the closed-form KL between
+    the student's per-step Gaussians and a fixed Gaussian teacher whose log-scale gains
+    voicing * log 0.5, the voicing (rising 0 -> 1 over the frames, patched in for the
+    estimator, which cannot read 4-band mels) interpolated between frame centres by np.interp.
+    A non-Gaussian teacher is refused."""
+    frames, hop = 4, 8
+    voicing = np.linspace(0.0, 1.0, frames)
+    monkeypatch.setattr(
+        excitation,
+        "estimate_pitch",
+        lambda mel, config: (
+            jnp.full(mel.shape[:-1], 200.0),
+            jnp.broadcast_to(jnp.asarray(voicing, jnp.float32), mel.shape[:-1]),
+        ),
+    )
+    model = iaf.IAFStudent(_iaf_config("gaussian", **lpc_overrides()))
+    params = _random_params(
+        model, jnp.zeros((1, hop)), jnp.zeros((1, 1, 4)), jnp.zeros((1,), jnp.int32)
+    )
+    teacher_mean, teacher_log_s = 0.02, -3.0
+
+    def teacher_fn(_, x, batch):
+        return jnp.stack([jnp.full_like(x, teacher_mean), jnp.full_like(x, teacher_log_s)], axis=-1)
+
+    config = ml_collections.ConfigDict(
+        dict(
+            kl="closed_form",
+            num_draws=0,
+            log_scale_min=-20.0,
+            regularizer_weight=0.0,
+            power_weight=0.0,
+            stft_resolutions=(),
+            contrastive_weight=0.0,
+            voiced_temperature=0.5,
+        )
+    )
+    distiller = distillation.Distiller(
+        student=model,
+        teacher_dist=distributions.get_distribution("gaussian", log_scale_min=-20.0),
+        teacher_fn=teacher_fn,
+        config=config,
+        upsampler="own",
+    )
+    batch = {k: jnp.asarray(v) for k, v in _batch(2, frames, hop, 4, 3, seed=5).items()}
+    rngs = jax.random.split(jax.random.key(1), 2)
+    kl = float(distiller.losses(params, None, batch, rngs)[1]["kl"])
+
+    z, _ = distiller.noise(rngs, frames * hop)
+    _, mu, log_s = model.apply({"params": params}, z, batch["mel"], batch["speaker"])
+    mu, log_s = np.asarray(mu, np.float64), np.asarray(log_s, np.float64)
+    centres = (np.arange(frames) + 0.5) * hop - 0.5
+    v = np.interp(np.arange(frames * hop), centres, voicing)
+    log_t = teacher_log_s + v * math.log(0.5)
+    expected = (
+        log_t
+        - log_s
+        + (np.exp(2 * log_s) + (mu - teacher_mean) ** 2) / (2 * np.exp(2 * log_t))
+        - 0.5
+    )
+    np.testing.assert_allclose(kl, expected.mean(), rtol=1e-4)
+    untempered = dataclasses.replace(
+        distiller, config=ml_collections.ConfigDict(dict(config.to_dict(), voiced_temperature=1.0))
+    )
+    assert abs(float(untempered.losses(params, None, batch, rngs)[1]["kl"]) - kl) > 0.1
+
+    logistic = dataclasses.replace(
+        distiller, teacher_dist=distributions.get_distribution("logistic")
+    )
+    with pytest.raises(ValueError, match="Gaussian teacher"):
+        logistic.tempered(jnp.zeros((2, frames * hop, 2)), batch["mel"])
 
 
 # ------------------------------------------------------------------ the job

@@ -106,26 +106,36 @@ def test_pulse_train_power_period_and_band_limit():
 @pytest.fixture(autouse=True)
 def _steady_pitch(monkeypatch, request):
     """For the small student (4 mel bands at 8 kHz, which the estimator cannot read): a
-    steady 440 Hz, fully voiced, so the pulses are large and the checks are not vacuous.
-    The estimator itself is tested above on the project's mel."""
+    steady 440 Hz whose voicing rises from 0 to 1 over the frames, so the pulses are large
+    somewhere and the voicing-gated noise level varies. The estimator itself is tested above
+    on the project's mel."""
     if "student" not in request.node.name and "pulses_" not in request.node.name:
         return
-    monkeypatch.setattr(
-        excitation,
-        "estimate_pitch",
-        lambda mel, config: (jnp.full(mel.shape[:-1], 440.0), jnp.ones(mel.shape[:-1])),
-    )
+
+    def steady(mel, config):
+        voicing = jnp.broadcast_to(jnp.linspace(0.0, 1.0, mel.shape[-2]), mel.shape[:-1])
+        return jnp.full(mel.shape[:-1], 440.0), voicing
+
+    monkeypatch.setattr(excitation, "estimate_pitch", steady)
 
 
 def _students():
     noise = iaf.IAFStudent(small_student_config("logistic", **lpc_overrides()))
     pulses = iaf.IAFStudent(
-        small_student_config("logistic", excitation="pulses", pulse_gain=0.7, **lpc_overrides())
+        small_student_config(
+            "logistic",
+            excitation="pulses",
+            pulse_gain=0.7,
+            voiced_noise_gain=0.2,
+            **lpc_overrides(),
+        )
     )
     args = (jnp.zeros((1, HOP)), jnp.zeros((1, 1, 4)), jnp.zeros((1,), jnp.int32))
     params = random_params(pulses, *args)
     params["pulse_log_gain"] = jnp.asarray(math.log(0.7), jnp.float32)
-    params_noise = {k: v for k, v in params.items() if k != "pulse_log_gain"}
+    params["voiced_noise_log_gain"] = jnp.asarray(math.log(0.2), jnp.float32)
+    excitation_params = ("pulse_log_gain", "voiced_noise_log_gain")
+    params_noise = {k: v for k, v in params.items() if k not in excitation_params}
     return noise, params_noise, pulses, params
 
 
@@ -138,19 +148,25 @@ def _inputs(batch=2, frames=3):
     return z, mel, speaker
 
 
-def test_pulses_add_the_filters_response_and_keep_the_scales():
+def test_pulses_student_adds_the_pulses_and_gates_the_noise():
+    """Against the noise student with the same flows: its excitation e (recovered from its
+    audio by the teacher-side predictor), scaled by 0.2 ** voicing, plus 0.7 times the pulses,
+    through the same synthesis filter; the log-scale gains voicing * log 0.2."""
     noise, params_noise, pulses, params = _students()
     z, mel, speaker = _inputs()
-    x0, mu0, log_s0 = noise.apply({"params": params_noise}, z, mel, speaker)
+    x0, _, log_s0 = noise.apply({"params": params_noise}, z, mel, speaker)
     x1, mu1, log_s1 = pulses.apply({"params": params}, z, mel, speaker)
-    np.testing.assert_array_equal(np.asarray(log_s1), np.asarray(log_s0))
-    # The filter is linear: the difference is its response to g * gain * pulses.
-    a, log_gain, p = pulses.apply({"params": params}, mel, method=iaf.IAFStudent.synthesis_filters)
+    filters = pulses.apply({"params": params}, mel, method=iaf.IAFStudent.synthesis_filters)
+    a, log_gain, p, voicing = filters
     assert float(jnp.max(jnp.abs(p))) > 0.1  # the pulses are there
-    u = 0.7 * p * jnp.exp(jnp.repeat(log_gain, HOP, axis=1))
-    expected, _ = lpc.all_pole_filter(u, a, HOP)
-    np.testing.assert_allclose(np.asarray(x1 - x0), np.asarray(expected), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(mu1 - mu0), np.asarray(expected), atol=1e-4, rtol=1e-4)
+    assert float(jnp.min(voicing)) == 0.0 and float(jnp.max(voicing)) == 1.0
+    np.testing.assert_allclose(
+        np.asarray(log_s1), np.asarray(log_s0 + voicing * math.log(0.2)), atol=1e-5
+    )
+    gain = jnp.exp(jnp.repeat(log_gain, HOP, axis=1))
+    e = (x0 - lpc.predict(x0, jnp.repeat(a, HOP, axis=1))) / gain
+    expected, _ = lpc.all_pole_filter((e * 0.2**voicing + 0.7 * p) * gain, a, HOP)
+    np.testing.assert_allclose(np.asarray(x1), np.asarray(expected), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(
         np.asarray(x1), np.asarray(z * jnp.exp(log_s1) + mu1), atol=1e-5, rtol=1e-5
     )

@@ -56,7 +56,13 @@ from pwavenet.audio import mel as mel_lib
 
 Array = jax.Array
 
-__all__ = ["estimate_pitch", "pulse_train", "pulses_from_mel"]
+__all__ = [
+    "estimate_pitch",
+    "excitation_from_mel",
+    "pulse_train",
+    "pulses_from_mel",
+    "upsample_frames",
+]
 
 F0_RANGE_HZ = (60.0, 500.0)
 F0_STEP_CENTS = 10.0
@@ -191,20 +197,22 @@ def estimate_pitch(log_mel: Array, mel_config: Any) -> tuple[Array, Array]:
     return jnp.exp(_refine(corr - penalty, log_f0s)), voiced
 
 
-def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
-    """Band-limited unit-power pulses (..., frames * hop) at per-frame F0 (Hz), scaled by the
-    per-frame voicing (0..1), both interpolated between frame centres."""
-    frames = f0.shape[-1]
-    t = (jnp.arange(frames * hop, dtype=jnp.float32) + 0.5) / hop - 0.5  # in frames
+def upsample_frames(v: Array, hop: int) -> Array:
+    """Per-frame values (..., frames) -> per-sample (..., frames * hop), linear between frame
+    centres (sample n lies at frame (n + 0.5) / hop - 0.5), held beyond the first and last."""
+    frames = v.shape[-1]
+    t = (jnp.arange(frames * hop, dtype=jnp.float32) + 0.5) / hop - 0.5
     lo = jnp.clip(jnp.floor(t), 0, frames - 1).astype(jnp.int32)
     hi = jnp.clip(lo + 1, 0, frames - 1)
     w = jnp.clip(t - lo, 0.0, 1.0)
+    return jnp.take(v, lo, axis=-1) * (1 - w) + jnp.take(v, hi, axis=-1) * w
 
-    def interp(v):
-        return jnp.take(v, lo, axis=-1) * (1 - w) + jnp.take(v, hi, axis=-1) * w
 
-    f = jnp.exp(interp(jnp.log(f0.astype(jnp.float32))))
-    v = interp(voiced.astype(jnp.float32))
+def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
+    """Band-limited unit-power pulses (..., frames * hop) at per-frame F0 (Hz), scaled by the
+    per-frame voicing (0..1), both interpolated between frame centres."""
+    f = jnp.exp(upsample_frames(jnp.log(f0.astype(jnp.float32)), hop))
+    v = upsample_frames(voiced.astype(jnp.float32), hop)
     phase = jnp.cumsum(f / sample_rate, axis=-1)
     theta = 2 * jnp.pi * (phase - jnp.floor(phase))
     k = jnp.floor(0.5 * sample_rate / f)
@@ -218,5 +226,11 @@ def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
 
 def pulses_from_mel(log_mel: Array, mel_config: Any, hop: int) -> Array:
     """`pulse_train` at `estimate_pitch` of the mel: (..., frames * hop)."""
+    return excitation_from_mel(log_mel, mel_config, hop)[0]
+
+
+def excitation_from_mel(log_mel: Array, mel_config: Any, hop: int) -> tuple[Array, Array]:
+    """(pulses, voicing), each (..., frames * hop): `pulse_train` at `estimate_pitch` of the
+    mel, and the voicing probability interpolated between frame centres as the pulses' is."""
     f0, voiced = estimate_pitch(log_mel, mel_config)
-    return pulse_train(f0, voiced, hop, int(mel_config.sample_rate))
+    return pulse_train(f0, voiced, hop, int(mel_config.sample_rate)), upsample_frames(voiced, hop)

@@ -256,6 +256,11 @@ class IAFStudent(nn.Module):
                 nn.initializers.constant(math.log(c.get("pulse_gain", 1.0))),
                 (),
             )
+            self.voiced_noise_log_gain = self.param(
+                "voiced_noise_log_gain",
+                nn.initializers.constant(math.log(c.get("voiced_noise_gain", 1.0))),
+                (),
+            )
 
     def conditioning(self, mel, speaker):
         """(mel_up, speaker_emb, filters): the upsampled mel (B, frames * hop, C), the speaker
@@ -290,16 +295,24 @@ class IAFStudent(nn.Module):
         mel = lax.stop_gradient(mel)
         filters = lpc_lib.synthesis_filters(mel, self.config)
         if self.has_pulses:
-            pulses = excitation_lib.pulses_from_mel(mel, self.config.lpc_mel, self.hop_length)
-            filters = (*filters, pulses)
+            pulses, voicing = excitation_lib.excitation_from_mel(
+                mel, self.config.lpc_mel, self.hop_length
+            )
+            filters = (*filters, pulses, voicing)
         return filters
 
-    def pulse_term(self, filters):
-        """The excitation's added term (B, T): the pulses (model.excitation='pulses') times
-        the learned gain, a function of the mel only; None without them."""
-        if filters is None or len(filters) < 3:
-            return None
-        return jnp.exp(self.pulse_log_gain) * filters[2]
+    def excitation_terms(self, filters):
+        """(log_noise_gain, added), each (B, T) and a function of the mel only, or (None, None)
+        without pulses: the excitation is e' = e exp(log_noise_gain) + added, where e is the
+        flows' output, added the pulses (model.excitation='pulses') times a learned gain, and
+        log_noise_gain the mel's voicing (0..1) times a learned log-gain, so that the noise
+        in voiced frames has its own level (starting at model.voiced_noise_gain). e' is an
+        affine map of e_t whose terms depend on the mel only: the shift gains `added`, the
+        log-scale log_noise_gain."""
+        if filters is None or len(filters) < 4:
+            return None, None
+        pulses, voicing = filters[2:4]
+        return voicing * self.voiced_noise_log_gain, jnp.exp(self.pulse_log_gain) * pulses
 
     def _affine(self, outputs: Array) -> tuple[Array, Array]:
         """(shift, log-scale) of one flow from its (..., 2) outputs."""
@@ -354,11 +367,14 @@ class IAFStudent(nn.Module):
             # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
             # joins the shift; the gain joins the scale.
             coefficients, log_gain = filters[:2]
-            added = self.pulse_term(filters)
+            log_noise_gain, added = self.excitation_terms(filters)
             if added is not None:
-                # e + p: p depends on the mel only, so it joins the shift; log-det unchanged.
-                x = x + added
-                mu_tot = mu_tot + added
+                # e exp(n) + p: n and p depend on the mel only, so p joins the shift and n
+                # the log-scale.
+                noise_gain = jnp.exp(log_noise_gain)
+                x = x * noise_gain + added
+                mu_tot = mu_tot * noise_gain + added
+                log_s_tot = log_s_tot + log_noise_gain
             log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
             gain = jnp.exp(log_gain)
             u = x * gain
@@ -537,9 +553,10 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         u = x - lpc_lib.predict(x, jnp.repeat(coefficients, hop, axis=1))
         base_log_s = jnp.repeat(log_gain, hop, axis=1)
         flows_out = u * jnp.exp(-base_log_s)
-        added = model.apply(variables, filters, method=IAFStudent.pulse_term)
+        log_noise_gain, added = model.apply(variables, filters, method=IAFStudent.excitation_terms)
         if added is not None:
-            flows_out = flows_out - added
+            flows_out = (flows_out - added) * jnp.exp(-log_noise_gain)
+            base_log_s = base_log_s + log_noise_gain
 
     # Built once, outside the loop over time (see pwavenet.models.wavenet.loop_invariant).
     cond_kernels = [

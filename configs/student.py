@@ -92,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distill.num_draws = 16  # Monte Carlo draws per step for the cross-entropy
     c.distill.log_scale_min = -7.0  # floor of both log-scales in the closed-form KL
     c.distill.regularizer_weight = 4.0  # closed form: weight of (log S - log s_T)^2
+    c.distill.kl_weight = 1.0  # weight of the KL to the teacher (0: spectral losses alone)
     c.distill.power_weight = 1.0
     # > 0: adds spectral convergence + log STFT magnitude (Parallel WaveGAN's auxiliary loss)
     # at the same resolutions, times this weight (pwavenet.distillation.spectral_losses).

@@ -27,7 +27,7 @@ One forward pass, for a batch of mels (and speakers) and the real audio they cam
      weight distill.contrastive_weight, so that the student's output must depend on its own
      conditioning.
 
-loss = kl + regularizer_weight * regularizer + power_weight * power - contrastive_weight *
+loss = kl_weight * kl + regularizer_weight * regularizer + power_weight * power - contrastive_weight *
 contrastive_kl; every term is logged on its own.
 """
 
@@ -275,7 +275,7 @@ class Distiller:
             method=method,
             log_scale_min=c.log_scale_min,
         )
-        loss = terms["kl"]
+        loss = c.get("kl_weight", 1.0) * terms["kl"]
         if "regularizer" in terms:
             loss = loss + c.regularizer_weight * terms["regularizer"]
         metrics = dict(terms)

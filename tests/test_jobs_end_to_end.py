@@ -161,6 +161,13 @@ def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir,
                 assert mean == pytest.approx(np.mean(values), rel=1e-9, abs=1e-12)
             else:
                 assert mean is None
+    # The reference, Griffin-Lim and teacher rows are the teacher's report's (the same
+    # utterances, seed and batch size): copied, not generated and scored again.
+    with open(pipeline_dir / "teacher" / f"eval_{report['teacher_step']}" / "report.json") as f:
+        teacher_quality = json.load(f)["quality"]
+    assert quality["copied_from_earlier"] == ["reference", "griffin_lim", "teacher"]
+    for system in quality["copied_from_earlier"]:
+        assert per_utterance[system] == teacher_quality["per_utterance"][system]
     # The reference against itself: perfect intelligibility and no cepstral distance.
     for row in per_utterance["reference"]:
         assert row["stoi"] == pytest.approx(1.0, abs=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pwavenet import audio
-from pwavenet.evaluation import quality
+from pwavenet.evaluation import quality, tables
 
 SR = 22050
 
@@ -185,3 +185,19 @@ def test_means_leave_out_undefined_values():
     rows[1]["f0_rmse_cents"] = math.nan
     means = quality.mean_measures(rows)
     assert means["stoi"] == 2.0 and means["f0_rmse_cents"] == 1.0
+
+
+def test_an_earlier_table_is_reused_only_for_the_same_utterances_and_sampling():
+    """`tables.reusable_rows`: every row of an earlier table when split, seed, batch size and
+    the utterance ids (in order) all match; none when any one differs."""
+    setting = {"split": "validation", "seed": 0, "batch_size": 4}
+    rows = {name: [{"id": "a"}, {"id": "b"}] for name in ("reference", "griffin_lim", "teacher")}
+    earlier = {**setting, "per_utterance": rows}
+    assert tables.reusable_rows(earlier, setting, ["a", "b"]) == list(rows)
+    assert tables.reusable_rows(None, setting, ["a", "b"]) == []
+    assert tables.reusable_rows(earlier, setting, ["b", "a"]) == []
+    assert tables.reusable_rows(earlier, setting, ["a"]) == []
+    for key, other in (("split", "test"), ("seed", 1), ("batch_size", 2)):
+        assert tables.reusable_rows(earlier, {**setting, key: other}, ["a", "b"]) == []
+    # A table from before these fields were recorded is not reused.
+    assert tables.reusable_rows({"per_utterance": rows}, setting, ["a", "b"]) == []

@@ -90,6 +90,10 @@ def quality_table(q: dict[str, Any]) -> list[str]:
         "| system | " + " | ".join(_MEASURE_HEADINGS[m] for m in measures) + " |",
         "| --- |" + " --- |" * len(measures),
     ]
+    copied = q.get("copied_from_earlier")
+    if copied:
+        lines[0] += " (rows " + ", ".join(c.replace("_", " ") for c in copied)
+        lines[0] += " as the teacher's report scored them)"
     for system, values in q["mean"].items():
         cells = [
             "" if m not in values else "n/a" if values[m] is None else f"{values[m]:.3f}"

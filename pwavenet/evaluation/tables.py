@@ -24,6 +24,7 @@ __all__ = [
     "score_systems",
     "quality_utterances_of",
     "quality_table",
+    "reusable_rows",
     "write_quality_summaries",
 ]
 
@@ -116,13 +117,18 @@ def score_systems(
     systems: dict[str, list[np.ndarray]],
     sample_rate: int,
     teacher_nll: dict[str, list[float]] | None = None,
+    *,
+    with_reference: bool = True,
 ) -> dict[str, Any]:
     """Every quality measure (pwavenet.evaluation.quality) of each system's audio against the
     reference, per utterance and as means; the reference itself is scored as a row too (its
-    own ceiling). `teacher_nll` adds each system's teacher NLL per utterance where given."""
+    own ceiling) unless `with_reference` is False. `teacher_nll` adds each system's teacher
+    NLL per utterance where given."""
     f0 = [quality.f0_track(u["audio"], sample_rate) for u in utterances]
     periodicity = [quality.periodicity(u["audio"], sample_rate) for u in utterances]
-    rows = {"reference": [u["audio"] for u in utterances], **systems}
+    rows = dict(systems)
+    if with_reference:
+        rows = {"reference": [u["audio"] for u in utterances], **systems}
     per_utterance: dict[str, list[dict[str, Any]]] = {}
     means: dict[str, dict[str, float]] = {}
     for name, audio_list in rows.items():
@@ -174,31 +180,63 @@ def quality_table(
     split: str | None,
     limit: int | None,
     seed: int,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's quality table: the Griffin-Lim baseline and each of `synthesizers`
     (name -> `synthesize_batch(batch, rng) -> (B, T)`, see `synthesize_split`) over the split's
     utterances, scored by `score_systems` with the teacher's NLL (`teacher_model_config_params`
-    = (model, config, params)); its means also go to TensorBoard."""
+    = (model, config, params)); its means also go to TensorBoard.
+
+    `earlier` is a table made by the same teacher (the teacher's own report): if it scored the
+    same utterances with the same seed and batch size, its reference, Griffin-Lim and
+    same-named systems' rows are copied rather than synthesized and scored again (a
+    student's report copies the teacher row and skips the teacher's slow generation)."""
     split_name = split or config.data.eval_split
     utterances = quality_utterances_of(config, split, limit)
     batch_size = int(config.eval.batch_size)
     length = max(len(u["audio"]) for u in utterances)
-    systems = {"griffin_lim": griffin_lim_split(utterances, config.mel)}
+    setting = {"split": split_name, "seed": int(seed), "batch_size": batch_size}
+    order = ["reference", "griffin_lim", *synthesizers]
+    reusable = reusable_rows(earlier, setting, [u["id"] for u in utterances])
+    copied = [name for name in order if name in reusable]
+    systems = {}
+    if "griffin_lim" not in copied:
+        systems["griffin_lim"] = griffin_lim_split(utterances, config.mel)
     for name, synthesize_batch in synthesizers.items():
-        systems[name] = synthesize_split(
-            synthesize_batch, utterances, batch_size, config.mel, seed, length
-        )
+        if name not in copied:
+            systems[name] = synthesize_split(
+                synthesize_batch, utterances, batch_size, config.mel, seed, length
+            )
     model, model_config, params = teacher_model_config_params
     log_likelihood = teacher_log_likelihood(model, params)
+    with_reference = "reference" not in copied
+    scored = {"reference": [u["audio"] for u in utterances]} if with_reference else {}
     nlls = {
         name: teacher_nll_split(
             log_likelihood, model_config, utterances, audio_list, batch_size, length
         )
-        for name, audio_list in {"reference": [u["audio"] for u in utterances], **systems}.items()
+        for name, audio_list in {**scored, **systems}.items()
     }
-    scores = score_systems(utterances, systems, config.mel.sample_rate, teacher_nll=nlls)
+    scores = score_systems(
+        utterances, systems, config.mel.sample_rate, teacher_nll=nlls, with_reference=with_reference
+    )
+    for part in ("mean", "per_utterance"):
+        merged = {**{k: earlier[part][k] for k in copied}, **scores[part]}
+        scores[part] = {k: merged[k] for k in order}
+    scores["copied_from_earlier"] = copied
     write_quality_summaries(workdir, step, scores, split_name)
-    return {"split": split_name, **scores}
+    return {**setting, **scores}
+
+
+def reusable_rows(earlier: dict[str, Any] | None, setting: dict[str, Any], ids) -> list[str]:
+    """The systems of an earlier quality table that can stand in this one: all of them if it
+    scored the same utterance ids with the same split, seed and batch size; else none."""
+    if not earlier or any(earlier.get(k) != v for k, v in setting.items()):
+        return []
+    rows = earlier.get("per_utterance", {})
+    if not rows or any([r["id"] for r in rows[name]] != list(ids) for name in rows):
+        return []
+    return list(rows)
 
 
 def write_quality_summaries(workdir: str, step: int, scores: dict[str, Any], split: str) -> None:

@@ -21,13 +21,17 @@ reference itself (the ceiling), the Griffin-Lim baseline from the same mels and 
 (for a student: also the teacher and the untrained student). The means also go to
 TensorBoard as quality_<split>/<system>/<measure>. For a checkpoint and seed it is
 deterministic: utterances are generated in length-sorted batches of config.eval.batch_size,
-batch b with the key fold_in(PRNGKey(seed), b).
+batch b with the key fold_in(PRNGKey(seed), b). A student's report copies the reference,
+Griffin-Lim and teacher rows from the teacher's report (`<teacher_workdir>/eval_<step>/`) when
+that scored the same utterances with the same seed and batch size, rather than generating the
+teacher's audio again.
 
 The listening set's spectral distance is `evaluation.log_mel_l1` (pwavenet.evaluation.listening).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -281,10 +285,13 @@ def student_quality_table(
     workdir, step, config, student, params, teacher, split, limit, seed
 ) -> dict[str, Any]:
     """`evaluation.quality_table` of the untrained student (its initial parameters), the
-    teacher and the student, the teacher's NLL scoring each."""
+    teacher and the student, the teacher's NLL scoring each. The reference, Griffin-Lim and
+    teacher rows are copied from the teacher's own report (`teacher_report`) where it scored
+    the same utterances with the same seed and batch size."""
     untrained = builders.init_student_params(
         student, config, jax.random.PRNGKey(config.seed), teacher.params
     )
+    earlier = teacher_report(teacher)
     return evaluation.quality_table(
         workdir,
         step,
@@ -298,7 +305,18 @@ def student_quality_table(
         split=split,
         limit=limit,
         seed=seed,
+        earlier=None if earlier is None else earlier.get("quality"),
     )
+
+
+def teacher_report(teacher) -> dict[str, Any] | None:
+    """The teacher's report.json from its default evaluation folder (eval_<step> of the step
+    the student was distilled from), or None if there is none."""
+    path = os.path.join(teacher.workdir, f"eval_{teacher.step}", "report.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def listening_scores(config, teacher, utterances, student_audio, teacher_audio) -> dict:

@@ -538,6 +538,14 @@ def test_voiced_temperature_scales_the_teachers_gaussians_by_the_mels_voicing(mo
     )
     assert abs(float(untempered.losses(params, None, batch, rngs)[1]["kl"]) - kl) > 0.1
 
+    # distill.kl_weight scales the KL term alone (every other term is off here).
+    weighted = dataclasses.replace(
+        distiller, config=ml_collections.ConfigDict(dict(config.to_dict(), kl_weight=0.3))
+    )
+    loss, metrics = weighted.losses(params, None, batch, rngs)
+    np.testing.assert_allclose(float(loss), 0.3 * kl, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["kl"]), kl, rtol=1e-6)
+
     logistic = dataclasses.replace(
         distiller, teacher_dist=distributions.get_distribution("logistic")
     )

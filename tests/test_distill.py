@@ -472,8 +472,8 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
     np.testing.assert_allclose(np.mean(per_device), float(whole), rtol=1e-5, atol=1e-6)
 
 
-def test_voiced_temperature_scales_the_teachers_gaussians_by_the_mels_voicing(monkeypatch):
-    """distill.voiced_temperature = 0.5 against a hand computation: the closed-form KL between
+def test_voiced_temperature_and_kl_weight(monkeypatch):
+    """distill.voiced_temperature = 0.5 (and distill.kl_weight) against a hand computation: the closed-form KL between
     the student's per-step Gaussians and a fixed Gaussian teacher whose log-scale gains
     voicing * log 0.5, the voicing (rising 0 -> 1 over the frames, patched in for the
     estimator, which cannot read 4-band mels) interpolated between frame centres by np.interp.

@@ -34,7 +34,8 @@ their defaults are the scenarios):
   default_student_generate
                     the README's default student (configs/student.py:espeak: one flow of 4
                     layers, 8/16/8 channels, and the order-320 synthesis filter) vocoding 1 s
-                    of one speaker's mel at batch 1 through iaf.sample
+                    of one speaker's mel at batch 1 through iaf.sample; /pulses: the same
+                    with model.excitation='pulses'
   paper             the Parallel WaveNet layout, for accelerators, in bfloat16: a frozen
                     10-component MoL teacher of 3 cycles x 10 layers, kernel 3, 64/128/64,
                     and a logistic-base student of flows of 10, 10, 10 and 30 layers, kernel 3,
@@ -393,22 +394,28 @@ def student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
 def default_student_generate(repeats: int = 5, audio_seconds: float = 1.0) -> list[Row]:
     """The README's default student (configs/student.py:espeak: one small flow and the
     order-320 synthesis filter) vocoding `audio_seconds` of one speaker's mel at batch 1 through
-    `iaf.sample`, as evaluation and synthesis call it. FLOPs count the whole synthesis as one
-    program; the filter design is part of both."""
-    config = student_configs.get_config("espeak")
-    student = iaf.IAFStudent(config.model)
-    frames = math.ceil(audio_seconds * SAMPLE_RATE / HOP)
-    x, mel = _teacher_inputs(1, frames)
-    speaker = jnp.zeros((1,), jnp.int32)
-    params = jax.jit(student.init)(jax.random.PRNGKey(4), x, mel, speaker)["params"]
-    rng = jax.random.PRNGKey(6)
+    `iaf.sample`, as evaluation and synthesis call it, and the same with
+    model.excitation='pulses' (the pitch estimate and pulse train from the mel added). FLOPs
+    count the whole synthesis as one program; the filter design is part of both."""
+    rows = []
+    for excitation in ("noise", "pulses"):
+        config = student_configs.get_config("espeak")
+        config.model.excitation = excitation
+        student = iaf.IAFStudent(config.model)
+        frames = math.ceil(audio_seconds * SAMPLE_RATE / HOP)
+        x, mel = _teacher_inputs(1, frames)
+        speaker = jnp.zeros((1,), jnp.int32)
+        params = jax.jit(student.init)(jax.random.PRNGKey(4), x, mel, speaker)["params"]
+        rng = jax.random.PRNGKey(6)
 
-    def synth(params, mel, speaker):
-        return iaf.sample(student, params, rng, mel, speaker)
+        def synth(params, mel, speaker, student=student, rng=rng):
+            return iaf.sample(student, params, rng, mel, speaker)
 
-    _, flops = compile_and_count(synth, params, mel, speaker)
-    seconds = timing.median_seconds(lambda: synth(params, mel, speaker), repeats)
-    return [_row("default_student_generate", x.size, flops, seconds)]
+        _, flops = compile_and_count(synth, params, mel, speaker)
+        seconds = timing.median_seconds(lambda: synth(params, mel, speaker), repeats)
+        name = "default_student_generate" + ("" if excitation == "noise" else "/pulses")
+        rows.append(_row(name, x.size, flops, seconds))
+    return rows
 
 
 def paper_teacher_config(dtype: str = "bfloat16", scan_unroll: int = 1):

@@ -15,7 +15,7 @@ band on either side, which removes the envelope), cut to the lowest `PITCH_BANDS
 HTK bands are narrow enough to resolve harmonics: band 40 is near 1.7 kHz), mean-removed and
 normalized; their dot product is a correlation in [-1, 1]. The frame's F0 is the best
 candidate (parabolic refinement on the log grid) after a penalty of LAMBDA * (octaves away
-from a local prior)^2; the prior is the Gaussian-weighted (sigma PRIOR_FRAMES frames) mean
+from a local prior)^2; the prior is the Gaussian-weighted (sigma PRIOR_FRAMES frames, cut at 3 sigma) mean
 log F0 of the confident voiced frames (correlation above 0.6), which removes most of the
 octave jumps. The mel cannot tell some octave errors apart: on the embedded corpus, speaker 5's
 odd harmonics lie about 20 dB below its even ones and the template often prefers twice the
@@ -143,6 +143,19 @@ def _shift(x: Array, s: int) -> Array:
     return jnp.take(x, index, axis=-2)
 
 
+def _gaussian_smooth(v: Array) -> Array:
+    """sum_s v[..., s] exp(-(t - s)^2 / (2 PRIOR_FRAMES^2)) over |t - s| <= 3 PRIOR_FRAMES
+    (zeros beyond the ends): a convolution, so memory and time grow with the frames, not
+    their square."""
+    reach = int(3 * PRIOR_FRAMES)
+    offsets = np.arange(-reach, reach + 1)
+    kernel = jnp.asarray(np.exp(-0.5 * np.square(offsets / PRIOR_FRAMES)), jnp.float32)
+    flat = v.reshape(-1, v.shape[-1])
+    padded = jnp.pad(flat, ((0, 0), (reach, reach)))
+    out = jax.vmap(lambda row: jnp.convolve(row, kernel, mode="valid"))(padded)
+    return out.reshape(v.shape)
+
+
 def _refine(score: Array, log_f0s: Array) -> Array:
     """Log F0 (..., frames) of each frame's best candidate, refined by a parabola."""
     n = score.shape[-1]
@@ -184,11 +197,8 @@ def estimate_pitch(log_mel: Array, mel_config: Any) -> tuple[Array, Array]:
 
     first = _refine(corr, log_f0s)
     weight = ((peak > CONFIDENT) & (voiced > 0.5)).astype(jnp.float32)
-    frames = mel.shape[-2]
-    i = jnp.arange(frames, dtype=jnp.float32)
-    window = jnp.exp(-0.5 * jnp.square((i[:, None] - i[None, :]) / PRIOR_FRAMES))
-    num = (weight * first) @ window.T
-    den = weight @ window.T
+    num = _gaussian_smooth(weight * first)
+    den = _gaussian_smooth(weight)
     overall = jnp.sum(weight * first, -1, keepdims=True) / jnp.maximum(
         jnp.sum(weight, -1, keepdims=True), 1e-9
     )

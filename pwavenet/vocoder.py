@@ -136,8 +136,9 @@ class Vocoder:
         self.config = config
         self.model = build_model(config)
         self.kind = "student" if isinstance(self.model, iaf.IAFStudent) else "teacher"
-        if self.kind == "student":
-            iaf.check_unchunked(self.model, "Vocoder (windowed synthesis)")
+        # A student with pulses gets them for the whole mel first (`vocode`), each piece its
+        # slice; `stream` cannot (iaf.check_unchunked).
+        self._pulses = self.kind == "student" and self.model.has_pulses
         if not config.model.n_mels:
             raise ValueError(
                 "this model has no mel conditioning (model.n_mels=0), so it cannot vocode; "
@@ -165,6 +166,12 @@ class Vocoder:
         # One jitted program per vocoder: it compiles once per batch size (its cache size is
         # the number of shapes it has seen).
         self._window = jax.jit(functools.partial(program, self.model, self.chunk_frames))
+        if self._pulses:
+            self._excitation = jax.jit(
+                lambda variables, mel: self.model.apply(
+                    variables, mel, method=iaf.IAFStudent.excitation_inputs
+                )
+            )
 
     # ------------------------------------------------------------------ features
 
@@ -215,9 +222,12 @@ class Vocoder:
         speakers = self._speakers(speaker, batch)
         keys = _keys(seed, batch)
         state = self._initial_state(batch)
+        excitation = self._whole_excitation(mel)
         pieces = []
         for start in range(0, total, self.chunk_frames):
-            piece, state = self._piece(mel, 0, total, start, speakers, keys, state)
+            piece, state = self._piece(
+                mel, 0, total, start, speakers, keys, state, self._slice(excitation, start)
+            )
             pieces.append(piece)
         x = np.concatenate(pieces, axis=1)[:, : total * self.hop_length]
         return x[0] if single else x
@@ -230,8 +240,11 @@ class Vocoder:
         `frames` yields arrays of (n, n_mels) (any n >= 0) or single frames (n_mels,). A piece
         of chunk_frames * hop samples (the last one shorter) is yielded as soon as
         `lookahead_frames` frames past its start have arrived, or the input ended. The pieces
-        concatenate to `vocode(all frames, speaker, seed)` exactly.
+        concatenate to `vocode(all frames, speaker, seed)` exactly. A student with
+        model.excitation='pulses' cannot stream (its pitch estimate needs the whole mel).
         """
+        if self._pulses:
+            iaf.check_unchunked(self.model, "Vocoder.stream")
         speakers = self._speakers(speaker, 1)
         keys = _keys(seed, 1)
         state = self._initial_state(1)
@@ -268,10 +281,30 @@ class Vocoder:
 
     # ------------------------------------------------------------------ internals
 
-    def _piece(self, mel, offset, total, start, speakers, keys, state):
+    def _whole_excitation(self, mel):
+        """A pulses student's (pulses, voicing) over the whole mel, each (B, samples) padded
+        with zeros to whole pieces; None for other models."""
+        if not self._pulses:
+            return None
+        pulses, voicing = self._excitation(self.variables, jnp.asarray(mel))
+        pieces = -(-mel.shape[1] // self.chunk_frames)
+        pad = pieces * self.chunk_frames * self.hop_length - pulses.shape[1]
+        return tuple(jnp.pad(a, ((0, 0), (0, pad))) for a in (pulses, voicing))
+
+    def _slice(self, excitation, start: int):
+        """The piece at frame `start`'s samples of `_whole_excitation` (or None)."""
+        if excitation is None:
+            return None
+        n = self.chunk_frames * self.hop_length
+        return tuple(
+            a[:, start * self.hop_length : start * self.hop_length + n] for a in excitation
+        )
+
+    def _piece(self, mel, offset, total, start, speakers, keys, state, excitation=None):
         """(audio (B, chunk_frames * hop), state) of the piece starting at frame `start`;
         `mel` holds frames [offset, offset + mel.shape[1]) of an input of `total` frames
-        (None: not known yet, at least start + lookahead_frames)."""
+        (None: not known yet, at least start + lookahead_frames); `excitation` is a pulses
+        student's (pulses, voicing) for the piece's samples."""
         left, right = self.context
         window_start = max(0, start - left)
         valid_end = start + self.chunk_frames + right
@@ -289,6 +322,7 @@ class Vocoder:
             speakers,
             keys,
             state,
+            *(() if excitation is None else (excitation,)),
         )
         return np.clip(np.asarray(x), -1.0, 1.0), state
 
@@ -362,10 +396,14 @@ def _upsample_valid_frames(valid):
     return interceptor
 
 
-def _student_window(model, chunk, variables, mel, valid, window_start, keep, speaker, keys, past):
+def _student_window(
+    model, chunk, variables, mel, valid, window_start, keep, speaker, keys, past, excitation=None
+):
     """One piece of the student's synthesis: (x (B, chunk * hop), the synthesis filter's
     state after it) for mel (B, W, n_mels) whose first `valid` frames are real, starting at
-    global frame `window_start`; the piece starts `keep` frames into the window."""
+    global frame `window_start`; the piece starts `keep` frames into the window. A pulses
+    student's `excitation` (pulses, voicing), each (B, chunk * hop), is the piece's slice of
+    the whole mel's (its own window's would differ)."""
     hop = model.hop_length
     z = _student_noise(model, keys, window_start + jnp.arange(mel.shape[1]))
     with nn.intercept_methods(_upsample_valid_frames(valid)):
@@ -376,7 +414,12 @@ def _student_window(model, chunk, variables, mel, valid, window_start, keep, spe
     x = lax.dynamic_slice_in_dim(e, keep * hop, chunk * hop, axis=1)
     if filters is None:
         return x, past
-    coefficients, log_gain = (lax.dynamic_slice_in_dim(f, keep, chunk, axis=1) for f in filters)
+    coefficients, log_gain = (lax.dynamic_slice_in_dim(f, keep, chunk, axis=1) for f in filters[:2])
+    if excitation is not None:
+        log_noise_gain, added = model.apply(
+            variables, (None, None, *excitation), method=iaf.IAFStudent.excitation_terms
+        )
+        x = x * jnp.exp(log_noise_gain) + added
     u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
     return lpc_lib.all_pole_filter(u, coefficients, hop, past)
 

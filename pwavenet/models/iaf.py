@@ -295,11 +295,14 @@ class IAFStudent(nn.Module):
         mel = lax.stop_gradient(mel)
         filters = lpc_lib.synthesis_filters(mel, self.config)
         if self.has_pulses:
-            pulses, voicing = excitation_lib.excitation_from_mel(
-                mel, self.config.lpc_mel, self.hop_length
-            )
-            filters = (*filters, pulses, voicing)
+            filters = (*filters, *self.excitation_inputs(mel))
         return filters
+
+    def excitation_inputs(self, mel):
+        """(pulses, voicing), each (B, frames * hop), from the mel
+        (pwavenet.audio.excitation.excitation_from_mel): what `excitation_terms` scales."""
+        mel = lax.stop_gradient(mel)
+        return excitation_lib.excitation_from_mel(mel, self.config.lpc_mel, self.hop_length)
 
     def excitation_terms(self, filters):
         """(log_noise_gain, added), each (B, T) and a function of the mel only, or (None, None)
@@ -662,12 +665,15 @@ def chunked_sample(
 
 
 def check_unchunked(model: IAFStudent, what: str) -> None:
-    """Chunked synthesis restarts the pulse train's phase and its pitch prior in every
-    chunk, so it would not equal the one-pass output: refuse it for model.excitation='pulses'."""
+    """The pitch estimate behind model.excitation='pulses' reads the whole mel (its prior
+    looks 120 frames either way, its voicing levels are relative to the loudest frame) and
+    the pulse phase runs from the start, so a chunk alone would not give the one-pass output:
+    refuse chunk-by-chunk synthesis of such a student."""
     if model.has_pulses:
         raise NotImplementedError(
-            f"{what} does not support model.excitation='pulses' yet (the pulse phase and the "
-            "pitch prior would restart at every chunk); synthesize in one pass (iaf.sample)."
+            f"{what} does not support model.excitation='pulses' (its pitch estimate needs the "
+            "whole mel): use iaf.sample, or Vocoder.vocode, which computes the pulses over the "
+            "whole mel first."
         )
 
 

@@ -30,6 +30,12 @@ Streaming. `stream` emits piece k once the frames up to its end + `right` have a
 the input has ended): the look-ahead is `lookahead_frames` = chunk_frames + right frames. It
 runs the same programs on the same windows as `vocode`, so the pieces concatenate to the same
 audio, sample for sample.
+
+Pulses. A student with model.excitation='pulses' adds a pulse train at an F0 estimated from
+the mel (pwavenet.audio.excitation), and that estimate reads the whole utterance (a pitch
+prior 120 frames either way, voicing levels against the loudest frame) while the pulse phase
+runs from its start. `vocode` therefore computes the pulses and the voicing over the whole mel
+first (linear in its length) and gives each piece its slice; `stream` refuses such a student.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ The listening set's spectral distance is `evaluation.log_mel_l1` (pwavenet.evalu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -46,69 +47,55 @@ from pwavenet.models import builders, iaf, wavenet
 from pwavenet.training import timing
 
 
-def evaluate(
-    workdir: str,
-    *,
-    step: int | None = None,
-    output_dir: str | None = None,
-    num_utterances: int | None = None,
-    max_seconds: float | None = None,
-    speed_batch_sizes=None,
-    speed_seconds: float = 0.5,
-    split: str | None = None,
-    quality_utterances: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+def evaluate(workdir: str, **options) -> dict[str, Any]:
     """Evaluates the checkpoint in `workdir` (a teacher's: `evaluate_teacher`, or a student's:
-    `evaluate_student`); returns the report it writes.
-
-    `speed_batch_sizes` (default: (1,) for a teacher, none for a student) and `speed_seconds`
-    give the generation-speed rows: `speed_seconds` of audio per utterance at each batch size.
-    `split` and `quality_utterances` choose what the quality table scores (default: the
-    config's evaluation split, config.eval.quality_utterances of it, 0 = all)."""
-    options = dict(
-        step=step,
-        output_dir=output_dir,
-        num_utterances=num_utterances,
-        max_seconds=max_seconds,
-        speed_batch_sizes=speed_batch_sizes,
-        speed_seconds=speed_seconds,
-        split=split,
-        quality_utterances=quality_utterances,
-        seed=seed,
-    )
+    `evaluate_student`) with the keyword `options` (the fields of `Options`); returns the
+    report it writes. The generation-speed rows are at `speed_batch_sizes` (default: (1,) for
+    a teacher, none for a student), `speed_seconds` of audio per utterance."""
+    chosen = Options(**options)
     if training.is_student_config(training.load_config(workdir)):
-        return evaluate_student(workdir, **options)
-    return evaluate_teacher(workdir, **options)
+        return evaluate_student(workdir, chosen)
+    return evaluate_teacher(workdir, chosen)
 
 
-def evaluate_teacher(
-    workdir: str,
-    *,
-    step: int | None = None,
-    output_dir: str | None = None,
-    num_utterances: int | None = None,
-    max_seconds: float | None = None,
-    speed_batch_sizes=None,
-    speed_seconds: float = 0.5,
-    split: str | None = None,
-    quality_utterances: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What `evaluate` is asked for (each None: the config's or the model kind's default).
+
+    step: the checkpoint (latest if None); output_dir: where to write (<workdir>/eval_<step>);
+    num_utterances, max_seconds: the listening set (config.eval's); speed_batch_sizes,
+    speed_seconds: the generation-speed rows; split, quality_utterances: what the quality
+    table scores (config.data.eval_split, config.eval.quality_utterances; 0 = all); seed: the
+    noise of every generated utterance."""
+
+    step: int | None = None
+    output_dir: str | None = None
+    num_utterances: int | None = None
+    max_seconds: float | None = None
+    speed_batch_sizes: tuple[int, ...] | None = None
+    speed_seconds: float = 0.5
+    split: str | None = None
+    quality_utterances: int | None = None
+    seed: int = 0
+
+
+def evaluate_teacher(workdir: str, options: Options = Options()) -> dict[str, Any]:
     """The teacher's evaluation (module docstring): its validation NLL, the listening set,
     the quality table and the generation speed at each of `speed_batch_sizes` (default (1,))."""
     config = training.load_config(workdir)
-    if speed_batch_sizes is None:
-        speed_batch_sizes = (1,)
+    o = options
+    speed_batch_sizes = (1,) if o.speed_batch_sizes is None else o.speed_batch_sizes
 
     model = builders.build_teacher(config)
-    params, step = training.restore_params(workdir, step)
-    out = output_dir or os.path.join(workdir, f"eval_{step}")
+    params, step = training.restore_params(workdir, o.step)
+    out = o.output_dir or os.path.join(workdir, f"eval_{step}")
     os.makedirs(out, exist_ok=True)
     nll = validation_nll(model, config, params)
 
-    utterances = listening_utterances(config, num_utterances, max_seconds)
-    generated = evaluation.generate_for(model, config, params, utterances, jax.random.PRNGKey(seed))
+    utterances = listening_utterances(config, o.num_utterances, o.max_seconds)
+    generated = evaluation.generate_for(
+        model, config, params, utterances, jax.random.PRNGKey(o.seed)
+    )
     reference = utterances["audio"]
     griffin_lim = listening_griffin_lim(config, utterances)
     write_listening_set(
@@ -122,12 +109,12 @@ def evaluate_teacher(
         config,
         (model, config, params),
         {"teacher": teacher_synthesis(model, config, params)},
-        split=split,
-        limit=quality_utterances,
-        seed=seed,
+        split=o.split,
+        limit=o.quality_utterances,
+        seed=o.seed,
     )
     speed = [
-        evaluation.generation_speed(model, config, params, b, speed_seconds)
+        evaluation.generation_speed(model, config, params, b, o.speed_seconds)
         for b in speed_batch_sizes
     ]
 
@@ -205,19 +192,7 @@ def student_synthesis(student, config, params):
     return synthesize_batch
 
 
-def evaluate_student(
-    workdir: str,
-    *,
-    step: int | None = None,
-    output_dir: str | None = None,
-    num_utterances: int | None = None,
-    max_seconds: float | None = None,
-    speed_batch_sizes=None,
-    speed_seconds: float = 0.5,
-    split: str | None = None,
-    quality_utterances: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, Any]:
     """Student vs teacher vs reference on validation mels; writes `<workdir>/eval_<step>/`:
 
     report.json   the quality table over the split (pwavenet.evaluation.quality's measures
@@ -237,18 +212,19 @@ def evaluate_student(
     filter driven by near-white noise): distillation has to beat it.
     """
 
+    o = options
     config = training.load_config(workdir)
     student = builders.build_student(config)
-    params, step = training.restore_params(workdir, step)
+    params, step = training.restore_params(workdir, o.step)
     teacher = training.load_teacher(config.teacher_workdir)
-    out = output_dir or os.path.join(workdir, f"eval_{step}")
+    out = o.output_dir or os.path.join(workdir, f"eval_{step}")
     os.makedirs(out, exist_ok=True)
-    utterances = listening_utterances(config, num_utterances, max_seconds)
+    utterances = listening_utterances(config, o.num_utterances, o.max_seconds)
     reference = utterances["audio"]
     student_audio, teacher_audio, speed = timed_listening_audio(
-        config, student, params, teacher, utterances, seed
+        config, student, params, teacher, utterances, o.seed
     )
-    terms = distillation_terms(config, student, params, teacher, utterances, seed)
+    terms = distillation_terms(config, student, params, teacher, utterances, o.seed)
     listening = {
         "griffin_lim": listening_griffin_lim(config, utterances),
         "teacher": teacher_audio,
@@ -257,7 +233,7 @@ def evaluate_student(
     write_listening_set(config, out, reference, listening, models_as_rows=True)
 
     table = student_quality_table(
-        workdir, step, config, student, params, teacher, split, quality_utterances, seed
+        workdir, step, config, student, params, teacher, o.split, o.quality_utterances, o.seed
     )
     report = {
         "workdir": workdir,
@@ -273,10 +249,12 @@ def evaluate_student(
         "distillation": terms,
         "speed": speed,
     }
-    if speed_batch_sizes:
+    if o.speed_batch_sizes:
         report["generation_speed"] = [
-            evaluation.student_generation_speed(student, config, params, teacher, b, speed_seconds)
-            for b in speed_batch_sizes
+            evaluation.student_generation_speed(
+                student, config, params, teacher, b, o.speed_seconds
+            )
+            for b in o.speed_batch_sizes
         ]
     return evaluation.write_report(out, report)
 

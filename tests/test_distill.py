@@ -233,6 +233,21 @@ def _shift_kl_moments(base, shift):
     return mean, second - mean**2
 
 
+def _objective(**overrides) -> ml_collections.ConfigDict:
+    """A `distill` section with the KL alone (closed form, nothing else weighted), then
+    `overrides`."""
+    section = dict(
+        kl="closed_form",
+        num_draws=0,
+        log_scale_min=-7.0,
+        regularizer_weight=0.0,
+        power_weight=0.0,
+        stft_resolutions=(),
+        contrastive_weight=0.0,
+    )
+    return ml_collections.ConfigDict({**section, **overrides})
+
+
 @pytest.mark.parametrize("base", ["logistic", "gaussian", "logistic_lpc"])
 def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
     """The teacher is the student itself: teacher_fn inverts x to z (iaf.inverse), runs the
@@ -261,17 +276,7 @@ def test_monte_carlo_kl_is_zero_against_the_students_own_conditional(base):
         student=model,
         teacher_dist=distributions.get_distribution(base, log_scale_min=-20.0),
         teacher_fn=teacher_fn,
-        config=ml_collections.ConfigDict(
-            dict(
-                kl="monte_carlo",
-                num_draws=draws,
-                log_scale_min=-20.0,
-                regularizer_weight=0.0,
-                power_weight=0.0,
-                stft_resolutions=(),
-                contrastive_weight=0.0,
-            )
-        ),
+        config=_objective(kl="monte_carlo", num_draws=draws, log_scale_min=-20.0),
         upsampler="own",
     )
     losses = jax.jit(lambda shift, rngs: distiller.losses(params, shift, batch, rngs)[1])
@@ -445,17 +450,7 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
         student=model,
         teacher_dist=distributions.get_distribution("gaussian"),
         teacher_fn=teacher_fn,
-        config=ml_collections.ConfigDict(
-            dict(
-                kl="closed_form",
-                num_draws=0,
-                log_scale_min=-7.0,
-                regularizer_weight=0.0,
-                power_weight=0.0,
-                stft_resolutions=(),
-                contrastive_weight=0.5,
-            )
-        ),
+        config=_objective(contrastive_weight=0.5),
         upsampler="own",
     )
     batch = {k: jnp.asarray(v) for k, v in _batch(8, 2, 8, 4, 3, seed=2).items()}
@@ -497,18 +492,7 @@ def test_voiced_temperature_and_kl_weight(monkeypatch):
     def teacher_fn(_, x, batch):
         return jnp.stack([jnp.full_like(x, teacher_mean), jnp.full_like(x, teacher_log_s)], axis=-1)
 
-    config = ml_collections.ConfigDict(
-        dict(
-            kl="closed_form",
-            num_draws=0,
-            log_scale_min=-20.0,
-            regularizer_weight=0.0,
-            power_weight=0.0,
-            stft_resolutions=(),
-            contrastive_weight=0.0,
-            voiced_temperature=0.5,
-        )
-    )
+    config = _objective(log_scale_min=-20.0, voiced_temperature=0.5)
     distiller = distillation.Distiller(
         student=model,
         teacher_dist=distributions.get_distribution("gaussian", log_scale_min=-20.0),

@@ -83,17 +83,18 @@ _MEASURE_HEADINGS = {
 def quality_table(q: dict[str, Any]) -> list[str]:
     """The mean quality measures, a row per system (pwavenet.evaluation.quality's measures)."""
     measures = [m for m in _MEASURE_HEADINGS if any(m in v for v in q["mean"].values())]
+    copied = q.get("copied_from_earlier")
+    source = ""
+    if copied:
+        names = ", ".join(c.replace("_", " ") for c in copied)
+        source = f" (the {names} rows as the teacher's report scored them)"
     lines = [
-        f"Quality over {q['num_utterances']} {q['split']} utterances ({q['seconds']:.0f} s); "
-        "higher is better for STOI and PESQ, lower for the rest:",
+        f"Quality over {q['num_utterances']} {q['split']} utterances ({q['seconds']:.0f} s)"
+        f"{source}; higher is better for STOI and PESQ, lower for the rest:",
         "",
         "| system | " + " | ".join(_MEASURE_HEADINGS[m] for m in measures) + " |",
         "| --- |" + " --- |" * len(measures),
     ]
-    copied = q.get("copied_from_earlier")
-    if copied:
-        lines[0] += " (rows " + ", ".join(c.replace("_", " ") for c in copied)
-        lines[0] += " as the teacher's report scored them)"
     for system, values in q["mean"].items():
         cells = [
             "" if m not in values else "n/a" if values[m] is None else f"{values[m]:.3f}"

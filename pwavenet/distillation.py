@@ -27,8 +27,8 @@ One forward pass, for a batch of mels (and speakers) and the real audio they cam
      weight distill.contrastive_weight, so that the student's output must depend on its own
      conditioning.
 
-loss = kl_weight * kl + regularizer_weight * regularizer + power_weight * power - contrastive_weight *
-contrastive_kl; every term is logged on its own.
+loss = kl_weight * kl + regularizer_weight * regularizer + power_weight * power
+       - contrastive_weight * contrastive_kl; every term is logged on its own.
 """
 
 from __future__ import annotations
@@ -227,6 +227,15 @@ class Distiller:
             out["speaker"] = (batch["speaker"] + 1) % self.student.config.num_speakers
         return out
 
+    def teacher_outputs(self, teacher_params, x: Array, batch) -> Array:
+        """The teacher's per-step parameters on x given the batch's conditioning, tempered in
+        voiced frames when distill.voiced_temperature != 1 (`tempered`)."""
+        out = self.teacher_fn(teacher_params, x, batch)
+        if self.config.get("voiced_temperature", 1.0) != 1.0:
+            mel = batch.get("mel") if self.student.config.n_mels else None
+            out = self.tempered(out, mel)
+        return out
+
     def tempered(self, teacher_out: Array, mel: Array) -> Array:
         """The teacher's per-step Gaussians with their scales times
         distill.voiced_temperature ** voicing, the voicing (0..1) estimated from the mel
@@ -262,13 +271,10 @@ class Distiller:
         z, eps = self.noise(rngs, audio.shape[1])
         x, mu_tot, log_s_tot = self.student.apply({"params": params}, z, mel, speaker)
         method = self.method
-        teacher_out = self.teacher_fn(teacher_params, x, batch)
-        if c.get("voiced_temperature", 1.0) != 1.0:
-            teacher_out = self.tempered(teacher_out, mel)
         terms = kl_terms(
             mu_tot,
             log_s_tot,
-            teacher_out,
+            self.teacher_outputs(teacher_params, x, batch),
             self.teacher_dist,
             self.student,
             eps,
@@ -288,14 +294,10 @@ class Distiller:
                 spectral["spectral_convergence"] + spectral["log_magnitude"]
             )
         if c.contrastive_weight:
-            wrong = self.mismatched(batch)
-            wrong_out = self.teacher_fn(teacher_params, x, wrong)
-            if c.get("voiced_temperature", 1.0) != 1.0:
-                wrong_out = self.tempered(wrong_out, wrong.get("mel"))
             mismatched = kl_terms(
                 mu_tot,
                 log_s_tot,
-                wrong_out,
+                self.teacher_outputs(teacher_params, x, self.mismatched(batch)),
                 self.teacher_dist,
                 self.student,
                 eps,

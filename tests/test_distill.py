@@ -468,11 +468,11 @@ def test_contrastive_loss_does_not_depend_on_the_device_layout():
 
 
 def test_voiced_temperature_and_kl_weight(monkeypatch):
-    """distill.voiced_temperature = 0.5 (and distill.kl_weight) against a hand computation: the closed-form KL between
-    the student's per-step Gaussians and a fixed Gaussian teacher whose log-scale gains
-    voicing * log 0.5, the voicing (rising 0 -> 1 over the frames, patched in for the
-    estimator, which cannot read 4-band mels) interpolated between frame centres by np.interp.
-    A non-Gaussian teacher is refused."""
+    """distill.voiced_temperature = 0.5 (and distill.kl_weight) against a hand computation:
+    the closed-form KL between the student's per-step Gaussians and a fixed Gaussian teacher
+    whose log-scale gains voicing * log 0.5, the voicing (rising 0 -> 1 over the frames,
+    patched in for the estimator, which cannot read 4-band mels) interpolated between frame
+    centres by np.interp. A non-Gaussian teacher is refused."""
     frames, hop = 4, 8
     voicing = np.linspace(0.0, 1.0, frames)
     monkeypatch.setattr(

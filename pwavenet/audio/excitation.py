@@ -15,11 +15,11 @@ band on either side, which removes the envelope), cut to the lowest `PITCH_BANDS
 HTK bands are narrow enough to resolve harmonics: band 40 is near 1.7 kHz), mean-removed and
 normalized; their dot product is a correlation in [-1, 1]. The frame's F0 is the best
 candidate (parabolic refinement on the log grid) after a penalty of LAMBDA * (octaves away
-from a local prior)^2; the prior is the Gaussian-weighted (sigma PRIOR_FRAMES frames, cut at 3 sigma) mean
-log F0 of the confident voiced frames (correlation above 0.6), which removes most of the
-octave jumps. The mel cannot tell some octave errors apart: on the embedded corpus, speaker 5's
-odd harmonics lie about 20 dB below its even ones and the template often prefers twice the
-F0 that WORLD's harvest reports.
+from a local prior)^2; the prior is the Gaussian-weighted (sigma PRIOR_FRAMES frames, cut at
+3 sigma) mean log F0 of the confident voiced frames (correlation above 0.6), which removes most
+of the octave jumps. The mel cannot tell some octave errors apart: on the embedded corpus,
+speaker 5's odd harmonics lie about 20 dB below its even ones and the template often prefers
+twice the F0 that WORLD's harvest reports.
 
 Voicing: logistic regression on, at frames t, t +- 1, t +- 2: the best correlation, the level
 of bands below 30 and of all bands (each relative to the utterance's loudest frame), and the
@@ -60,7 +60,6 @@ __all__ = [
     "estimate_pitch",
     "excitation_from_mel",
     "pulse_train",
-    "pulses_from_mel",
     "upsample_frames",
 ]
 
@@ -232,11 +231,6 @@ def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
         small, k, jnp.sin((k + 0.5) * theta) / (2 * jnp.where(small, 1.0, half)) - 0.5
     )
     return v * dirichlet / jnp.sqrt(0.5 * k)
-
-
-def pulses_from_mel(log_mel: Array, mel_config: Any, hop: int) -> Array:
-    """`pulse_train` at `estimate_pitch` of the mel: (..., frames * hop)."""
-    return excitation_from_mel(log_mel, mel_config, hop)[0]
 
 
 def excitation_from_mel(log_mel: Array, mel_config: Any, hop: int) -> tuple[Array, Array]:

@@ -117,21 +117,15 @@ def score_systems(
     systems: dict[str, list[np.ndarray]],
     sample_rate: int,
     teacher_nll: dict[str, list[float]] | None = None,
-    *,
-    with_reference: bool = True,
 ) -> dict[str, Any]:
     """Every quality measure (pwavenet.evaluation.quality) of each system's audio against the
-    reference, per utterance and as means; the reference itself is scored as a row too (its
-    own ceiling) unless `with_reference` is False. `teacher_nll` adds each system's teacher
-    NLL per utterance where given."""
+    reference, per utterance and as means (a system that is the reference's own audio scores
+    its ceiling). `teacher_nll` adds each system's teacher NLL per utterance where given."""
     f0 = [quality.f0_track(u["audio"], sample_rate) for u in utterances]
     periodicity = [quality.periodicity(u["audio"], sample_rate) for u in utterances]
-    rows = dict(systems)
-    if with_reference:
-        rows = {"reference": [u["audio"] for u in utterances], **systems}
     per_utterance: dict[str, list[dict[str, Any]]] = {}
     means: dict[str, dict[str, float]] = {}
-    for name, audio_list in rows.items():
+    for name, audio_list in systems.items():
         measured = [
             quality.measure(u["audio"], x, sample_rate, f0[i], periodicity[i])
             for i, (u, x) in enumerate(zip(utterances, audio_list))
@@ -200,6 +194,8 @@ def quality_table(
     reusable = reusable_rows(earlier, setting, [u["id"] for u in utterances])
     copied = [name for name in order if name in reusable]
     systems = {}
+    if "reference" not in copied:
+        systems["reference"] = [u["audio"] for u in utterances]
     if "griffin_lim" not in copied:
         systems["griffin_lim"] = griffin_lim_split(utterances, config.mel)
     for name, synthesize_batch in synthesizers.items():
@@ -209,17 +205,13 @@ def quality_table(
             )
     model, model_config, params = teacher_model_config_params
     log_likelihood = teacher_log_likelihood(model, params)
-    with_reference = "reference" not in copied
-    scored = {"reference": [u["audio"] for u in utterances]} if with_reference else {}
     nlls = {
         name: teacher_nll_split(
             log_likelihood, model_config, utterances, audio_list, batch_size, length
         )
-        for name, audio_list in {**scored, **systems}.items()
+        for name, audio_list in systems.items()
     }
-    scores = score_systems(
-        utterances, systems, config.mel.sample_rate, teacher_nll=nlls, with_reference=with_reference
-    )
+    scores = score_systems(utterances, systems, config.mel.sample_rate, teacher_nll=nlls)
     for part in ("mean", "per_utterance"):
         merged = {**{k: earlier[part][k] for k in copied}, **scores[part]}
         scores[part] = {k: merged[k] for k in order}

@@ -461,26 +461,18 @@ def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, spe
 
     def one_frame(carry, inputs):
         t_frame, mel_frame, lpc_f, noise_frame = inputs
-
-        def one_sample(carry, inputs):
-            cache, x_prev = carry
-            t, mel_t, noise_t = inputs
-            params_t, cache = model.apply(
-                step_variables(),
-                cache,
-                x_prev,
-                mel_t,
-                speaker_emb,
-                t,
-                lpc_f,
-                None,
-                cond_kernel,
-                method=wavenet.WaveNet.step,
-            )
-            x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
-            return (cache, x_t), x_t
-
-        return lax.scan(one_sample, carry, (t_frame, mel_frame, noise_frame))
+        return wavenet.scan_block(
+            model,
+            step_variables,
+            carry,
+            t_frame,
+            mel_frame,
+            speaker_emb,
+            lpc_f,
+            None,
+            cond_kernel,
+            noise_frame,
+        )
 
     carry, x = lax.scan(one_frame, carry, (steps, mel_steps, lpc_frames, noise))
     return x.reshape(chunk * hop, batch).T, carry

@@ -698,6 +698,50 @@ def _place(mesh: Mesh | None, x, batch_axis: int | None):
     return jax.tree.map(lambda a: jax.device_put(a, sharding), x)
 
 
+def scan_block(
+    model: WaveNet,
+    step_variables,
+    carry,
+    t,
+    mel_steps,
+    speaker_emb,
+    lpc_f,
+    cond,
+    cond_kernel,
+    noise,
+):
+    """Cached generation of one block of steps: ((cache, last sample), samples (steps, B)).
+
+    `carry` is (the layers' cache, the previous sample (B,)); t (steps,) are the global step
+    indices; mel_steps (steps, B, C) the upsampled mel (or None); lpc_f the block's linear
+    predictor (B, p) (or None); cond the block's precomputed conditioning terms
+    (`WaveNet.step_conditioning`, or None to compute them per step); noise the block's
+    `distribution.noise`, steps first. `step_variables` is `loop_invariant(variables)`. Shared
+    by `generate` and the vocoder's pieces (pwavenet.vocoder), so both sample alike.
+    """
+    distribution = model.distribution
+
+    def one_sample(carry, inputs):
+        cache, x_prev = carry
+        t_i, mel_t, cond_t, noise_t = inputs
+        params_t, cache = model.apply(
+            step_variables(),
+            cache,
+            x_prev,
+            mel_t,
+            speaker_emb,
+            t_i,
+            lpc_f,
+            cond_t,
+            cond_kernel,
+            method=WaveNet.step,
+        )
+        x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
+        return (cache, x_t), x_t
+
+    return lax.scan(one_sample, carry, (t, mel_steps, cond, noise))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "batch", "mesh"))
 def _sample(
     model: WaveNet,
@@ -754,25 +798,18 @@ def _sample(
         noise = distribution.noise(jax.random.fold_in(rng, t_block[0]), (block, batch))
         noise = _place(mesh, noise, 1)
 
-        def one_sample(carry, inputs):
-            cache, x_prev = carry
-            t, mel_t, cond_t, noise_t = inputs
-            params_t, cache = model.apply(
-                step_variables(),
-                cache,
-                x_prev,
-                mel_t,
-                speaker_emb,
-                t,
-                lpc_f,
-                cond_t,
-                cond_kernel,
-                method=WaveNet.step,
-            )
-            x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
-            return (cache, x_t), x_t
-
-        return lax.scan(one_sample, carry, (t_block, mel_block, cond, noise))
+        return scan_block(
+            model,
+            step_variables,
+            carry,
+            t_block,
+            mel_block,
+            speaker_emb,
+            lpc_f,
+            cond,
+            cond_kernel,
+            noise,
+        )
 
     cache = zero_cache(model.config, batch)
     carry = (

@@ -13,12 +13,15 @@ import re
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile
 
 from pwavenet import evaluation
 from pwavenet import training
+from pwavenet.jobs import evaluate
+from pwavenet.models import builders, iaf, wavenet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -131,6 +134,29 @@ def _wav(path) -> np.ndarray:
     return x
 
 
+def _check_nll_of_real_audio(report, student_dir, reference):
+    config = training.load_config(student_dir)
+    utterances = evaluate.listening_utterances(config, None, None)
+    x = jnp.asarray(utterances["audio"])
+    np.testing.assert_allclose(x, reference, atol=1 / 32768)  # the wavs' audio
+    teacher = training.load_teacher(config.teacher_workdir)
+    mel, speaker = builders.model_inputs(teacher.config, utterances)
+    forced = teacher.model.apply({"params": teacher.params}, x, mel, speaker)
+    teacher_nll = wavenet.negative_log_likelihood(forced, x, teacher.model.distribution)
+    assert report["teacher_nll_of_real_audio"] == pytest.approx(float(teacher_nll), rel=1e-4)
+
+    student = builders.build_student(config)
+    params, _ = training.restore_params(student_dir)
+    mel, speaker = builders.model_inputs(config, utterances)
+    z, _ = iaf.inverse(student, params, x, mel, speaker)
+    x_again, _, log_s = iaf.forward(student, params, z, mel, speaker)
+    np.testing.assert_allclose(x_again, x, atol=1e-4)
+    log_p = jnp.sum(student.base_log_prob(z) - log_s, axis=-1)
+    student_nll = float(-jnp.mean(log_p) / x.shape[1])
+    assert math.isfinite(student_nll)
+    assert report["student_nll_of_real_audio"] == pytest.approx(student_nll, rel=1e-3)
+
+
 def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir, student_eval):
     out, report = student_eval
     config = training.load_config(str(pipeline_dir / "student"))
@@ -148,6 +174,12 @@ def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir,
     assert report["student_to_teacher_l1_ratio"] == pytest.approx(
         distances["student"] / distances["teacher"], rel=0.04
     )
+
+    # Both models' NLL of the real audio, recomputed from the 16-bit reference wavs: the
+    # teacher's by teacher forcing, the student's from the noise its sequential inverse
+    # recovers, scored by one parallel forward pass (z -> x and its log-scales), which must
+    # give the audio back.
+    _check_nll_of_real_audio(report, str(pipeline_dir / "student"), reference)
 
     quality = report["quality"]
     per_utterance, means = quality["per_utterance"], quality["mean"]

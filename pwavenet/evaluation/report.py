@@ -47,6 +47,7 @@ def _student_section(r: dict[str, Any], eval_dir: str) -> list[str]:
         f"| teacher NLL of student audio | {r['teacher_nll_of_student_audio']:.3f} nats/sample |",
         f"| teacher NLL of teacher audio | {r['teacher_nll_of_teacher_audio']:.3f} nats/sample |",
         f"| teacher NLL of real audio | {r['teacher_nll_of_real_audio']:.3f} nats/sample |",
+        f"| student NLL of real audio | {r['student_nll_of_real_audio']:.3f} nats/sample |",
         f"| KL(student, teacher) estimate | {d['kl']:.3f} nats/sample |",
         f"| power loss | {d.get('power_loss', float('nan')):.4f} |",
         f"| student synthesis, batch {s['batch_size']} | "

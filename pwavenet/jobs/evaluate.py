@@ -200,7 +200,9 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
                   student, the teacher and the student); on the listening set, the log-mel L1
                   of the student's and of the teacher's audio to the reference; the teacher's
                   NLL (nats/sample) of the student's samples, of the teacher's own samples and
-                  of the real audio; the distillation terms (KL, cross-entropy, entropy, power
+                  of the real audio, and the student's own NLL of the real audio (through
+                  its sequential inverse: the teacher should score it better); the
+                  distillation terms (KL, cross-entropy, entropy, power
                   loss) on these mels; the speed of student synthesis (one parallel pass) and
                   of the teacher's cached generation on the same mels, and their ratio; with
                   `speed_batch_sizes`, generation_speed: the same three at each batch size for
@@ -246,6 +248,7 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
         "seconds_per_utterance": reference.shape[1] / config.mel.sample_rate,
         "quality": table,
         **listening_scores(config, teacher, utterances, student_audio, teacher_audio),
+        "student_nll_of_real_audio": student_nll_of_real_audio(student, config, params, utterances),
         "distillation": terms,
         "speed": speed,
     }
@@ -314,6 +317,15 @@ def listening_scores(config, teacher, utterances, student_audio, teacher_audio) 
         "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
         "teacher_nll_of_real_audio": teacher_nll(reference),
     }
+
+
+def student_nll_of_real_audio(student, config, params, utterances) -> float:
+    """The student's NLL (nats per sample) of the listening set's real audio, through its
+    sequential inverse (`iaf.log_prob`): beside the teacher's NLL of the same audio, whether
+    distillation left the teacher the better density model of real speech, as it should be."""
+    mel, speaker = builders.model_inputs(config, utterances)
+    x = jnp.asarray(utterances["audio"])
+    return float(-jnp.mean(iaf.log_prob(student, params, x, mel, speaker)) / x.shape[1])
 
 
 def timed_listening_audio(config, student, params, teacher, utterances, seed: int):

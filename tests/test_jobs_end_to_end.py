@@ -175,10 +175,10 @@ def test_student_evaluation_agrees_with_its_wavs_and_its_own_table(pipeline_dir,
         distances["student"] / distances["teacher"], rel=0.04
     )
 
-    # Both models' NLL of the real audio, recomputed from the 16-bit reference wavs: the
-    # teacher's by teacher forcing, the student's from the noise its sequential inverse
-    # recovers, scored by one parallel forward pass (z -> x and its log-scales), which must
-    # give the audio back.
+    # Both models' NLL of the real audio (the listening set, checked against the reference
+    # wavs), recomputed: the teacher's by teacher forcing, the student's from the noise its
+    # sequential inverse recovers, scored by one parallel forward pass (z -> x and its
+    # log-scales), which must give the audio back.
     _check_nll_of_real_audio(report, str(pipeline_dir / "student"), reference)
 
     quality = report["quality"]

@@ -202,8 +202,9 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
                   NLL (nats/sample) of the student's samples, of the teacher's own samples and
                   of the real audio, and the student's own NLL of the real audio (through
                   its sequential inverse: the teacher should score it better); the
-                  distillation terms (KL, cross-entropy, entropy, power loss) on these mels; the speed of student synthesis (one parallel pass) and
-                  of the teacher's cached generation on the same mels, and their ratio; with
+                  distillation terms (KL, cross-entropy, entropy, power loss) on these mels;
+                  the speed of student synthesis (one parallel pass) and of the teacher's
+                  cached generation on the same mels, and their ratio; with
                   `speed_batch_sizes`, generation_speed: the same three at each batch size for
                   `speed_seconds` of audio per utterance (`evaluation.student_generation_speed`)
     reference_<i>.wav, teacher_<i>.wav, student_<i>.wav, griffin_lim_<i>.wav

@@ -97,20 +97,61 @@ def test_periodicity_matches_a_brute_force_autocorrelation():
     assert np.median(quality.periodicity(_noise(0.5, 4), SR)[4:-4]) < 0.5
 
 
-def test_mel_cepstral_distortion_against_a_second_dct():
-    x = _noise(1.0, 5) + _harmonic(130, 1.0)
-    y = _noise(1.0, 6) * 0.5 + _harmonic(130, 1.0)
-    mel_x = quality._mel_magnitude(x, SR)
-    mel_y = quality._mel_magnitude(y, SR)
-    floor = mel_x.max() * 10 ** (-70 / 20)
-    n = mel_x.shape[0]
-    d = np.arange(1, 25)[:, None]
-    basis = np.sqrt(2.0 / n) * np.cos(np.pi * d * (2 * np.arange(n) + 1) / (2 * n))  # DCT-II
-    diff = basis @ (np.log(np.maximum(mel_x, floor)) - np.log(np.maximum(mel_y, floor)))
-    expected = np.mean(10 / np.log(10) * np.sqrt(2 * np.sum(diff**2, axis=0)))
-    assert quality.mel_cepstral_distortion(x, y, SR) == pytest.approx(expected, rel=1e-9)
-    # Only the level (c_0) changes with a gain: the distortion ignores it.
-    assert quality.mel_cepstral_distortion(x, 2.0 * x, SR) == pytest.approx(0.0, abs=1e-6)
+def test_all_pass_alpha_matches_the_published_table():
+    """SPTK's customary warping constants for speech analysis at each sample rate."""
+    for sample_rate, alpha in ((22050, 0.455), (24000, 0.466), (44100, 0.544), (48000, 0.554)):
+        assert quality.all_pass_alpha(sample_rate) == pytest.approx(alpha, abs=0.0015)
+
+
+def test_warped_cepstrum_recovers_the_coefficients_of_a_known_envelope():
+    """An envelope built from chosen mel-cepstra, log|H(w)| = sum_m c_m cos(m w~(w)) with w~
+    the all-pass warped frequency (here from the all-pass filter's complex response), analyses
+    back to them."""
+    rng = np.random.default_rng(0)
+    order, alpha, bins = 24, 0.455, 1025
+    c = rng.normal(scale=0.5, size=(3, order + 1)) / (1 + np.arange(order + 1))
+    w = np.linspace(0, np.pi, bins)
+    z_inv = np.exp(-1j * w)
+    w_warped = -np.unwrap(np.angle((z_inv - alpha) / (1 - alpha * z_inv)))  # all-pass phase
+    log_magnitude = np.cos(np.arange(order + 1)[None, :, None] * w_warped) * c[:, :, None]
+    power = np.exp(2 * log_magnitude.sum(axis=1))
+    recovered = quality.warped_cepstrum(power, order, alpha)
+    np.testing.assert_allclose(recovered, c, atol=2e-4)
+
+
+def test_mel_cepstral_distortion_judges_envelopes():
+    """The probes that the single-frame mel cepstrum failed: noises of one spectrum are close,
+    a delay is close, a different envelope is far; a gain is free and silence is not scored."""
+    rng = np.random.default_rng(3)
+    vowel = _harmonic(130, 1.0) + _noise(1.0, 5, level=0.003)
+    white = [0.1 * rng.standard_normal(SR) for _ in range(2)]
+    same_spectrum = quality.mel_cepstral_distortion(white[0], white[1], SR)
+    different = quality.mel_cepstral_distortion(vowel, white[0], SR)
+    delayed = quality.mel_cepstral_distortion(vowel, np.roll(vowel, 128), SR)
+    assert same_spectrum < 6.0 and delayed < 6.0 and different > 2 * max(same_spectrum, delayed)
+    assert quality.mel_cepstral_distortion(vowel, vowel, SR) == 0.0
+    assert quality.mel_cepstral_distortion(vowel, 0.5 * vowel, SR) == pytest.approx(0, abs=1e-5)
+    # A second of digital silence in the reference: what the audio holds there is not scored.
+    with_silence = np.concatenate([vowel, np.zeros(SR)])
+    noisy_tail = np.concatenate([vowel, 0.1 * rng.standard_normal(SR)])
+    clean_tail = np.concatenate([vowel, np.zeros(SR)])
+    # (Only the frames whose analysis window straddles the vowel's end can differ: scored,
+    # the noise would add about 20 dB to a third of the frames.)
+    assert quality.mel_cepstral_distortion(with_silence, noisy_tail, SR) == pytest.approx(
+        quality.mel_cepstral_distortion(with_silence, clean_tail, SR), abs=0.5
+    )
+
+
+def test_gross_and_fine_pitch_errors():
+    """Half the audio an octave up (a gross error), half 30 cents up (a fine one)."""
+    half = 0.6
+    x = np.concatenate([_harmonic(150.0, half), _harmonic(150.0, half)])
+    y = np.concatenate([_harmonic(300.0, half), _harmonic(150.0 * 2 ** (30 / 1200), half)])
+    errors = quality.pitch_errors(x, y, SR)
+    assert errors["gross_pitch_error"] == pytest.approx(0.5, abs=0.08)
+    # Harvest glides between the halves over a few frames, which count as fine errors.
+    assert errors["f0_fine_cents"] == pytest.approx(30.0, abs=15.0)
+    assert errors["f0_rmse_cents"] > 600  # the octave errors dominate the plain RMSE
 
 
 def test_multi_resolution_stft_distance_of_a_doubled_signal():

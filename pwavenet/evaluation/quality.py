@@ -6,16 +6,20 @@ it (same length, time-aligned: no alignment search), at the corpus's sample rate
   stoi              short-time objective intelligibility (pystoi), in [0, 1]; 1 = reference
   pesq_wb           wide-band PESQ (ITU-T P.862.2, the `pesq` package) on both signals resampled
                     to 16 kHz; 4.64 = reference, about 1 = noise
-  mcd_db            mel-cepstral distortion in dB: (10 / ln 10) sqrt(2 sum_d (c_d - c'_d)^2),
-                    d = 1..24, per frame, averaged over frames; c = DCT-II (orthonormal) of the
-                    natural-log magnitude of an 80-band mel spectrum up to 8 kHz (librosa's
-                    Slaney filters, 1024-point frames, 256 hop), floored 70 dB below the
-                    reference's peak so that digital silence does not dominate. c_0 (the
-                    level) is left out, so a gain change scores 0
+  mcd_db            mel-cepstral distortion in dB between spectral envelopes:
+                    (10 / ln 10) sqrt(2 sum_d (c_d - c'_d)^2), d = 1..24, averaged over the
+                    reference's speech frames (envelope power within 50 dB of its loudest
+                    frame). c are the all-pass warped (mel) cepstra, as SPTK defines them, of
+                    WORLD's CheapTrick envelope (pyworld) at each signal's own harvest F0, 5 ms
+                    frames, warping alpha fitted to the mel scale for the sample rate (0.455
+                    at 22.05 kHz). c_0 (the level) is left out, so a gain change scores 0
   f0_rmse_cents     RMSE of 1200 log2(f0 / f0_ref) over frames both call voiced; F0 and voicing
                     from WORLD's harvest (pyworld), 5 ms frames, 60 to 500 Hz
   vuv_error         the fraction of frames whose voiced/unvoiced decision differs from the
                     reference's
+  gross_pitch_error the fraction of frames voiced in both whose F0 is more than 20% off the
+                    reference's (octave and other gross errors)
+  f0_fine_cents     the F0 RMSE in cents over the frames voiced in both without a gross error
   periodicity_rmse  RMSE over frames of the periodicity (below) against the reference's
   mrstft            multi-resolution STFT distance: per resolution (FFT 512/1024/2048, hop a
                     quarter, Hann), spectral convergence ||S - S_ref||_F / ||S_ref||_F plus the
@@ -45,7 +49,6 @@ import numpy as np
 import pesq
 import pystoi
 import pyworld
-import scipy.fft
 from scipy import signal
 
 from pwavenet import audio as audio_lib
@@ -55,8 +58,11 @@ __all__ = [
     "f0_track",
     "griffin_lim",
     "measure",
+    "all_pass_alpha",
     "mean_measures",
     "mel_cepstral_distortion",
+    "mel_cepstrum",
+    "warped_cepstrum",
     "multi_resolution_stft_distance",
     "periodicity",
     "pesq_wb",
@@ -71,6 +77,8 @@ MEASURES: dict[str, bool] = {
     "mcd_db": False,
     "f0_rmse_cents": False,
     "vuv_error": False,
+    "gross_pitch_error": False,
+    "f0_fine_cents": False,
     "periodicity_rmse": False,
     "mrstft": False,
 }
@@ -79,8 +87,9 @@ F0_RANGE_HZ = (60.0, 500.0)
 _FRAME, _HOP = 1024, 256
 _STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 _SILENCE_DB = 50.0
-_MCD_FMAX_HZ = 8000.0  # speech bandwidth; above it a corpus may hold nothing but its noise floor
-_MCD_RANGE_DB = 70.0  # mel magnitudes floored this far below the reference's peak
+_F0_FRAME_PERIOD_MS = 5.0
+_MCD_ORDER = 24
+_GROSS_PITCH_ERROR = 0.2  # relative F0 deviation beyond which a frame's pitch is grossly wrong
 
 
 def _pair(reference: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,41 +125,75 @@ def pesq_wb(reference: np.ndarray, audio: np.ndarray, sample_rate: int) -> float
         return math.nan
 
 
-def _mel_cepstrum(mel: np.ndarray, order: int, floor: float) -> np.ndarray:
-    """Coefficients 1..order of the DCT-II of log max(mel, floor), mel (bands, frames)."""
-    return scipy.fft.dct(np.log(np.maximum(mel, floor)), type=2, norm="ortho", axis=0)[
-        1 : order + 1
-    ]
+def _warp(omega: np.ndarray, alpha: float) -> np.ndarray:
+    """The phase response of the first-order all-pass (z^-1 - alpha) / (1 - alpha z^-1):
+    frequency omega in [0, pi] mapped to the warped (mel-like) frequency; -alpha inverts it."""
+    return omega + 2.0 * np.arctan(alpha * np.sin(omega) / (1.0 - alpha * np.cos(omega)))
 
 
-def _mel_magnitude(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    return librosa.feature.melspectrogram(
-        y=x,
-        sr=sample_rate,
-        n_fft=_FRAME,
-        hop_length=_HOP,
-        n_mels=80,
-        power=1.0,
-        fmax=min(_MCD_FMAX_HZ, sample_rate / 2),
-    )
+def all_pass_alpha(sample_rate: float) -> float:
+    """The all-pass constant whose frequency warping best fits the mel scale
+    (log(1 + f / 1000), normalized at Nyquist) in RMS, to 0.001: 0.455 at 22.05 kHz."""
+    f = np.linspace(0.0, sample_rate / 2.0, 1000)
+    mel = np.log1p(f / 1000.0) / math.log1p(sample_rate / 2000.0)
+    omega = np.pi * f / (sample_rate / 2.0)
+    alphas = np.arange(0.0, 1.0, 0.001)
+    errors = [np.mean(np.square(_warp(omega, a) / np.pi - mel)) for a in alphas]
+    return float(alphas[int(np.argmin(errors))])
+
+
+def warped_cepstrum(power_envelope: np.ndarray, order: int, alpha: float) -> np.ndarray:
+    """Mel-cepstra c_0..c_order (..., order + 1) of power spectral envelopes (..., bins) on
+    0..pi: log |H| = sum_m c_m cos(m w~), w~ the all-pass warped frequency (SPTK's definition).
+    The log-magnitude is resampled on a uniform warped grid; its cosine series gives c."""
+    bins = power_envelope.shape[-1]
+    grid = np.linspace(0.0, np.pi, bins)
+    log_magnitude = 0.5 * np.log(np.maximum(power_envelope, 1e-30))
+    at = _warp(grid, -alpha)  # the linear frequencies that land on the uniform warped grid
+    warped = np.apply_along_axis(lambda row: np.interp(at, grid, row), -1, log_magnitude)
+    c = np.fft.irfft(warped, n=2 * (bins - 1), axis=-1)[..., : order + 1]
+    c[..., 1:] *= 2.0  # one-sided cosine series
+    return c
+
+
+def mel_cepstrum(
+    x: np.ndarray, sample_rate: int, f0: np.ndarray | None = None, order: int = _MCD_ORDER
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mel-cepstra (frames, order + 1), envelope power in dB (frames,)) of WORLD's CheapTrick
+    envelope every 5 ms; `f0` is the signal's harvest track (f0_track), computed if None."""
+    x = np.ascontiguousarray(x, np.float64)
+    f0 = f0_track(x, sample_rate) if f0 is None else np.asarray(f0, np.float64)
+    times = np.arange(len(f0)) * (_F0_FRAME_PERIOD_MS / 1000.0)
+    envelope = pyworld.cheaptrick(x, f0, times, sample_rate)
+    power_db = 10.0 * np.log10(np.sum(envelope, axis=-1) + 1e-30)
+    return warped_cepstrum(envelope, order, all_pass_alpha(sample_rate)), power_db
 
 
 def mel_cepstral_distortion(
-    reference: np.ndarray, audio: np.ndarray, sample_rate: int, order: int = 24
+    reference: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    order: int = _MCD_ORDER,
+    reference_f0: np.ndarray | None = None,
+    audio_f0: np.ndarray | None = None,
 ) -> float:
-    """Mean mel-cepstral distortion in dB over frames, coefficients 1..order (see the module
-    docstring)."""
+    """Mean mel-cepstral distortion in dB over the reference's speech frames, coefficients
+    1..order of the spectral envelopes (see the module docstring); NaN in digital silence."""
     reference, audio = _pair(reference, audio)
-    mel_reference = _mel_magnitude(reference, sample_rate)
-    floor = max(float(mel_reference.max()) * 10.0 ** (-_MCD_RANGE_DB / 20.0), 1e-8)
-    diff = _mel_cepstrum(mel_reference, order, floor) - _mel_cepstrum(
-        _mel_magnitude(audio, sample_rate), order, floor
-    )
-    per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * np.sum(np.square(diff), axis=0))
+    if not np.any(reference):
+        return math.nan
+    c_ref, power_db = mel_cepstrum(reference, sample_rate, reference_f0, order)
+    c, _ = mel_cepstrum(audio, sample_rate, audio_f0, order)
+    n = min(len(c_ref), len(c))
+    speech = power_db[:n] > power_db[:n].max() - _SILENCE_DB
+    diff = c_ref[:n, 1:][speech] - c[:n, 1:][speech]
+    per_frame = (10.0 / math.log(10.0)) * np.sqrt(2.0 * np.sum(np.square(diff), axis=-1))
     return float(np.mean(per_frame))
 
 
-def f0_track(x: np.ndarray, sample_rate: int, frame_period_ms: float = 5.0) -> np.ndarray:
+def f0_track(
+    x: np.ndarray, sample_rate: int, frame_period_ms: float = _F0_FRAME_PERIOD_MS
+) -> np.ndarray:
     """F0 in Hz per frame (0 where unvoiced) from WORLD's harvest."""
     f0, _ = pyworld.harvest(
         np.ascontiguousarray(x, np.float64),
@@ -167,21 +210,30 @@ def pitch_errors(
     audio: np.ndarray,
     sample_rate: int,
     reference_f0: np.ndarray | None = None,
+    audio_f0: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """{'f0_rmse_cents', 'vuv_error'} of `audio` against `reference` (harvest's tracks).
-    `reference_f0` reuses a track already computed for the reference. F0 RMSE is NaN when no
-    frame is voiced in both."""
+    """{'f0_rmse_cents', 'vuv_error', 'gross_pitch_error', 'f0_fine_cents'} of `audio`
+    against `reference` (harvest's tracks). `reference_f0` and `audio_f0` reuse tracks already
+    computed. The F0 errors are NaN when no frame is voiced in both (the fine error also when
+    every such frame is a gross error)."""
     reference, audio = _pair(reference, audio)
     f0_ref = f0_track(reference, sample_rate) if reference_f0 is None else reference_f0
-    f0 = f0_track(audio, sample_rate)
+    f0 = f0_track(audio, sample_rate) if audio_f0 is None else audio_f0
     n = min(len(f0_ref), len(f0))
     f0_ref, f0 = f0_ref[:n], f0[:n]
     voiced_ref, voiced = f0_ref > 0, f0 > 0
     both = voiced_ref & voiced
     cents = 1200.0 * np.log2(f0[both] / f0_ref[both])
+    gross = np.abs(f0[both] / f0_ref[both] - 1.0) > _GROSS_PITCH_ERROR
+
+    def rms(v):
+        return float(np.sqrt(np.mean(np.square(v)))) if v.size else math.nan
+
     return {
-        "f0_rmse_cents": float(np.sqrt(np.mean(np.square(cents)))) if both.any() else math.nan,
+        "f0_rmse_cents": rms(cents),
         "vuv_error": float(np.mean(voiced_ref != voiced)),
+        "gross_pitch_error": float(np.mean(gross)) if both.any() else math.nan,
+        "f0_fine_cents": rms(cents[~gross]),
     }
 
 
@@ -238,11 +290,15 @@ def measure(
         else (reference_periodicity)
     )
     p = periodicity(audio, sample_rate)
+    f0_ref = f0_track(reference, sample_rate) if reference_f0 is None else reference_f0
+    f0 = f0_track(audio, sample_rate)
     return {
         "stoi": stoi(reference, audio, sample_rate),
         "pesq_wb": pesq_wb(reference, audio, sample_rate),
-        "mcd_db": mel_cepstral_distortion(reference, audio, sample_rate),
-        **pitch_errors(reference, audio, sample_rate, reference_f0),
+        "mcd_db": mel_cepstral_distortion(
+            reference, audio, sample_rate, reference_f0=f0_ref, audio_f0=f0
+        ),
+        **pitch_errors(reference, audio, sample_rate, f0_ref, f0),
         "periodicity_rmse": float(np.sqrt(np.mean(np.square(p - p_ref)))),
         "mrstft": multi_resolution_stft_distance(reference, audio),
     }

@@ -75,6 +75,8 @@ _MEASURE_HEADINGS = {
     "mcd_db": "MCD (dB)",
     "f0_rmse_cents": "F0 RMSE (cents)",
     "vuv_error": "V/UV error",
+    "gross_pitch_error": "gross pitch error",
+    "f0_fine_cents": "fine F0 (cents)",
     "periodicity_rmse": "periodicity RMSE",
     "mrstft": "MR-STFT",
     "teacher_nll": "teacher NLL",

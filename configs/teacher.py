@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.output = "mol"  # mol | gaussian | mulaw (pwavenet.models.distributions)
     c.model.num_mixtures = 10
     c.model.log_scale_min = -9.0
+    # gaussian | logistic: the log-scale's ceiling (0: a scale of at most 1, the audio's range).
+    c.model.log_scale_max = 0.0
     c.model.num_cycles = 3
     c.model.layers_per_cycle = 10  # dilations 1, 2, ..., 2^(layers_per_cycle - 1) per cycle
     c.model.kernel_size = 3
@@ -97,6 +99,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.decay_steps = 0  # length of the warmup + cosine schedule; 0: train.steps
     c.train.end_learning_rate_fraction = 0.05  # cosine decay to this fraction of the peak
     c.train.grad_clip = 1.0
+    # > 0: the network and the linear prediction see the crop plus Gaussian noise of this
+    # standard deviation relative to the crop's RMS, while the loss scores the clean crop
+    # (LPCNet's noise injection): training then resembles generation, where every sample
+    # fed back carries the sampling noise of earlier steps.
+    c.train.input_noise = 0.0
     c.train.max_skipped_in_a_row = 10  # non-finite steps in a row before the job stops
     c.train.ema_decay = 0.9999
     c.train.log_every = 100

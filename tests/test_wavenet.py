@@ -296,12 +296,13 @@ def test_receptive_field_formula_and_gradient_support(overrides):
 
 
 def _redrawn(model, step_params, rng, frames, batch):
-    """The family's draws from (batch, T, P) parameters with generation's noise: a frame's
-    steps draw theirs at once with the key fold_in(rng, the frame's first step)."""
+    """The family's draws from (batch, T, P) parameters with generation's noise (a frame's
+    steps draw theirs at once with the key fold_in(rng, the frame's first step)), clipped to
+    the audio's range [-1, 1] as generation clips them."""
     hop, dist = model.hop_length, model.distribution
     noise = [dist.noise(jax.random.fold_in(rng, f * hop), (hop, batch)) for f in range(frames)]
     noise = jax.tree.map(lambda *n: jnp.swapaxes(jnp.concatenate(n), 0, 1), *noise)
-    return dist.sample_from_noise(step_params, noise)
+    return jnp.clip(dist.sample_from_noise(step_params, noise), -1.0, 1.0)
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
@@ -328,6 +329,30 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     # a batch-2 matmul against two batch-1 ones.
     public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
     np.testing.assert_allclose(public(params, rng, mel, speaker), samples, rtol=0, atol=1e-5)
+
+
+def test_log_scale_ceiling_and_bounded_generation():
+    """A Gaussian head whose raw log-scale sits far above the ceiling (output bias +4): teacher
+    forcing scores N(mean, 1) exactly (log_scale_max 0), generation draws with scale 1 and
+    clips to [-1, 1] what it feeds back, and teacher forcing on those samples redraws them."""
+    config = _config(**COND, output="gaussian", log_scale_min=-7.0, log_scale_max=0.0)
+    x, mel, speaker = _inputs(config, batch=2, frames=6)
+    model, params = _model_and_params(config, x, mel, speaker)
+    params["output"]["bias"] = params["output"]["bias"].at[1].set(4.0)
+    outputs = model.apply({"params": params}, x, mel, speaker)
+    assert float(jnp.min(outputs[..., 1])) > 1.0  # the raw log-scale is above the ceiling
+    mean = np.asarray(outputs[..., 0], np.float64)
+    density = -0.5 * (np.asarray(x) - mean) ** 2 - 0.5 * math.log(2 * math.pi)  # N(mean, 1)
+    np.testing.assert_allclose(
+        wavenet.log_likelihood(outputs, x, model.distribution), density, rtol=1e-5, atol=1e-5
+    )
+    rng = jax.random.key(3)
+    samples = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    assert float(jnp.max(jnp.abs(samples))) == 1.0  # some draws left [-1, 1] and were clipped
+    forced = model.apply({"params": params}, samples, mel, speaker)
+    np.testing.assert_allclose(
+        samples, _redrawn(model, forced, rng, frames=6, batch=2), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("batch", [3, 4])

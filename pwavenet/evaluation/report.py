@@ -80,6 +80,8 @@ _MEASURE_HEADINGS = {
     "periodicity_rmse": "periodicity RMSE",
     "mrstft": "MR-STFT",
     "teacher_nll": "teacher NLL",
+    "worst_teacher_nll": "worst teacher NLL",
+    "worst_peak": "worst peak",
 }
 
 

@@ -131,10 +131,15 @@ def score_systems(
             for i, (u, x) in enumerate(zip(utterances, audio_list))
         ]
         means[name] = quality.mean_measures(measured)
+        # The worst utterance, where a runaway generation shows: its peak and teacher NLL.
+        for m, x in zip(measured, audio_list):
+            m["peak"] = float(np.max(np.abs(x))) if len(x) else 0.0
+        means[name]["worst_peak"] = max(m["peak"] for m in measured)
         if teacher_nll and name in teacher_nll:
             for m, nll in zip(measured, teacher_nll[name]):
                 m["teacher_nll"] = nll
             means[name]["teacher_nll"] = float(np.mean(teacher_nll[name]))
+            means[name]["worst_teacher_nll"] = float(np.max(teacher_nll[name]))
         per_utterance[name] = [{"id": u["id"], **m} for u, m in zip(utterances, measured)]
     return {
         "num_utterances": len(utterances),

@@ -8,6 +8,8 @@ code length; for the Gaussian it is a continuous density's and may go negative.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from pwavenet import evaluation, training
@@ -19,9 +21,14 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
 
     datasets = input_pipeline.create_datasets(config)
 
-    def loss_fn(params, batch, rng):
-        del rng  # teacher forcing is deterministic
-        return builders.nll_metrics(model, config, params, batch)
+    noise_level = float(config.train.input_noise)
+
+    def loss_fn(params, batch, rngs):
+        if not noise_level:
+            return builders.nll_metrics(model, config, params, batch)
+        return builders.nll_metrics(
+            model, config, params, batch, audio_in=noisy_input(rngs, batch["audio"], noise_level)
+        )
 
     def eval_fn(params, batch):
         return builders.nll_metrics(model, config, params, batch)[1]
@@ -43,6 +50,15 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
         summaries=summaries,
         samples_per_example=config.data.crop_samples,
     )
+
+
+def noisy_input(rngs, audio, level: float):
+    """audio (B, T) plus Gaussian noise of standard deviation `level` times each crop's RMS,
+    crop b's noise from rngs[b], clipped to [-1, 1]: what the teacher reads as its past under
+    noise injection."""
+    rms = jnp.sqrt(jnp.mean(jnp.square(audio), axis=-1, keepdims=True))
+    noise = jax.vmap(lambda key: jax.random.normal(key, audio.shape[1:], audio.dtype))(rngs)
+    return jnp.clip(audio + noise * (level * rms), -1.0, 1.0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

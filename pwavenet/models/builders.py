@@ -79,8 +79,11 @@ def model_inputs(config, batch):
     return mel, speaker
 
 
-def nll_metrics(model, config, params, batch):
-    outputs = model.apply({"params": params}, batch["audio"], *model_inputs(config, batch))
+def nll_metrics(model, config, params, batch, audio_in=None):
+    """(NLL, metrics) of batch["audio"] under the teacher, which reads `audio_in` as the past
+    (the audio itself if None; a noisy copy for noise injection)."""
+    audio_in = batch["audio"] if audio_in is None else audio_in
+    outputs = model.apply({"params": params}, audio_in, *model_inputs(config, batch))
     nll = wavenet.negative_log_likelihood(outputs, batch["audio"], model.distribution)
     return nll, {"nll": nll, "bits_per_sample": nll / math.log(2.0)}
 

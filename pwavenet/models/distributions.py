@@ -421,18 +421,31 @@ class _LocationScale:
     """Shared parameter handling for the continuous families: params ``(..., 2)``."""
 
     log_scale_min: float = DEFAULT_LOG_SCALE_MIN
+    # A ceiling on the log-scale (inf: none). Audio lies in [-1, 1], so a scale above 1 is
+    # never right; a teacher's generation feeds each sample back, and a ceiling keeps one
+    # wild step from drawing a sample far out of range.
+    log_scale_max: float = math.inf
 
     def __post_init__(self) -> None:
         _check_log_scale_min(self.log_scale_min)
+        if not self.log_scale_min < self.log_scale_max:
+            raise ValueError(
+                f"log_scale_max ({self.log_scale_max}) must exceed log_scale_min "
+                f"({self.log_scale_min})"
+            )
 
     @property
     def num_params(self) -> int:
         return 2
 
     def split_params(self, params: ArrayLike) -> tuple[Array, Array]:
-        """``(mean, floored log-scale)``, each ``(...)``."""
+        """``(mean, log-scale floored at log_scale_min and capped at log_scale_max)``, each
+        ``(...)``."""
         params = _as_params(params, self.num_params, type(self).__name__)
-        return params[..., 0], clamp_log_scale(params[..., 1], self.log_scale_min)
+        log_scale = clamp_log_scale(params[..., 1], self.log_scale_min)
+        if math.isfinite(self.log_scale_max):
+            log_scale = jnp.minimum(log_scale, self.log_scale_max)
+        return params[..., 0], log_scale
 
     @_jit_method
     def sample(self, rng: Array, params: ArrayLike) -> Array:

@@ -288,7 +288,12 @@ class WaveNet(nn.Module):
             )
         if c.output == "mulaw":
             return distributions.get_distribution("mulaw", mu=255)
-        return distributions.get_distribution(c.output, log_scale_min=c.log_scale_min)
+        return distributions.get_distribution(
+            c.output,
+            log_scale_min=c.log_scale_min,
+            # (a teacher saved before the ceiling existed has none)
+            log_scale_max=c.get("log_scale_max", math.inf),
+        )
 
     # ----------------------------------------------------------------------- layers
 
@@ -736,7 +741,10 @@ def scan_block(
             cond_kernel,
             method=WaveNet.step,
         )
-        x_t = distribution.sample_from_noise(params_t, noise_t).astype(jnp.float32)
+        # Bounded as the audio it was trained on: an unbounded draw fed back through a
+        # high-order predictor can run away.
+        x_t = jnp.clip(distribution.sample_from_noise(params_t, noise_t), -1.0, 1.0)
+        x_t = x_t.astype(jnp.float32)
         return (cache, x_t), x_t
 
     return lax.scan(one_sample, carry, (t, mel_steps, cond, noise))
@@ -847,8 +855,8 @@ def generate(
       num_samples: T; required without a mel, and must equal frames * hop_length with one.
 
     Returns:
-      (B, T) float32 samples; B = 1 when neither mel nor speaker gives a batch. For 'mol' and
-      'mulaw' they lie in [-1, 1]; Gaussian and logistic samples are not clipped. Called
+      (B, T) float32 samples in [-1, 1] (Gaussian and logistic draws are clipped to it before
+      they are fed back); B = 1 when neither mel nor speaker gives a batch. Called
       outside a jit, the batch's streams run spread over the local devices (`spread_devices`)
       and the samples come back sharded along the batch over them; each stream draws the
       same noise as on one device.

@@ -59,6 +59,7 @@ __all__ = [
     "griffin_lim",
     "measure",
     "all_pass_alpha",
+    "compare_f0_tracks",
     "mean_measures",
     "mel_cepstral_distortion",
     "mel_cepstrum",
@@ -219,6 +220,13 @@ def pitch_errors(
     reference, audio = _pair(reference, audio)
     f0_ref = f0_track(reference, sample_rate) if reference_f0 is None else reference_f0
     f0 = f0_track(audio, sample_rate) if audio_f0 is None else audio_f0
+    return compare_f0_tracks(f0_ref, f0)
+
+
+def compare_f0_tracks(f0_ref: np.ndarray, f0: np.ndarray) -> dict[str, float]:
+    """`pitch_errors` of two F0 tracks in Hz on the same frames (0 where unvoiced), cut to
+    the shorter."""
+    f0_ref, f0 = np.asarray(f0_ref, np.float64), np.asarray(f0, np.float64)
     n = min(len(f0_ref), len(f0))
     f0_ref, f0 = f0_ref[:n], f0[:n]
     voiced_ref, voiced = f0_ref > 0, f0 > 0

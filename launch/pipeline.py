@@ -22,11 +22,13 @@ common.define_config_file(
     "teacher_config",
     "configs/teacher.py:espeak",
     "Teacher config file[:variant].",
+    kind="teacher",
 )
 common.define_config_file(
     "student_config",
     "configs/student.py:espeak",
     "Student config file[:variant]; its teacher_workdir is set to <workdir>/teacher.",
+    kind="student",
 )
 flags.DEFINE_string("workdir", "runs/espeak", "Root of the run: teacher/, student/, report.md.")
 flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher generation speed.")

@@ -114,14 +114,19 @@ def test_xla_compiles_with_the_vector_width_chosen_for_the_cpu(tmp_path, cpuinfo
 
 # ------------------------------------------------------------------ command-line errors
 
-# Reports which heavy modules the entry point imported, on stdout, however it exits.
+# Reports which heavy modules the entry point imported, on stdout, however it exits: TensorFlow,
+# JAX, and modules of the library other than its config schema (which imports neither).
 ENTRY = """
 import runpy, sys
 module, sys.argv = sys.argv[1], [sys.argv[1], *sys.argv[2:]]
+LIGHT = ("pwavenet", "pwavenet.config_schema")
 try:
     runpy.run_module(module, run_name="__main__")
 finally:
-    print("imported", sorted(m for m in ("tensorflow", "jax", "pwavenet") if m in sys.modules))
+    print("imported", sorted(
+        m for m in sys.modules
+        if m in ("tensorflow", "jax") or (m.startswith("pwavenet") and m not in LIGHT)
+    ))
 """
 
 
@@ -198,6 +203,56 @@ def _entry_point(module, *args) -> subprocess.CompletedProcess:
             ["--student_config.distill.klx=1"],
             "--student_config.distill.klx: the config has no field 'klx'; did you mean 'kl'?",
         ),
+        # Config values outside their range (pwavenet.config_schema).
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/teacher.py:tiny", "--config.train.steps=-5"],
+            "error: --config.train.steps=-5: expected an integer >= 1 (training steps).",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/teacher.py:tiny", "--config.train.learning_rate=-1"],
+            "error: --config.train.learning_rate=-1.0: expected a finite number > 0.0.",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/teacher.py:tiny", "--config.mel.sample_rate=0"],
+            "error: --config.mel.sample_rate=0: expected an integer >= 1 (Hz).",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/teacher.py:tiny", "--config.mel.hop_length=32"],
+            "error: --config.model.upsample_strides=(8, 8): their product is 64; expected "
+            "mel.hop_length = 32.",
+        ),
+        (
+            "launch.train_teacher",
+            ["--workdir=w", "--config=configs/student.py:tiny"],
+            "error: --config: a student config (configs/student.py), but this job takes a "
+            "teacher config; pass --config=configs/teacher.py[:variant].",
+        ),
+        (
+            "launch.distill",
+            ["--workdir=w", "--config=configs/student.py:tiny", "--config.distill.num_draws=0"],
+            "error: --config.distill.num_draws=0: expected an integer >= 1.",
+        ),
+        (
+            "launch.flows",
+            ["--workdir=w", "--config=configs/flows.py:tiny", "--config.train.ema_decay=1.0"],
+            "error: --config.train.ema_decay=1.0: expected a finite number in [0.0, 1.0).",
+        ),
+        (
+            "launch.pipeline",
+            ["--teacher_config.mel.fmax=12000"],
+            "error: --teacher_config.mel.fmax=12000.0: expected <= mel.sample_rate / 2 = "
+            "11025.0 (Nyquist).",
+        ),
+        (
+            "launch.pipeline",
+            ["--student_config.data.crop_samples=1000"],
+            "error: --student_config.data.crop_samples=1000: expected a multiple of "
+            "mel.hop_length = 256 (e.g. 1024).",
+        ),
     ],
 )
 def test_a_command_line_error_is_one_line_and_exit_status_2_before_heavy_imports(
@@ -208,7 +263,7 @@ def test_a_command_line_error_is_one_line_and_exit_status_2_before_heavy_imports
     assert run.stderr.splitlines() == [run.stderr.rstrip("\n")]  # one line
     assert run.stderr.startswith("error: ") and expected in run.stderr
     assert "Traceback" not in run.stderr
-    # Refused before TensorFlow, JAX or the library were imported.
+    # Refused before TensorFlow, JAX or the library (its config schema aside) were imported.
     assert run.stdout.strip() == "imported []"
 
 

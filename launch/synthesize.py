@@ -9,6 +9,12 @@ A folder keeps its relative names (a/b.npy -> wavs/a/b.wav). Wavs at another rat
 several channels are resampled and downmixed, with one notice. Shows a progress bar, then one
 summary line: files, seconds of audio, synthesis seconds and the real-time factor (synthesis
 time / audio duration, compilation excluded).
+
+An output that cannot be written (a read-only folder, a parent that is a file) is refused in
+one line before the model loads. A bad input file (NaN samples, an unreadable wav, an .npy of
+the wrong shape or dtype) is named with what is wrong with it; in a folder, each bad file gets
+one `skipped: <file>: <why>` line, the others are written, and the job ends with
+`error: N of M input files could not be vocoded ...` and exit status 2.
 """
 
 from absl import flags
@@ -39,9 +45,13 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
-    common.prepare_process()
+    # Imports JAX but starts no backend: the input and output are checked before the process
+    # is set up and the model loads, so a mistake there ends in one line at once.
     from pwavenet.jobs import synthesize
 
+    synthesize.plan(FLAGS.input, FLAGS.output)
+    synthesize.check_writable(FLAGS.output)
+    common.prepare_process()
     result = synthesize.vocode_files(
         FLAGS.workdir,
         FLAGS.input,
@@ -54,6 +64,9 @@ def main(argv):
         progress=FLAGS.progress,
     )
     print(synthesize.summary_line(result))
+    failures = synthesize.failure_line(result, FLAGS.output)
+    if failures:
+        common.fail(failures)
 
 
 if __name__ == "__main__":

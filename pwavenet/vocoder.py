@@ -195,6 +195,13 @@ class Vocoder:
             raise ValueError(
                 f"{x.shape[-1]} samples is less than one mel frame ({self.hop_length} samples)."
             )
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(-1, x.shape[-1]).any(axis=0)))
+            raise ValueError(
+                f"the audio has {int(bad.sum())} NaN or infinite samples (the first at sample "
+                f"{first}, {first / self.sample_rate:.3f} s); audio must be finite, in [-1, 1]."
+            )
         x = x.reshape(-1, x.shape[-1])
         mel = np.asarray(audio.log_mel_spectrogram(x, self.config.mel), np.float32)
         return mel[0] if single else mel

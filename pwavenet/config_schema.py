@@ -501,6 +501,34 @@ def defaults(kind: str) -> dict[str, Any]:
     return {path: field.default for path, field in SCHEMAS[kind].items()}
 
 
+def _shared_defaults() -> dict[str, Any]:
+    """{path: default} of the fields whose default is the same in every schema holding them."""
+    seen: dict[str, set[str]] = {}
+    for schema in SCHEMAS.values():
+        for path, field in schema.items():
+            seen.setdefault(path, set()).add(repr(field.default))
+    return {
+        path: field.default
+        for schema in SCHEMAS.values()
+        for path, field in schema.items()
+        if len(seen[path]) == 1
+    }
+
+
+_SHARED_DEFAULTS = _shared_defaults()
+
+
+def setting(section: Any, path: str) -> Any:
+    """The value of field `path` (e.g. 'model.lpc_order') read from `section`, the config's
+    section that holds it (e.g. config.model): the section's own value, or the schema's
+    default where the section lacks the field (a config saved before it existed, a section
+    built in code). The one place such defaults live, instead of `.get(name, default)`."""
+    if path not in _SHARED_DEFAULTS:
+        raise KeyError(f"{path!r} has no default shared by every config kind in config_schema")
+    name = path.rsplit(".", 1)[-1]
+    return section[name] if name in section else _SHARED_DEFAULTS[path]
+
+
 def complete(config: Any, kind: str | None = None) -> Any:
     """Adds every field of the schema that `config` (a ConfigDict) lacks, with its default,
     in place; returns it. For configs saved before a field existed."""

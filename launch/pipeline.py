@@ -36,6 +36,14 @@ flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher gen
 
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
+    from pwavenet import config_schema  # imports neither TensorFlow nor JAX
+
+    # The student stage would find these only after the teacher has trained.
+    mismatches = config_schema.pair_problems(
+        FLAGS.teacher_config, FLAGS.student_config, "--teacher_config.", "--student_config."
+    )
+    if mismatches:
+        common.fail(mismatches[0])
     common.prepare_process()
     from pwavenet.jobs import student as student_job
     from pwavenet.jobs import evaluate

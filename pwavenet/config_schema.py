@@ -545,6 +545,37 @@ def complete(config: Any, kind: str | None = None) -> Any:
     return config
 
 
+def pair_problems(
+    teacher: Any, student: Any, teacher_prefix: str = "teacher.", student_prefix: str = "student."
+) -> list[str]:
+    """What a student config contradicts in the teacher config it will distill (the mel
+    definition; the upsampler the student shares; a teacher without a mean to distill), one
+    message each: `launch.pipeline` checks its two configs before the teacher trains."""
+    t, s = flatten(teacher), flatten(student)
+    found = []
+    for path in sorted(p for p in set(t) | set(s) if p.startswith("mel.")):
+        if t.get(path) != s.get(path):
+            found.append(
+                f"{student_prefix}{path}={s.get(path)!r}: expected the teacher's "
+                f"{teacher_prefix}{path}={t.get(path)!r} (the student is distilled on its mels)."
+            )
+    if s.get("model.upsampler") != "own" and s.get("model.n_mels"):
+        for field in ("model.upsample_strides", "model.upsample_kernel_multiple"):
+            if repr(t.get(field)) != repr(s.get(field)):
+                found.append(
+                    f"{student_prefix}{field}={s.get(field)!r}: expected the teacher's "
+                    f"{teacher_prefix}{field}={t.get(field)!r} (model.upsampler="
+                    f"{s.get('model.upsampler')!r} shares the teacher's upsampler; or set "
+                    f"{student_prefix}model.upsampler=own)."
+                )
+    if t.get("model.output") == "mulaw":
+        found.append(
+            f"{teacher_prefix}model.output='mulaw': a mu-law teacher cannot be distilled (no "
+            "gradient through a categorical); expected 'mol' or 'gaussian'."
+        )
+    return found
+
+
 def _message(prefix: str, path: str, value: Any, problem: str) -> str:
     return f"{prefix}{path}={value!r}: {problem}."
 

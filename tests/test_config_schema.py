@@ -194,3 +194,22 @@ def test_the_enumerations_are_the_librarys():
     assert flows["data.name"].choices == toy2d.DATASETS
     assert flows["energy.name"].choices == toy2d.ENERGIES
     assert schema.FLOW_LAYERS == fitting._LAYERS
+
+
+@pytest.mark.parametrize("variant", _variants(student_config))
+def test_every_student_variant_agrees_with_its_teacher_variant(variant):
+    """What launch.pipeline checks before the teacher trains; a mu-law teacher, a changed mel
+    field and a shared upsampler with other strides are each named."""
+    teacher, student = teacher_config.get_config(variant), student_config.get_config(variant)
+    assert schema.pair_problems(teacher, student) == []
+    student.mel.n_fft = teacher.mel.n_fft * 2
+    teacher.model.output = "mulaw"
+    student.model.upsample_strides = (1, teacher.mel.hop_length)
+    problems = schema.pair_problems(teacher, student)
+    assert problems[0] == (
+        f"student.mel.n_fft={student.mel.n_fft}: expected the teacher's teacher.mel.n_fft="
+        f"{teacher.mel.n_fft} (the student is distilled on its mels)."
+    )
+    shared = student.model.upsampler != "own"
+    assert any(p.startswith("student.model.upsample_strides=") for p in problems) == shared
+    assert problems[-1].startswith("teacher.model.output='mulaw': a mu-law teacher cannot")

@@ -249,6 +249,12 @@ def _entry_point(module, *args) -> subprocess.CompletedProcess:
         ),
         (
             "launch.pipeline",
+            ["--student_config.mel.fmax=7000"],
+            "error: --student_config.mel.fmax=7000.0: expected the teacher's "
+            "--teacher_config.mel.fmax=8000.0 (the student is distilled on its mels).",
+        ),
+        (
+            "launch.pipeline",
             ["--student_config.data.crop_samples=1000"],
             "error: --student_config.data.crop_samples=1000: expected a multiple of "
             "mel.hop_length = 256 (e.g. 1024).",

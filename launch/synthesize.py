@@ -28,10 +28,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("output", None, "The .wav file, or the folder, to write.", required=True)
 flags.DEFINE_enum("model", None, ["student", "teacher"], "Which model; default: the workdir's own.")
-flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.")
-flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.", lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Noise seed.", lower_bound=0)
 flags.DEFINE_integer(
-    "chunk_frames", None, "Mel frames per synthesized piece (bounds memory); default: auto."
+    "chunk_frames",
+    None,
+    "Mel frames per synthesized piece (bounds memory); default: auto.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
     "step",
@@ -39,6 +42,7 @@ flags.DEFINE_integer(
     "Checkpoint step of the --workdir's own model; default: the latest. --model=teacher on a "
     "student's workdir uses its teacher's latest step and refuses --step: to choose the "
     "teacher's step, pass the teacher's workdir.",
+    lower_bound=0,
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 

@@ -203,6 +203,16 @@ def _entry_point(module, *args) -> subprocess.CompletedProcess:
             ["--student_config.distill.klx=1"],
             "--student_config.distill.klx: the config has no field 'klx'; did you mean 'kl'?",
         ),
+        (
+            "launch.evaluate",
+            ["--workdir=w", "--max_seconds=-1"],
+            "flag --max_seconds=-1.0: use a number of seconds > 0",
+        ),
+        (
+            "launch.synthesize",
+            ["--workdir=w", "--input=i", "--output=o", "--chunk_frames=0"],
+            "flag --chunk_frames=0: 0 is not a positive integer",
+        ),
         # Config values outside their range (pwavenet.config_schema).
         (
             "launch.train_teacher",

@@ -4,16 +4,21 @@ fields together (the mel's hop and the model's upsampling, the crop and the hop,
 `validate(config, kind)` raises ConfigError, a ValueError whose one-line message names the
 field, its value and what is valid, e.g.
 
-    config.train.steps=-5: expected an integer >= 1 (training steps)
+    config.train.steps=-5: expected an integer >= 1 (training steps).
 
-The launch jobs call it on every config they load, before TensorFlow or JAX start, so this
-module imports neither (nor anything else of the package). `defaults(kind)` are the values a
-config without a field gets (`complete`), e.g. a config saved by an older version.
+The launch jobs call it on every config they load (prefix `--config.`), before TensorFlow or
+JAX start, so this module imports neither (nor anything else of the package). Library calls
+with a config built in code are not checked (a test may well train at learning rate 0).
+`setting(section, path)` reads an optional field with the schema's default, for configs saved
+before the field existed and sections built in code; `complete` fills them all in.
 
-Adding a field: one entry in the section's table below (`"name": Int(default, low=..)`), and
-a rule in `_RULES` if it constrains another field. tests/test_config_schema.py checks that
-every field of every shipped variant has an entry and that every entry refuses a value out
-of its range.
+Adding a field: one entry in its section's table below, e.g.
+`"normalization": Choice("none", "none", "utterance")` in `_MEL`, with its default (the config
+file's value); then a rule in `_audio_rules` (or the kind's rules) if it constrains another
+field, and its names in the enumeration tuple if the library defines them too.
+tests/test_config_schema.py fails for a field of a shipped variant with no entry, refuses every
+numeric field of every variant set out of range, and compares the defaults with the config
+files' base values and the enumerations with the library's.
 """
 
 from __future__ import annotations

@@ -284,14 +284,15 @@ def test_a_command_line_error_is_one_line_and_exit_status_2_before_heavy_imports
 
 
 def test_a_library_error_about_the_jobs_input_ends_in_one_error_line(tmp_path):
-    """A ValueError the library raises for the job's inputs (here the flows job's layer list)
-    ends the process with its message as the last stderr line and status 2, no traceback;
-    `-v 1` shows the traceback."""
+    """A ValueError the library raises for the job's inputs (here the flows job's layer list,
+    valid name by name but with a sigmoid before other layers, which the library refuses) ends
+    the process with its message as the last stderr line and status 2, no traceback; `-v 1`
+    shows the traceback."""
     args = ["launch.flows", f"--workdir={tmp_path}", "--config=configs/flows.py:tiny"]
-    run = _entry_point(*args, "--config.flow.layers=affine,spline*2")
+    run = _entry_point(*args, "--config.flow.layers=sigmoid,affine")
     assert run.returncode == 2, run.stderr[-3000:]
     last = run.stderr.rstrip("\n").splitlines()[-1]
-    assert last.startswith("error: ") and "spline" in last, run.stderr[-3000:]
+    assert last.startswith("error: ") and "put sigmoid last" in last, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
-    verbose = _entry_point(*args, "--config.flow.layers=affine,spline*2", "-v", "1")
+    verbose = _entry_point(*args, "--config.flow.layers=sigmoid,affine", "-v", "1")
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr

@@ -4,7 +4,9 @@
 ValueError or FileNotFoundError the library raises for the job's inputs, end the process with
 one line on stderr, `error: <the problem and its fix>`, and exit status 2 (`-v 1` shows the
 library's traceback instead). Flags and config files are checked before the job imports
-TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`.
+TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`: every field
+of a loaded config against its type and range (pwavenet.config_schema), e.g.
+`error: --config.train.steps=-5: expected an integer >= 1 (training steps).`
 
 The console carries the project's own lines (what runs, progress, evaluations, saves, where
 results went) and every warning and error. The libraries' INFO lines (orbax, tensorflow_datasets,
@@ -87,18 +89,41 @@ def _unknown_field_problem(argv: list[str], error: AttributeError) -> str:
     return f"{given}: the config has no field {name!r}; {fix}"
 
 
-_CONFIG_FLAGS = []  # the names of the flags define_config_file defined
+_CONFIG_FLAGS = {}  # flag name -> the config kind (pwavenet.config_schema.KINDS) it takes
+_CONFIG_FILES = {
+    "teacher": "configs/teacher.py",
+    "student": "configs/student.py",
+    "flows": "configs/flows.py",
+}
 
 
-def define_config_file(name: str, default: str, help_string: str) -> None:
+def define_config_file(name: str, default: str, help_string: str, kind: str) -> None:
     """`config_flags.DEFINE_config_file` (locked) for an entry point, its errors through `fail`.
     ml_collections types the command line's `--<name>.<field>` overrides when the flag is
-    defined, so an override of a field that does not exist fails here."""
+    defined, so an override of a field that does not exist fails here. `kind` ('teacher',
+    'student' or 'flows') names the schema the loaded config is validated against."""
     try:
         config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
     except AttributeError as e:
         fail(_unknown_field_problem(sys.argv, e))
-    _CONFIG_FLAGS.append(name)
+    _CONFIG_FLAGS[name] = kind
+
+
+def check_config(flag_name: str, config, kind: str) -> None:
+    """Fails with one line unless `config` is a `kind` config whose every field is in range
+    (pwavenet.config_schema, which imports neither TensorFlow nor JAX)."""
+    from pwavenet import config_schema
+
+    given = config_schema.kind_of(config)
+    if given != kind:
+        fail(
+            f"--{flag_name}: a {given} config ({_CONFIG_FILES[given]}), but this job takes a "
+            f"{kind} config; pass --{flag_name}={_CONFIG_FILES[kind]}[:variant]."
+        )
+    try:
+        config_schema.validate(config, kind, prefix=f"--{flag_name}.")
+    except config_schema.ConfigError as e:
+        fail(str(e))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -106,11 +131,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     config files (loaded here, not on first use), config fields, and stray arguments."""
     try:
         rest = flags.FLAGS(argv)
-        for name in _CONFIG_FLAGS:
+        for name, kind in _CONFIG_FLAGS.items():
             try:
                 flags.FLAGS[name].value.get("variant")  # a config that failed to load raises
             except OSError as e:
                 fail(_config_file_problem(name, argv, e))
+            check_config(name, flags.FLAGS[name].value, kind)
     except AttributeError as e:
         fail(_unknown_field_problem(argv, e))
     except flags.Error as e:

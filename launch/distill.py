@@ -10,7 +10,9 @@ from absl import flags
 from launch import common
 
 FLAGS = flags.FLAGS
-common.define_config_file("config", "configs/student.py:espeak", "Student config file[:variant].")
+common.define_config_file(
+    "config", "configs/student.py:espeak", "Student config file[:variant].", kind="student"
+)
 flags.DEFINE_string(
     "workdir", None, "Checkpoints, config.json and TensorBoard summaries.", required=True
 )

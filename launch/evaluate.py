@@ -12,9 +12,11 @@ from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training job's workdir.", required=True)
-flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.", lower_bound=0)
 flags.DEFINE_string("output_dir", None, "Default: <workdir>/eval_<step>.")
-flags.DEFINE_integer("num_utterances", None, "Validation utterances to generate.")
+flags.DEFINE_integer(
+    "num_utterances", None, "Validation utterances to generate.", lower_bound=1
+)
 flags.DEFINE_float("max_seconds", None, "Length cap of each generated utterance.")
 flags.DEFINE_list(
     "speed_batch_sizes",
@@ -35,8 +37,17 @@ flags.DEFINE_string(
     "split", None, "Split the quality table scores; default: the config's eval split."
 )
 flags.DEFINE_integer(
-    "quality_utterances", None, "Utterances the quality table scores (0: the whole split)."
+    "quality_utterances",
+    None,
+    "Utterances the quality table scores (0: the whole split).",
+    lower_bound=0,
 )
+for _name in ("max_seconds", "speed_seconds"):
+    flags.register_validator(
+        _name,
+        lambda seconds: seconds is None or (0 < seconds < float("inf")),
+        "use a number of seconds > 0.",
+    )
 
 
 def main(argv):

@@ -9,7 +9,9 @@ from absl import logging
 from launch import common
 
 FLAGS = flags.FLAGS
-common.define_config_file("config", "configs/flows.py", "Job config file[:variant].")
+common.define_config_file(
+    "config", "configs/flows.py", "Job config file[:variant].", kind="flows"
+)
 flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and results go.", required=True)
 
 

@@ -22,11 +22,13 @@ common.define_config_file(
     "teacher_config",
     "configs/teacher.py:espeak",
     "Teacher config file[:variant].",
+    kind="teacher",
 )
 common.define_config_file(
     "student_config",
     "configs/student.py:espeak",
     "Student config file[:variant]; its teacher_workdir is set to <workdir>/teacher.",
+    kind="student",
 )
 flags.DEFINE_string("workdir", "runs/espeak", "Root of the run: teacher/, student/, report.md.")
 flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher generation speed.")
@@ -34,6 +36,14 @@ flags.DEFINE_list("speed_batch_sizes", ["1", "16"], "Batch sizes for teacher gen
 
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
+    from pwavenet import config_schema  # imports neither TensorFlow nor JAX
+
+    # The student stage would find these only after the teacher has trained.
+    mismatches = config_schema.pair_problems(
+        FLAGS.teacher_config, FLAGS.student_config, "--teacher_config.", "--student_config."
+    )
+    if mismatches:
+        common.fail(mismatches[0])
     common.prepare_process()
     from pwavenet.jobs import student as student_job
     from pwavenet.jobs import evaluate

@@ -9,6 +9,12 @@ A folder keeps its relative names (a/b.npy -> wavs/a/b.wav). Wavs at another rat
 several channels are resampled and downmixed, with one notice. Shows a progress bar, then one
 summary line: files, seconds of audio, synthesis seconds and the real-time factor (synthesis
 time / audio duration, compilation excluded).
+
+An output that cannot be written (a read-only folder, a parent that is a file) is refused in
+one line before the model loads. A bad input file (NaN samples, an unreadable wav, an .npy of
+the wrong shape or dtype) is named with what is wrong with it; in a folder, each bad file gets
+one `skipped: <file>: <why>` line, the others are written, and the job ends with
+`error: N of M input files could not be vocoded ...` and exit status 2.
 """
 
 from absl import flags
@@ -22,10 +28,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("output", None, "The .wav file, or the folder, to write.", required=True)
 flags.DEFINE_enum("model", None, ["student", "teacher"], "Which model; default: the workdir's own.")
-flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.")
-flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_integer("speaker", 0, "Speaker id for multi-speaker models.", lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Noise seed.", lower_bound=0)
 flags.DEFINE_integer(
-    "chunk_frames", None, "Mel frames per synthesized piece (bounds memory); default: auto."
+    "chunk_frames",
+    None,
+    "Mel frames per synthesized piece (bounds memory); default: auto.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
     "step",
@@ -33,15 +42,20 @@ flags.DEFINE_integer(
     "Checkpoint step of the --workdir's own model; default: the latest. --model=teacher on a "
     "student's workdir uses its teacher's latest step and refuses --step: to choose the "
     "teacher's step, pass the teacher's workdir.",
+    lower_bound=0,
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv):
     del argv  # common.parse_flags refuses stray arguments
-    common.prepare_process()
+    # Imports JAX but starts no backend: the input and output are checked before the process
+    # is set up and the model loads, so a mistake there ends in one line at once.
     from pwavenet.jobs import synthesize
 
+    synthesize.plan(FLAGS.input, FLAGS.output)
+    synthesize.check_writable(FLAGS.output)
+    common.prepare_process()
     result = synthesize.vocode_files(
         FLAGS.workdir,
         FLAGS.input,
@@ -54,6 +68,9 @@ def main(argv):
         progress=FLAGS.progress,
     )
     print(synthesize.summary_line(result))
+    failures = synthesize.failure_line(result, FLAGS.output)
+    if failures:
+        common.fail(failures)
 
 
 if __name__ == "__main__":

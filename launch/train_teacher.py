@@ -8,7 +8,9 @@ from absl import flags
 from launch import common
 
 FLAGS = flags.FLAGS
-common.define_config_file("config", "configs/teacher.py:espeak", "Teacher config file[:variant].")
+common.define_config_file(
+    "config", "configs/teacher.py:espeak", "Teacher config file[:variant].", kind="teacher"
+)
 flags.DEFINE_string(
     "workdir", None, "Checkpoints, config.json and TensorBoard summaries.", required=True
 )

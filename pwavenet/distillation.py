@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from pwavenet.audio import excitation
 from pwavenet.models import builders, distributions, iaf
+from pwavenet import config_schema
 
 # The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
 # and the models import without TensorFlow (the benchmark needs none).
@@ -231,7 +232,7 @@ class Distiller:
         """The teacher's per-step parameters on x given the batch's conditioning, tempered in
         voiced frames when distill.voiced_temperature != 1 (`tempered`)."""
         out = self.teacher_fn(teacher_params, x, batch)
-        if self.config.get("voiced_temperature", 1.0) != 1.0:
+        if config_schema.setting(self.config, "distill.voiced_temperature") != 1.0:
             mel = batch.get("mel") if self.student.config.n_mels else None
             out = self.tempered(out, mel)
         return out
@@ -248,7 +249,7 @@ class Distiller:
                 f"distill.voiced_temperature={tau} needs a Gaussian teacher and a value > 0; "
                 f"got a {type(self.teacher_dist).__name__} teacher. Set it to 1.0."
             )
-        if mel is None or not self.student.config.get("lpc_order", 0):
+        if mel is None or not config_schema.setting(self.student.config, "model.lpc_order"):
             raise ValueError(
                 "distill.voiced_temperature reads the voicing from the mel in the synthesis "
                 "filter's definition (model.lpc_mel): it needs a mel-conditioned student with "
@@ -281,11 +282,11 @@ class Distiller:
             method=method,
             log_scale_min=c.log_scale_min,
         )
-        loss = c.get("kl_weight", 1.0) * terms["kl"]
+        loss = config_schema.setting(c, "distill.kl_weight") * terms["kl"]
         if "regularizer" in terms:
             loss = loss + c.regularizer_weight * terms["regularizer"]
         metrics = dict(terms)
-        spectral_weight = c.get("spectral_weight", 0.0)
+        spectral_weight = config_schema.setting(c, "distill.spectral_weight")
         if c.power_weight or spectral_weight:
             spectral = spectral_losses(x, audio, c.stft_resolutions)
             metrics.update(spectral)

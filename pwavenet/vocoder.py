@@ -54,6 +54,7 @@ from jax import lax
 from pwavenet import audio, training
 from pwavenet.audio import lpc as lpc_lib
 from pwavenet.models import builders, iaf, layers, wavenet
+from pwavenet import config_schema
 
 Array = jax.Array
 
@@ -194,6 +195,13 @@ class Vocoder:
         if frames < 1:
             raise ValueError(
                 f"{x.shape[-1]} samples is less than one mel frame ({self.hop_length} samples)."
+            )
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(-1, x.shape[-1]).any(axis=0)))
+            raise ValueError(
+                f"the audio has {int(bad.sum())} NaN or infinite samples (the first at sample "
+                f"{first}, {first / self.sample_rate:.3f} s); audio must be finite, in [-1, 1]."
             )
         x = x.reshape(-1, x.shape[-1])
         mel = np.asarray(audio.log_mel_spectrogram(x, self.config.mel), np.float32)
@@ -445,7 +453,7 @@ def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, spe
     first = window_start + keep  # the piece's first global frame
     frames = first + jnp.arange(chunk)
     lpc_frames = None
-    if model.config.get("lpc_order", 0):
+    if config_schema.setting(model.config, "model.lpc_order"):
         lpc = model.apply(variables, mel, method=wavenet.WaveNet.lpc)
         lpc_frames = jnp.swapaxes(lax.dynamic_slice_in_dim(lpc, keep, chunk, axis=1), 0, 1)
     # (chunk, hop, B, ...): frame f's noise of item b from fold_in(key_b, f).

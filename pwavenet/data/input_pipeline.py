@@ -67,6 +67,7 @@ from pwavenet.data import builders as pw_datasets
 
 tf = audio.import_tensorflow()
 import tensorflow_datasets as tfds  # noqa: E402  (after TensorFlow is told to stay off GPUs)
+from pwavenet import config_schema
 
 Batch = dict[str, np.ndarray]
 
@@ -129,7 +130,7 @@ def check_config(config: Any) -> None:
             f"config.data.bad_audio={config.data.bad_audio!r} must be 'skip' or 'fail'."
         )
     base, _ = _source(config.data.name)
-    mel_source = config.data.get("mel_source", "audio")
+    mel_source = config_schema.setting(config.data, "data.mel_source")
     if mel_source not in MEL_SOURCES:
         raise ValueError(f"config.data.mel_source={mel_source!r} must be one of {MEL_SOURCES}.")
     if mel_source == "file":
@@ -140,12 +141,12 @@ def check_config(config: Any) -> None:
                 "--config.data.name=wav_folder --config.data.manual_dir=<folder of name.wav + "
                 "name.npy>, or --config.data.mel_source=audio."
             )
-        policy = config.data.get("mel_length_policy", "fail")
+        policy = config_schema.setting(config.data, "data.mel_length_policy")
         if policy not in MEL_LENGTH_POLICIES:
             raise ValueError(
                 f"config.data.mel_length_policy={policy!r} must be one of {MEL_LENGTH_POLICIES}."
             )
-        if config.data.get("mel_length_tolerance", 0) < 0:
+        if config_schema.setting(config.data, "data.mel_length_tolerance") < 0:
             raise ValueError(
                 f"config.data.mel_length_tolerance={config.data.mel_length_tolerance} must be "
                 ">= 0 frames."
@@ -154,7 +155,7 @@ def check_config(config: Any) -> None:
 
 def mels_from_files(config: Any) -> bool:
     """True when the mels are the stored name.npy files (config.data.mel_source='file')."""
-    return config.data.get("mel_source", "audio") == "file"
+    return config_schema.setting(config.data, "data.mel_source") == "file"
 
 
 def local_batch_size(global_batch: int, process_count: int, local_devices: int) -> int:
@@ -348,8 +349,8 @@ class MelFileCheck:
     def __init__(self, config: Any):
         self.hop = int(config.mel.hop_length)
         self.n_mels = int(config.mel.n_mels)
-        self.tolerance = int(config.data.get("mel_length_tolerance", 2))
-        self.policy = config.data.get("mel_length_policy", "fail")
+        self.tolerance = int(config_schema.setting(config.data, "data.mel_length_tolerance"))
+        self.policy = config_schema.setting(config.data, "data.mel_length_policy")
         self.manual_dir = config.data.manual_dir
         self.skipped: dict[str, tuple[int, int]] = {}
         self.trimmed: dict[str, tuple[int, int]] = {}

@@ -14,6 +14,7 @@ from pwavenet import audio, training
 from pwavenet.data import input_pipeline
 from pwavenet.evaluation import quality
 from pwavenet.models import wavenet
+from pwavenet import config_schema
 
 __all__ = [
     "padded_batches",
@@ -164,8 +165,8 @@ def quality_utterances_of(config, split: str | None, limit: int | None) -> list[
     whole split) of `split` (else the config's evaluation split), whole unless
     config.eval.quality_max_seconds caps them."""
     if limit is None:
-        limit = int(config.eval.get("quality_utterances", 0))
-    max_seconds = float(config.eval.get("quality_max_seconds", 0.0))
+        limit = int(config_schema.setting(config.eval, "eval.quality_utterances"))
+    max_seconds = float(config_schema.setting(config.eval, "eval.quality_max_seconds"))
     return input_pipeline.split_utterances(config, split, limit, max_seconds)
 
 

@@ -45,6 +45,7 @@ from pwavenet import distillation, evaluation, training
 from pwavenet.data import input_pipeline
 from pwavenet.models import builders, iaf, wavenet
 from pwavenet.training import timing
+from pwavenet import config_schema
 
 
 def evaluate(workdir: str, **options) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def evaluate_teacher(workdir: str, options: Options = Options()) -> dict[str, An
     report = {
         "workdir": workdir,
         "step": int(step),
-        "variant": config.get("variant", ""),
+        "variant": config_schema.setting(config, "variant"),
         "validation_nll": nll["nll"],
         "validation_bits_per_sample": nll["bits_per_sample"],
         "log_mel_l1": float(np.mean(distance)),
@@ -241,7 +242,7 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
         "workdir": workdir,
         "kind": "student",
         "step": int(step),
-        "variant": config.get("variant", ""),
+        "variant": config_schema.setting(config, "variant"),
         "teacher_workdir": config.teacher_workdir,
         "teacher_step": int(teacher.step),
         "num_utterances": int(reference.shape[0]),

@@ -11,6 +11,7 @@ import numpy as np
 
 from pwavenet import audio
 from pwavenet.models import builders, iaf, wavenet
+from pwavenet import config_schema
 
 # The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
 # and the models import without TensorFlow (the benchmark needs none).
@@ -64,7 +65,7 @@ def check_model_against_mel(config: ml_collections.ConfigDict) -> None:
             f"config.mel.n_mels={config.mel.n_mels}."
         )
     preset = audio.mel_preset(config.mel)
-    if config.model.get("lpc_order", 0) and preset != "pwavenet":
+    if config_schema.setting(config.model, "model.lpc_order") and preset != "pwavenet":
         raise ValueError(
             f"config.model.lpc_order={config.model.lpc_order} inverts the project's own mel "
             f"definition, but config.mel.preset={preset!r}; set model.lpc_order=0, or use "

@@ -73,6 +73,7 @@ from pwavenet.audio import excitation as excitation_lib
 from pwavenet.audio import lpc as lpc_lib
 from pwavenet.models import wavenet
 from pwavenet.models.layers import check_hop_length
+from pwavenet import config_schema
 
 Array = jax.Array
 
@@ -143,7 +144,7 @@ def _validate(c) -> None:
         )
     if c.n_mels and c.get("hop_length") is not None:
         check_hop_length(c.upsample_strides, c.hop_length)
-    if c.get("lpc_order", 0):
+    if config_schema.setting(c, "model.lpc_order"):
         if not c.n_mels:
             raise ValueError(
                 "model.lpc_order > 0 computes the synthesis filter from the mel: set n_mels, "
@@ -154,10 +155,10 @@ def _validate(c) -> None:
                 f"model.lpc_mel.n_mels={c.lpc_mel.n_mels} differs from model.n_mels={c.n_mels}; "
                 "lpc_mel must describe the mel the student is conditioned on."
             )
-    excitation = c.get("excitation", "noise")
+    excitation = config_schema.setting(c, "model.excitation")
     if excitation not in EXCITATIONS:
         raise ValueError(f"model.excitation={excitation!r}; expected one of {EXCITATIONS}")
-    if excitation == "pulses" and not c.get("lpc_order", 0):
+    if excitation == "pulses" and not config_schema.setting(c, "model.lpc_order"):
         raise ValueError(
             "model.excitation='pulses' adds the pulses to the synthesis filter's excitation: "
             "set model.lpc_order > 0, or model.excitation='noise'."
@@ -165,7 +166,7 @@ def _validate(c) -> None:
     configs = flow_configs(c)
     for fc in configs:
         wavenet.validate_config(fc)
-    chunk = c.get("synthesis_chunk", 0)
+    chunk = config_schema.setting(c, "model.synthesis_chunk")
     field = sum(_flow_receptive_field(fc) for fc in configs)
     if chunk and chunk < field:
         raise ValueError(
@@ -208,12 +209,12 @@ class IAFStudent(nn.Module):
 
     @property
     def has_synthesis_filter(self) -> bool:
-        return bool(self.config.get("lpc_order", 0))
+        return bool(config_schema.setting(self.config, "model.lpc_order"))
 
     @property
     def has_pulses(self) -> bool:
         """model.excitation == 'pulses': a pitch-pulse train from the mel joins the shift."""
-        return self.config.get("excitation", "noise") == "pulses"
+        return config_schema.setting(self.config, "model.excitation") == "pulses"
 
     @property
     def receptive_field(self) -> int:
@@ -245,7 +246,7 @@ class IAFStudent(nn.Module):
         upsampler, speaker_embedding = wavenet.conditioning_layers(c)
         if upsampler is not None:
             self.upsampler = upsampler
-            if c.get("cond_channels"):
+            if config_schema.setting(c, "model.cond_channels"):
                 self.cond_proj = nn.Dense(c.cond_channels, use_bias=False, dtype=jnp.dtype(c.dtype))
         if speaker_embedding is not None:
             self.speaker_embedding = speaker_embedding
@@ -253,12 +254,14 @@ class IAFStudent(nn.Module):
         if self.has_pulses:
             self.pulse_log_gain = self.param(
                 "pulse_log_gain",
-                nn.initializers.constant(math.log(c.get("pulse_gain", 1.0))),
+                nn.initializers.constant(math.log(config_schema.setting(c, "model.pulse_gain"))),
                 (),
             )
             self.voiced_noise_log_gain = self.param(
                 "voiced_noise_log_gain",
-                nn.initializers.constant(math.log(c.get("voiced_noise_gain", 1.0))),
+                nn.initializers.constant(
+                    math.log(config_schema.setting(c, "model.voiced_noise_gain"))
+                ),
                 (),
             )
 
@@ -274,7 +277,7 @@ class IAFStudent(nn.Module):
                 mel_up = self.upsampler(self.cond_proj(mel))
             else:
                 mel_up = self.upsampler(mel)
-                if self.config.get("cond_channels"):
+                if config_schema.setting(self.config, "model.cond_channels"):
                     mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
         return mel_up, speaker_emb, self.synthesis_filters(mel)
@@ -284,13 +287,14 @@ class IAFStudent(nn.Module):
         """An own upsampler (model.upsampler='own') with cond_channels runs on the projected
         mel: the same low-rank factorization, applied at the frame rate."""
         c = self.config
-        return c.get("upsampler") == "own" and bool(c.get("cond_channels"))
+        own = config_schema.setting(c, "model.upsampler") == "own"
+        return own and bool(config_schema.setting(c, "model.cond_channels"))
 
     def synthesis_filters(self, mel):
         """With model.lpc_order > 0: (coefficients (B, frames, lpc_order), log_gain (B,
         frames)), each mel frame's predictor and excitation level
         (pwavenet.audio.lpc.synthesis_filters), a fixed function of the data; else None."""
-        if not self.config.get("lpc_order", 0):
+        if not config_schema.setting(self.config, "model.lpc_order"):
             return None
         mel = lax.stop_gradient(mel)
         filters = lpc_lib.synthesis_filters(mel, self.config)
@@ -493,7 +497,7 @@ def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_
     CPU, narrow flows run about twice as fast in windows of 4096 samples as in one pass over
     seconds of audio. Accelerators want the one pass (c = 0).
     """
-    chunk = model.config.get("synthesis_chunk", 0)
+    chunk = config_schema.setting(model.config, "model.synthesis_chunk")
     batch, length = z.shape
     if not chunk or length <= chunk:
         return model.apply(variables, z, mel_up, speaker_emb, method=IAFStudent.flows_transform)

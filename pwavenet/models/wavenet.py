@@ -58,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pwavenet.audio import lpc as lpc_lib
 from pwavenet.models import distributions
 from pwavenet.models.layers import CausalConv, ConditioningUpsampler, check_hop_length, gated_tanh
+from pwavenet import config_schema
 
 Array = jax.Array
 
@@ -211,7 +212,7 @@ def validate_config(c: ml_collections.FrozenConfigDict) -> None:
         raise ValueError(
             f"model.n_mels and model.num_speakers must be >= 0, got {c.n_mels} and {c.num_speakers}"
         )
-    order = c.get("lpc_order", 0)
+    order = config_schema.setting(c, "model.lpc_order")
     if order:
         if c.output not in ("mol", "gaussian", "logistic"):
             raise ValueError(
@@ -263,7 +264,7 @@ class WaveNet(nn.Module):
         x_{t - receptive_field}, ..., x_{t - 1}. Equals (kernel_size - 1) * sum(dilations) + 1,
         or lpc_order if that is larger."""
         network = (self.config.kernel_size - 1) * sum(self.dilations) + 1
-        return max(network, self.config.get("lpc_order", 0))
+        return max(network, config_schema.setting(self.config, "model.lpc_order"))
 
     @property
     def hop_length(self) -> int:
@@ -358,7 +359,7 @@ class WaveNet(nn.Module):
         check_inputs(self, x.shape, mel, speaker)
         mel_up, speaker_emb = self.conditioning(mel, speaker)
         out = self.network(x, mel_up, speaker_emb)
-        if self.config.get("lpc_order", 0):
+        if config_schema.setting(self.config, "model.lpc_order"):
             coefficients = jnp.repeat(self.lpc(mel), self.hop_length, axis=1)
             out = self._add_to_means(out, lpc_lib.predict(x, coefficients))
         return out
@@ -468,7 +469,7 @@ class WaveNet(nn.Module):
         c = self.config
         k = c.kernel_size
         history = None
-        if c.get("lpc_order", 0):
+        if config_schema.setting(c, "model.lpc_order"):
             cache, history = cache[:-1], cache[-1]
             history = jnp.concatenate([x_prev[:, None].astype(history.dtype), history[:, :-1]], 1)
         h = self.input_conv.step(x_prev.reshape(-1, 1, 1))
@@ -604,7 +605,7 @@ def zero_cache(config, batch: int) -> tuple[Array, ...]:
     """Per layer of a cycle: (W_i, num_cycles, batch, R) zeros, W_i = (k - 1) 2^i; with
     lpc_order = p > 0, then the sample history (batch, p)."""
     dtype = jnp.dtype(config.dtype)
-    order = config.get("lpc_order", 0)
+    order = config_schema.setting(config, "model.lpc_order")
     history = (jnp.zeros((batch, order), jnp.float32),) if order else ()
     layers = tuple(
         jnp.zeros(
@@ -789,7 +790,7 @@ def _sample(
     # Per-frame linear predictors (frames, B, p): one per block.
     lpc_frames = (
         jnp.swapaxes(model.apply(variables, mel, method=WaveNet.lpc), 0, 1)
-        if model.config.get("lpc_order", 0)
+        if config_schema.setting(model.config, "model.lpc_order")
         else None
     )
 

@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pwavenet.models import builders
+from pwavenet import config_schema
 
 __all__ = [
     "save_config",
@@ -115,7 +116,7 @@ RUNTIME_MODEL_FIELDS = ("dtype", "remat", "synthesis_chunk")
 def check_init_from(config: ml_collections.ConfigDict) -> None:
     """Refuses a config.init_from run whose `model` section differs from this config's in
     any field but RUNTIME_MODEL_FIELDS (no-op when init_from is empty)."""
-    source = config.get("init_from", "")
+    source = config_schema.setting(config, "init_from")
     if not source:
         return
     if not os.path.isdir(source):

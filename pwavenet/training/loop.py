@@ -41,6 +41,7 @@ from pwavenet.training.steps import (
 )
 from pwavenet.training.summaries import Writer
 from pwavenet.training.timing import format_seconds
+from pwavenet import config_schema
 
 __all__ = [
     "Job",
@@ -129,7 +130,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
 def _microbatch_size(train_config: ml_collections.ConfigDict) -> int:
     """config.train.microbatch_size, checked against the batch of each device."""
     per_device = check_batch_size(train_config.batch_size)
-    microbatch = train_config.get("microbatch_size", 0)
+    microbatch = config_schema.setting(train_config, "train.microbatch_size")
     if microbatch < 0 or (microbatch and microbatch < per_device and per_device % microbatch):
         raise ValueError(
             f"config.train.microbatch_size={microbatch} must divide the batch of {per_device} "
@@ -145,14 +146,14 @@ def _initial_state(config, workdir: str, job: Job, ckpt, tx) -> TrainState:
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     # Jitted: an eager Flax init dispatches every op of the model one by one (tens of seconds).
     state = create_train_state(state_rng, jax.jit(job.init_params)(init_rng), tx)
-    init_from = config.get("init_from", "")
+    init_from = config_schema.setting(config, "init_from")
     if ckpt.latest_step() is not None:
         state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
         logging.info("Resumed from %s at step %d.", workdir, int(state.step))
         if init_from:
             logging.info("config.init_from=%s ignored: the run resumes its own.", init_from)
     elif init_from:
-        ema = config.get("init_from_ema", True)
+        ema = config_schema.setting(config, "init_from_ema")
         params, source_step = init_params_from(init_from, state.params, ema=ema)
         if job.adapt_init_from is not None:
             params = job.adapt_init_from(params)

@@ -11,6 +11,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from pwavenet import config_schema
+
 __all__ = [
     "TrainState",
     "create_optimizer",
@@ -42,7 +44,7 @@ def create_optimizer(train_config: ml_collections.ConfigDict):
     decay_steps is set.
     """
     peak = train_config.learning_rate
-    decay_steps = train_config.get("decay_steps", 0) or train_config.steps
+    decay_steps = config_schema.setting(train_config, "train.decay_steps") or train_config.steps
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         peak,

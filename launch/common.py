@@ -94,6 +94,7 @@ _CONFIG_FILES = {
     "teacher": "configs/teacher.py",
     "student": "configs/student.py",
     "flows": "configs/flows.py",
+    "pitch": "configs/pitch.py",
 }
 
 

@@ -9,7 +9,7 @@ from absl import logging
 from launch import common
 
 FLAGS = flags.FLAGS
-common.define_config_file("config", "configs/pitch.py", "Job config file[:variant].")
+common.define_config_file("config", "configs/pitch.py", "Job config file[:variant].", "pitch")
 flags.DEFINE_string("workdir", None, "Where the labels, parameters and report go.", required=True)
 
 

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-KINDS = ("teacher", "student", "flows")
+KINDS = ("teacher", "student", "flows", "pitch")
 
 
 class ConfigError(ValueError):
@@ -299,6 +299,7 @@ _TEACHER_MODEL = {
     "output": Choice("mol", *TEACHER_OUTPUTS),
     "num_mixtures": Int(10, 1),
     "log_scale_min": Float(-9.0),
+    "log_scale_max": Float(0.0, doc="gaussian and logistic outputs"),
     "num_cycles": Int(3, 1),
 }
 
@@ -347,6 +348,7 @@ TEACHER: dict[str, Field] = {
     **_prefixed("model", _TEACHER_MODEL),
     **_lpc_mel(("sample_rate", "n_fft", "n_mels", "fmin", "fmax")),
     **_prefixed("train", _TRAIN),
+    "train.input_noise": Float(0.0, 0.0, doc="noise injection, relative to the crop's RMS"),
     **_prefixed("eval", _EVAL),
 }
 
@@ -400,7 +402,24 @@ FLOWS: dict[str, Field] = {
     "eval.grid_cells": Int(200, 2),
 }
 
-SCHEMAS = {"teacher": TEACHER, "student": STUDENT, "flows": FLOWS}
+PITCH: dict[str, Field] = {
+    "variant": Str(""),
+    "seed": Int(0, 0),
+    **_prefixed("mel", _MEL),
+    **_prefixed("data", _DATA),
+    "pitch.channels": Int(64, 1),
+    "pitch.dilations": Ints((1, 2, 4, 8, 1), 1, doc="one residual block each"),
+    "pitch.num_speakers": Int(0, 0, doc="0: no speaker embedding"),
+    "pitch.speaker_dim": Int(16, 1),
+    "pitch.steps": Int(3000, 1),
+    "pitch.batch_size": Int(16, 1),
+    "pitch.crop_frames": Int(64, 1),
+    "pitch.learning_rate": Positive(2e-3),
+    "pitch.train_utterances": Int(0, 0, doc="0: the whole training split"),
+    "pitch.eval_utterances": Int(0, 0, doc="0: the whole evaluation split"),
+}
+
+SCHEMAS = {"teacher": TEACHER, "student": STUDENT, "flows": FLOWS, "pitch": PITCH}
 
 # ------------------------------------------------------------------ rules across fields
 
@@ -448,6 +467,8 @@ def _audio_rules(get: Callable[[str], Any]) -> Iterator[tuple[str, str]]:
 
 def _teacher_rules(get) -> Iterator[tuple[str, str]]:
     yield from _audio_rules(get)
+    if get("model.log_scale_min") >= get("model.log_scale_max"):
+        yield "model.log_scale_max", f"expected > model.log_scale_min = {get('model.log_scale_min')}"
     if get("model.lpc_order") and get("model.output") not in ("mol", "gaussian", "logistic"):
         yield "model.lpc_order", "expected 0 with model.output='mulaw' (no mean to predict)"
 
@@ -473,7 +494,20 @@ def _flows_rules(get) -> Iterator[tuple[str, str]]:
     return iter(())
 
 
-_RULES = {"teacher": _teacher_rules, "student": _student_rules, "flows": _flows_rules}
+def _pitch_rules(get) -> Iterator[tuple[str, str]]:
+    rate, fmin, fmax = get("mel.sample_rate"), get("mel.fmin"), get("mel.fmax")
+    if fmax > rate / 2:
+        yield "mel.fmax", f"expected <= mel.sample_rate / 2 = {rate / 2} (Nyquist)"
+    if fmin >= fmax:
+        yield "mel.fmin", f"expected < mel.fmax = {fmax}"
+
+
+_RULES = {
+    "teacher": _teacher_rules,
+    "student": _student_rules,
+    "flows": _flows_rules,
+    "pitch": _pitch_rules,
+}
 
 # ------------------------------------------------------------------------------ checks
 
@@ -496,6 +530,8 @@ def kind_of(config: Any) -> str:
     """'flows', 'student' or 'teacher', from the sections the config has."""
     if "flow" in config:
         return "flows"
+    if "pitch" in config:
+        return "pitch"
     if "distill" in config:
         return "student"
     return "teacher"

@@ -11,11 +11,17 @@ import re
 import pytest
 
 from configs import flows as flows_config
+from configs import pitch as pitch_config
 from configs import student as student_config
 from configs import teacher as teacher_config
 from pwavenet import config_schema as schema
 
-CONFIGS = {"teacher": teacher_config, "student": student_config, "flows": flows_config}
+CONFIGS = {
+    "teacher": teacher_config,
+    "student": student_config,
+    "flows": flows_config,
+    "pitch": pitch_config,
+}
 
 
 def _variants(config_module) -> list[str]:

@@ -887,6 +887,26 @@ def split_utterances(
     return out
 
 
+def split_mels(config: Any, split: str | None = None) -> Iterator[np.ndarray]:
+    """The log-mel (frames, n_mels) of every utterance of a split (default: the training
+    split) in file order, as training computes (or, with mel_source='file', reads and cuts)
+    them: what `mel.normalization` takes its statistics over. Utterances shorter than
+    mel.n_fft samples are left out (their few frames are mostly padding)."""
+    builder = get_builder(config)
+    split = resolve_split(config, split or config.data.train_split)
+    ds = _utterances(builder, config, split, shuffle_seed=None)
+    if mels_from_files(config):
+        for example in _stored_mels_checked(config, ds.as_numpy_iterator()):
+            if len(example["audio"]) >= config.mel.n_fft:
+                yield np.asarray(example["mel"], np.float32)
+        return
+    n_fft = int(config.mel.n_fft)
+    ds = ds.filter(lambda e: tf.shape(e["audio"])[0] >= n_fft)
+    ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
+    for example in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield example["mel"]
+
+
 def _stored_mels_checked(config: Any, examples: Iterator[dict[str, Any]]):
     """Numpy examples with their stored mels checked and cut (`MelFileCheck`); unchanged when
     the mels are computed from the audio."""

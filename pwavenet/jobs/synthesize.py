@@ -40,11 +40,16 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return signal.resample_poly(x, target // g, rate // g).astype(np.float32)
 
 
-def read_mel(path: str, vocoder) -> tuple[np.ndarray, list[str]]:
+def read_mel(
+    path: str, vocoder, *, mel_layout: str | None = None, input_stats=None
+) -> tuple[np.ndarray, list[str]]:
     """(log-mel (frames, n_mels), what was converted) for one .wav or .npy file.
 
-    The conversions list holds 'downmixed from C channels' and 'resampled from R Hz' for a
-    wav that needed them (empty otherwise)."""
+    A .npy is (frames, n_mels), or (n_mels, frames) with mel_layout='bands_first', with an
+    optional leading axis of 1; with input_stats it is mean-variance normalized and is
+    de-normalized with those statistics (`vocoder.as_model_mel`). A wav's mel is the model's
+    own, so neither applies to it. The conversions list holds 'downmixed from C channels'
+    and 'resampled from R Hz' for a wav that needed them (empty otherwise)."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
         try:
@@ -53,6 +58,18 @@ def read_mel(path: str, vocoder) -> tuple[np.ndarray, list[str]]:
             raise ValueError(f"{path}: not a readable .npy file ({e}).") from e
         if mel.ndim == 3 and mel.shape[0] == 1:
             mel = mel[0]
+        if mel.ndim == 2 and (mel_layout is not None or input_stats is not None):
+            try:
+                mel = vocoder_lib.as_model_mel(
+                    mel, vocoder.n_mels, input_stats=input_stats, mel_layout=mel_layout
+                )
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
+        elif mel.ndim == 2 and mel.shape[-1] != vocoder.n_mels and mel.shape[0] == vocoder.n_mels:
+            raise ValueError(
+                f"{path}: a mel of shape {mel.shape} looks transposed: the model takes (frames, "
+                f"{vocoder.n_mels}); pass --mel_layout=bands_first for (n_mels, frames)."
+            )
         if mel.ndim != 2 or mel.shape[-1] != vocoder.n_mels or mel.shape[0] < 1:
             raise ValueError(
                 f"{path}: a mel of shape {mel.shape}; expected (frames, {vocoder.n_mels}) or "
@@ -137,24 +154,28 @@ def vocode_files(
     step: int | None = None,
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
+    mel_layout: str | None = None,
+    input_stats: str | None = None,
 ) -> dict[str, Any]:
     """Vocodes a file or a folder (module docstring).
 
     Returns {'files', 'audio_seconds', 'seconds', 'real_time_factor', 'model', 'outputs',
     'conversions'}: `seconds` is the synthesis time of all files, excluding the program's
     one compilation (it runs once on one frame first); real_time_factor = seconds /
-    audio_seconds. `notify` gets one line naming the files that were downmixed or resampled
+    audio_seconds. `mel_layout` and `input_stats` (a statistics file) apply to the .npy
+    inputs (`read_mel`). `notify` gets one line naming the files that were downmixed or resampled
     (default: stderr)."""
     from tqdm import tqdm
 
     pairs = plan(input_path, output_path)
+    stats = audio.load_mel_stats(input_stats) if input_stats else None  # checked before loading
     vocoder = vocoder_lib.load_vocoder(workdir, step, model=model, chunk_frames=chunk_frames)
     speaker_id = speaker if vocoder.num_speakers else None
     vocoder.vocode(np.zeros((1, vocoder.n_mels), np.float32), speaker_id)  # compile
     audio_seconds = seconds = 0.0
     converted = {}
     for source, target in tqdm(pairs, desc="vocoding", unit="file", disable=not progress):
-        mel, conversions = read_mel(source, vocoder)
+        mel, conversions = read_mel(source, vocoder, mel_layout=mel_layout, input_stats=stats)
         if conversions:
             converted[source] = conversions
         start = time.perf_counter()

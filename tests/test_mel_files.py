@@ -1,0 +1,272 @@
+"""Tests for pwavenet.audio.mel_files and its users: other projects' feature configs read into a
+mel section (checked against librosa computations of those projects' formulas on random
+audio), their normalization statistics in each file layout (checked against numpy), the
+vocoder's input_stats and mel_layout, and --config.mel.from_file at the command line."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import h5py
+import librosa
+import ml_collections
+import numpy as np
+import pytest
+import yaml
+
+from configs import teacher as teacher_config
+from pwavenet import audio
+from pwavenet import vocoder as vocoder_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# HiFi-GAN's config_v1.json, whole (the reader must pick the feature keys out of it).
+HIFIGAN_V1 = {
+    "resblock": "1", "num_gpus": 0, "batch_size": 16, "learning_rate": 0.0002,
+    "adam_b1": 0.8, "adam_b2": 0.99, "lr_decay": 0.999, "seed": 1234,
+    "upsample_rates": [8, 8, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4],
+    "upsample_initial_channel": 512, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    "segment_size": 8192, "num_mels": 80, "num_freq": 1025, "n_fft": 1024, "hop_size": 256,
+    "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": 8000, "fmax_for_loss": None,
+    "num_workers": 4,
+    "dist_config": {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1},
+}
+
+# Parallel WaveGAN's ljspeech_parallel_wavegan.v1.yaml feature part, and some of the rest.
+PWG_LJSPEECH = {
+    "sampling_rate": 22050, "fft_size": 1024, "hop_size": 256, "win_length": None,
+    "window": "hann", "num_mels": 80, "fmin": 80, "fmax": 7600, "global_gain_scale": 1.0,
+    "trim_silence": False, "trim_threshold_in_db": 60, "trim_frame_size": 2048,
+    "trim_hop_size": 512, "format": "hdf5",
+    "generator_type": "ParallelWaveGANGenerator",
+    "generator_params": {"in_channels": 1, "out_channels": 1, "kernel_size": 3, "layers": 30},
+    "batch_size": 6, "batch_max_steps": 25600,
+}
+
+# ESPnet2's tts train config (egs2/ljspeech/tts1/conf/tuning/train_tacotron2.yaml, as dumped
+# into exp/): the features under feats_extract_conf, the statistics under normalize_conf.
+ESPNET2_TTS = {
+    "tts": "tacotron2", "feats_extract": "fbank",
+    "feats_extract_conf": {"n_fft": 1024, "hop_length": 256, "win_length": None, "fs": 22050,
+                           "fmin": 80, "fmax": 7600, "n_mels": 80},
+    "normalize": "global_mvn",
+    "normalize_conf": {"stats_file": "exp/tts_stats_raw_phn_tacotron_g2p_en_no_space/train/"
+                       "feats_stats.npz"},
+}
+
+
+def _write(path, data):
+    with open(path, "w") as f:
+        if str(path).endswith(".json"):
+            json.dump(data, f)
+        else:
+            yaml.safe_dump(data, f)
+    return str(path)
+
+
+def _audio(samples, seed=0):
+    return np.random.default_rng(seed).uniform(-0.6, 0.6, samples).astype(np.float32)
+
+
+def _librosa_centred(x, s, log):
+    """Parallel WaveGAN's / ESPnet's logmelfilterbank with librosa: centred reflect-padded
+    STFT, |S|, Slaney filters, log of max(mel, 1e-10); the first T // hop frames."""
+    spec = librosa.stft(x.astype(np.float64), n_fft=s["n_fft"], hop_length=s["hop_length"],
+                        win_length=s["win_length"], window="hann", center=True,
+                        pad_mode="reflect")
+    basis = librosa.filters.mel(sr=s["sample_rate"], n_fft=s["n_fft"], n_mels=s["n_mels"],
+                                fmin=s["fmin"], fmax=s["fmax"])
+    return log(np.maximum(basis @ np.abs(spec), 1e-10)).T[: len(x) // s["hop_length"]]
+
+
+def test_hifigan_config_json_gives_its_mel_definition(tmp_path):
+    path = _write(tmp_path / "config.json", HIFIGAN_V1)
+    s = audio.mel_settings_from(path)
+    assert s == {"preset": "hifigan", "sample_rate": 22050, "n_fft": 1024, "win_length": 1024,
+                 "hop_length": 256, "n_mels": 80, "fmin": 0.0, "fmax": 8000.0,
+                 "log_floor": 1e-5, "log_base": math.e}
+    x = _audio(7000)
+    # HiFi-GAN's meldataset.mel_spectrogram, written with librosa.
+    pad = (1024 - 256) // 2
+    y = np.pad(x.astype(np.float64), (pad, pad), mode="reflect")
+    spec = librosa.stft(y, n_fft=1024, hop_length=256, win_length=1024, window="hann",
+                        center=False)
+    basis = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0, fmax=8000)
+    expected = np.log(np.maximum(basis @ np.sqrt(np.abs(spec) ** 2 + 1e-9), 1e-5)).T
+    ours = audio.log_mel_spectrogram(x, ml_collections.ConfigDict(s))
+    assert ours.shape == expected.shape == (7000 // 256, 80)
+    np.testing.assert_allclose(ours, expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("log_base, log", [("absent", np.log10), (None, np.log), (2.0, np.log2)])
+def test_parallel_wavegan_config_yml_and_its_log_base(tmp_path, log_base, log):
+    data = dict(PWG_LJSPEECH, sampling_rate=24000, fft_size=2048, hop_size=300, win_length=1200,
+                fmax=None)
+    if log_base != "absent":
+        data["log_base"] = log_base
+    s = audio.mel_settings_from(_write(tmp_path / "config.yml", data))
+    assert s["preset"] == "espnet" and s["log_floor"] == 1e-10
+    assert (s["sample_rate"], s["n_fft"], s["win_length"], s["hop_length"]) == (
+        24000, 2048, 1200, 300)
+    assert (s["fmin"], s["fmax"]) == (80.0, 12000.0)  # null fmax: the Nyquist frequency
+    x = _audio(9000, seed=1)
+    ours = audio.log_mel_spectrogram(x, ml_collections.ConfigDict(s))
+    np.testing.assert_allclose(ours, _librosa_centred(x, s, log), atol=2e-4)
+    # mel_magnitude inverts the same base.
+    base = {np.log10: 10.0, np.log: math.e, np.log2: 2.0}[log]
+    np.testing.assert_allclose(
+        audio.mel_magnitude(ours, ml_collections.ConfigDict(s)), base ** ours.astype(np.float64),
+        rtol=1e-6)
+
+
+def test_espnet2_fbank_config_and_null_win_length(tmp_path):
+    s = audio.mel_settings_from(_write(tmp_path / "config.yaml", ESPNET2_TTS))
+    assert s == {"preset": "espnet", "sample_rate": 22050, "n_fft": 1024, "win_length": 1024,
+                 "hop_length": 256, "n_mels": 80, "fmin": 80.0, "fmax": 7600.0,
+                 "log_floor": 1e-10, "log_base": 10.0}
+    x = _audio(6000, seed=2)
+    np.testing.assert_allclose(audio.log_mel_spectrogram(x, ml_collections.ConfigDict(s)),
+                               _librosa_centred(x, s, np.log10), atol=2e-4)
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("config.yml", dict(PWG_LJSPEECH, window="hamming"), r"window: 'hamming'.*Hann"),
+        ("config.yml", dict(PWG_LJSPEECH, global_gain_scale=0.5), r"global_gain_scale: 0.5"),
+        ("config.yml", dict(ESPNET2_TTS, feats_extract_conf=dict(
+            ESPNET2_TTS["feats_extract_conf"], center=False)), r"feats_extract_conf.center"),
+        ("config.yml", dict(ESPNET2_TTS, feats_extract="linear_spectrogram"),
+         r"feats_extract: 'linear_spectrogram'"),
+        ("config.json", {k: v for k, v in HIFIGAN_V1.items() if k != "hop_size"},
+         r"missing hop_size"),
+        ("config.json", dict(HIFIGAN_V1, fmax=20000), r"fmax=20000.0"),
+        ("config.json", {"sample_rate": 16000}, r"not a config this reader knows"),
+    ],
+)
+def test_keys_it_cannot_honour_are_refused_by_name(tmp_path, name, data, message):
+    path = _write(tmp_path / name, data)
+    with pytest.raises(ValueError, match=message) as info:
+        audio.mel_settings_from(path)
+    assert path in str(info.value)
+
+
+def test_a_missing_from_file_is_named():
+    config = teacher_config.get_config("ljspeech")
+    config.mel.from_file = os.path.join(ROOT, "nonexistent.yml")
+    with pytest.raises(FileNotFoundError, match="nonexistent.yml"):
+        audio.apply_mel_file(config)
+
+
+def test_from_file_applied_to_a_config(tmp_path):
+    config = teacher_config.get_config("ljspeech")
+    config.mel.from_file = _write(tmp_path / "config.yml", dict(
+        PWG_LJSPEECH, sampling_rate=24000, fft_size=2048, hop_size=300, win_length=1200))
+    changed = audio.apply_mel_file(config)
+    assert config.mel.preset == "espnet" and config.mel.hop_length == 300
+    assert config.mel.log_base == 10.0 and config.mel.sample_rate == 24000
+    assert tuple(config.model.upsample_strides) == (15, 20)  # product: the new hop
+    assert config.model.lpc_mel.sample_rate == 24000  # references follow
+    assert "model.upsample_strides=(15, 20)" in changed
+
+
+def test_from_file_at_the_command_line_refuses_with_one_error_line(tmp_path):
+    bad = _write(tmp_path / "config.yml", dict(PWG_LJSPEECH, window="blackman"))
+    run = subprocess.run(
+        [sys.executable, "-m", "launch.train_teacher", "--config=configs/teacher.py:tiny",
+         f"--workdir={tmp_path / 'run'}", f"--config.mel.from_file={bad}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: --config.mel.from_file: {bad}: window: 'blackman'; pwavenet's mel definitions "
+        "use a Hann window only, so this model's features cannot be reproduced: retrain the TTS "
+        "model with hann."
+    )
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------ statistics
+
+
+def _stats(n_mels=16, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.normal(-4.0, 2.0, (500, n_mels)) * rng.uniform(0.5, 2, n_mels)
+    return frames, frames.mean(0), frames.std(0)
+
+
+def _write_layout(tmp_path, layout, frames, mean, std):
+    if layout == "pwg_h5":
+        path = str(tmp_path / "stats.h5")
+        with h5py.File(path, "w") as f:  # Parallel WaveGAN's compute_statistics
+            f.create_dataset("mean", data=mean.astype(np.float32))
+            f.create_dataset("scale", data=std.astype(np.float32))
+    elif layout == "espnet2_npz":
+        path = str(tmp_path / "feats_stats.npz")  # ESPnet2's collect_stats
+        np.savez(path, count=np.array(len(frames)), sum=frames.sum(0),
+                 sum_square=np.square(frames).sum(0))
+    elif layout == "npz_std":
+        path = str(tmp_path / "stats.npz")
+        np.savez(path, mean=mean, std=std)
+    else:
+        path = str(tmp_path / "stats.npy")  # Parallel WaveGAN's stats.npy
+        np.save(path, np.stack([mean, std]))
+    return path
+
+
+LAYOUTS = ["pwg_h5", "espnet2_npz", "npz_std", "pwg_npy"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_stats_layout_round_trips_against_numpy(tmp_path, layout):
+    frames, mean, std = _stats()
+    path = _write_layout(tmp_path, layout, frames, mean, std)
+    got_mean, got_scale = audio.load_mel_stats(path)
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(got_scale, std, rtol=1e-4)
+    normalized = (frames[:40] - mean) / std  # what the TTS model emits
+    np.testing.assert_allclose(
+        vocoder_lib.as_model_mel(normalized, 16, input_stats=path), frames[:40], atol=1e-4)
+    # (n_mels, frames) files and batches take the same route.
+    np.testing.assert_allclose(
+        vocoder_lib.as_model_mel(normalized.T[None], 16, input_stats=path,
+                                 mel_layout="bands_first")[0], frames[:40], atol=1e-4)
+
+
+def test_a_stats_file_of_another_layout_is_refused_by_its_keys(tmp_path):
+    np.savez(tmp_path / "x.npz", average=np.zeros(4))
+    with pytest.raises(ValueError, match=r"arrays \['average'\]; expected mean and scale"):
+        audio.load_mel_stats(str(tmp_path / "x.npz"))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("mean", data=np.zeros(4))
+    with pytest.raises(ValueError, match=r"no dataset scale"):
+        audio.load_mel_stats(str(tmp_path / "x.h5"))
+    np.save(tmp_path / "x.npy", np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"shape \(3, 4\); expected \(2, n_mels\)"):
+        audio.load_mel_stats(str(tmp_path / "x.npy"))
+    np.save(tmp_path / "z.npy", np.stack([np.zeros(4), [1, 1, 0, 1]]))
+    with pytest.raises(ValueError, match=r"scale <= 0"):
+        audio.load_mel_stats(str(tmp_path / "z.npy"))
+
+
+def test_a_bands_first_mel_without_the_layout_is_refused_with_the_hint():
+    with pytest.raises(ValueError, match=r"looks transposed.*mel_layout='bands_first'"):
+        vocoder_lib.as_model_mel(np.zeros((16, 30)), 16)
+    with pytest.raises(ValueError, match=r"mel_layout='bands_first'; expected \(16, frames\)"):
+        vocoder_lib.as_model_mel(np.zeros((30, 16)), 16, mel_layout="bands_first")
+    square = np.arange(16 * 16, dtype=np.float32).reshape(16, 16)
+    np.testing.assert_array_equal(vocoder_lib.as_model_mel(square, 16), square)
+    np.testing.assert_array_equal(
+        vocoder_lib.as_model_mel(square, 16, mel_layout="bands_first"), square.T)
+
+
+def test_compute_mel_stats_is_the_population_statistics():
+    frames, mean, std = _stats(8, seed=3)
+    pieces = [frames[:123], frames[123:400], frames[400:]]
+    got_mean, got_scale, count = audio.compute_mel_stats(pieces)
+    assert count == 500
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(got_scale, std, rtol=1e-5)

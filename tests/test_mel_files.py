@@ -270,3 +270,66 @@ def test_compute_mel_stats_is_the_population_statistics():
     assert count == 500
     np.testing.assert_allclose(got_mean, mean, rtol=1e-6)
     np.testing.assert_allclose(got_scale, std, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ models and vocoding
+
+
+@pytest.fixture(scope="module")
+def student_workdir(tmp_path_factory):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import vocoder_helpers
+
+    config, params = vocoder_helpers.teacher_config_and_params()
+    root = tmp_path_factory.mktemp("normalized")
+    return vocoder_helpers.write_workdirs(root, config, params)[1]
+
+
+def test_vocode_and_synthesize_take_a_tts_models_normalized_bands_first_mel(
+    student_workdir, tmp_path
+):
+    from pwavenet.jobs import synthesize
+
+    vocoder = vocoder_lib.load_vocoder(student_workdir)
+    frames, mean, std = _stats(16, seed=4)
+    raw = frames[:37].astype(np.float32)
+    path = _write_layout(tmp_path, "pwg_h5", frames, mean, std)
+    tts = ((raw - mean) / std).T.astype(np.float32)  # (n_mels, frames), normalized
+    expected = vocoder.vocode(raw, seed=2)
+    got = vocoder.vocode(tts, seed=2, input_stats=path, mel_layout="bands_first")
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.save(tmp_path / "tts.npy", tts)
+    synthesize.vocode_files(student_workdir, str(tmp_path / "tts.npy"), str(tmp_path / "o.wav"),
+                            seed=2, progress=False, mel_layout="bands_first", input_stats=path)
+    import soundfile
+
+    written, _ = soundfile.read(tmp_path / "o.wav", dtype="float32")
+    np.testing.assert_allclose(written, expected, atol=1.0 / 32768)
+    with pytest.raises(ValueError, match=r"tts.npy: a mel of shape \(16, 37\) looks transposed"
+                       r".*pass --mel_layout=bands_first"):
+        synthesize.vocode_files(student_workdir, str(tmp_path / "tts.npy"),
+                                str(tmp_path / "p.wav"), progress=False)
+
+
+def test_a_model_with_statistics_conditions_on_the_normalized_mel():
+    import jax
+    import jax.numpy as jnp
+
+    from pwavenet.models import wavenet
+
+    config = teacher_config.get_config("tiny")
+    _, mean, std = _stats(16, seed=5)
+    plain = wavenet.WaveNet(config.model)
+    config.model.mel_mean = tuple(float(v) for v in mean)
+    config.model.mel_scale = tuple(float(v) for v in std)
+    normalizing = wavenet.WaveNet(config.model)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-0.5, 0.5, (2, 4 * 64)), jnp.float32)
+    mel = jnp.asarray(rng.normal(-4, 2, (2, 4, 16)), jnp.float32)
+    speaker = jnp.zeros((2,), jnp.int32)
+    params = plain.init(jax.random.PRNGKey(0), x, mel, speaker)
+    np.testing.assert_allclose(
+        normalizing.apply(params, x, mel, speaker),
+        plain.apply(params, x, (mel - mean) / std, speaker), atol=1e-5)
+    assert np.max(np.abs(normalizing.apply(params, x, mel, speaker)
+                         - plain.apply(params, x, mel, speaker))) > 1e-3

@@ -333,3 +333,78 @@ def test_a_model_with_statistics_conditions_on_the_normalized_mel():
         plain.apply(params, x, (mel - mean) / std, speaker), atol=1e-5)
     assert np.max(np.abs(normalizing.apply(params, x, mel, speaker)
                          - plain.apply(params, x, mel, speaker))) > 1e-3
+
+
+@pytest.mark.slow
+def test_training_on_normalized_features_saves_the_training_splits_statistics(tmp_path):
+    """The tiny teacher with mel.normalization='meanvar' on a wav folder: mel_stats.npz beside
+    config.json holds the mean and population std of the train split's log-mels computed here,
+    and the saved config's model carries them."""
+    import soundfile
+
+    from pwavenet import training
+    from pwavenet.data.builders import wav_folder
+    from pwavenet.jobs import teacher as teacher_job
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(14):
+        n = int(rng.integers(30, 60)) * 64 + int(rng.integers(0, 64))
+        t = np.arange(n) / 22050
+        x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.05 * rng.normal(size=n)
+        soundfile.write(wavs / f"u{i:02d}.wav", (x * 20000).astype(np.int16), 22050,
+                        subtype="PCM_16")
+    config = teacher_config.get_config("tiny")
+    config.data.update(name="wav_folder", manual_dir=str(wavs), data_dir=str(tmp_path / "data"),
+                       eval_split="train")
+    config.mel.normalization = "meanvar"
+    config.train.update(steps=1, eval_every=100, audio_every=100, checkpoint_every=1)
+    workdir = str(tmp_path / "run")
+    teacher_job.train_and_evaluate(config, workdir)
+
+    train = wav_folder.assign_splits(sorted(p.name for p in wavs.iterdir()))["train"]
+    assert 10 <= len(train) < 14
+    mels = []
+    for name in train:
+        pcm, _ = soundfile.read(wavs / name, dtype="int16")
+        mels.append(audio.log_mel_spectrogram(audio.pcm16_to_float(pcm), config.mel))
+    frames = np.concatenate(mels).astype(np.float64)
+    with np.load(os.path.join(workdir, "mel_stats.npz")) as saved:
+        np.testing.assert_allclose(saved["mean"], frames.mean(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(saved["scale"], frames.std(0), rtol=1e-4)
+        assert int(saved["count"]) == len(frames)
+    model = training.load_config(workdir).model
+    np.testing.assert_allclose(model.mel_mean, frames.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.mel_scale, frames.std(0), rtol=1e-4)
+
+
+def test_saved_statistics_win_over_a_new_pass_and_a_student_needs_its_teachers(tmp_path):
+    """prepare() reads the workdir's own mel_stats.npz (a resumed run), else the teacher's;
+    the data set named here does not exist, so any pass over data would fail."""
+    from configs import student as student_config
+    from pwavenet.jobs import mel_stats
+
+    _, mean, std = _stats(16, seed=8)
+    run, teacher = tmp_path / "run", tmp_path / "teacher"
+    run.mkdir()
+    teacher.mkdir()
+    audio.save_mel_stats(str(run / "mel_stats.npz"), mean, std, 500)
+    config = teacher_config.get_config("tiny")
+    config.data.name = "no_such_data"
+    config.mel.normalization = "meanvar"
+    mel_stats.prepare(config, str(run))
+    np.testing.assert_allclose(config.model.mel_mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(config.model.mel_scale, std, rtol=1e-6)
+
+    student = student_config.get_config("tiny")
+    student.data.name = "no_such_data"
+    student.mel.normalization = "meanvar"
+    with pytest.raises(FileNotFoundError, match=rf"teacher's workdir {teacher} has no "
+                       r"mel_stats.npz"):
+        mel_stats.prepare(student, str(tmp_path / "student"), teacher_workdir=str(teacher))
+    audio.save_mel_stats(str(teacher / "mel_stats.npz"), mean, std, 500)
+    mel_stats.prepare(student, str(tmp_path / "student"), teacher_workdir=str(teacher))
+    np.testing.assert_allclose(student.model.mel_scale, std, rtol=1e-6)
+    loaded = audio.load_mel_stats(str(tmp_path / "student" / "mel_stats.npz"))
+    np.testing.assert_allclose(loaded[0], mean, rtol=1e-6)

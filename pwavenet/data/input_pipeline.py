@@ -5,6 +5,8 @@ Data sets (config.data.name; 'name/config' picks a tfds builder config, e.g.
 
     espeak_corpus  built locally on first use (pwavenet.data.builders.espeak_corpus)
     wav_folder     config.data.manual_dir, stored at config.mel.sample_rate (resampled)
+    kaldi_dir      config.data.manual_dir, a Kaldi/ESPnet data directory (wav.scp, segments,
+                   utt2spk; split subfolders or 90/5/5 by utterance id), stored likewise
     ljspeech       tfds 'ljspeech', 22050 Hz, one speaker, feature 'speech'
     vctk           tfds 'vctk', 48 kHz, 110 speakers, features 'speech' and 'speaker'
 
@@ -88,6 +90,7 @@ class Source:
 SOURCES: dict[str, Source] = {
     "espeak_corpus": Source(built_locally=True),
     "wav_folder": Source(built_locally=True),
+    "kaldi_dir": Source(built_locally=True),
     "ljspeech": Source(
         audio_key="speech", speaker_key=None, split_aliases=tuple(_HOLDOUT_SPLITS.items())
     ),
@@ -192,6 +195,16 @@ def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilde
         kwargs["bad_audio"] = config.data.bad_audio
         if config.data.manual_dir:
             download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
+    elif base == "kaldi_dir":
+        if not config.data.manual_dir:
+            raise ValueError(
+                "config.data.name='kaldi_dir' reads a Kaldi/ESPnet data directory: set "
+                "--config.data.manual_dir=<the folder holding wav.scp, or its split folders>."
+            )
+        if "/" not in config.data.name:
+            kwargs["config"] = pw_datasets.kaldi_dir.config_for(config.mel.sample_rate)
+        kwargs["bad_audio"] = config.data.bad_audio
+        download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
 
     def make_builder():
         return tfds.builder(config.data.name, data_dir=config.data.data_dir or None, **kwargs)

@@ -408,3 +408,15 @@ def test_saved_statistics_win_over_a_new_pass_and_a_student_needs_its_teachers(t
     np.testing.assert_allclose(student.model.mel_scale, std, rtol=1e-6)
     loaded = audio.load_mel_stats(str(tmp_path / "student" / "mel_stats.npz"))
     np.testing.assert_allclose(loaded[0], mean, rtol=1e-6)
+
+
+def test_linear_prediction_refuses_a_mel_in_another_log_base():
+    from pwavenet.models import builders
+
+    config = teacher_config.get_config("tiny")
+    config.model.lpc_order = 8
+    builders.check_model_against_mel(config)  # natural log: fine
+    config.mel.log_base = 10.0
+    with pytest.raises(ValueError, match=r"lpc_order=8 inverts natural-log mels, but "
+                       r"config.mel.log_base=10.0"):
+        builders.check_model_against_mel(config)

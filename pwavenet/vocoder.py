@@ -250,7 +250,7 @@ class Vocoder:
         return x[0] if single else x
 
     def stream(
-        self, frames: Iterable[np.ndarray], speaker=None, seed: int = 0
+        self, frames: Iterable[np.ndarray], speaker=None, seed: int = 0, *, input_stats=None
     ) -> Iterator[np.ndarray]:
         """Audio pieces as mel frames arrive, one utterance.
 
@@ -259,7 +259,10 @@ class Vocoder:
         `lookahead_frames` frames past its start have arrived, or the input ended. The pieces
         concatenate to `vocode(all frames, speaker, seed)` exactly. A student with
         model.excitation='pulses' cannot stream (its pitch estimate needs the whole mel).
+        `input_stats` de-normalizes each block as `vocode`'s does.
         """
+        if isinstance(input_stats, (str, os.PathLike)):
+            input_stats = audio.load_mel_stats(os.fspath(input_stats))  # read once
         if self._pulses:
             iaf.check_unchunked(self.model, "Vocoder.stream")
         speakers = self._speakers(speaker, 1)
@@ -273,6 +276,8 @@ class Vocoder:
             block = np.asarray(block, np.float32)
             if block.ndim == 1:
                 block = block[None]
+            if input_stats is not None and block.ndim == 2 and block.shape[1] == self.n_mels:
+                block = as_model_mel(block, self.n_mels, input_stats=input_stats)
             if block.ndim != 2 or block.shape[1] != self.n_mels:
                 raise ValueError(
                     f"stream: a block of mel frames of shape {block.shape}; expected "

@@ -298,6 +298,8 @@ def test_vocode_and_synthesize_take_a_tts_models_normalized_bands_first_mel(
     expected = vocoder.vocode(raw, seed=2)
     got = vocoder.vocode(tts, seed=2, input_stats=path, mel_layout="bands_first")
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    pieces = vocoder.stream(iter(np.array_split(tts.T, 5)), seed=2, input_stats=path)
+    np.testing.assert_allclose(np.concatenate(list(pieces)), expected, atol=1e-5)
     np.save(tmp_path / "tts.npy", tts)
     synthesize.vocode_files(student_workdir, str(tmp_path / "tts.npy"), str(tmp_path / "o.wav"),
                             seed=2, progress=False, mel_layout="bands_first", input_stats=path)

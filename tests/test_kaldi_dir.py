@@ -2,7 +2,6 @@
 directory written here (wavs via soundfile, wav.scp, segments, utt2spk) built through the input
 pipeline; each utterance's audio is checked against numpy slicing of the written samples."""
 
-import os
 
 import numpy as np
 import pytest

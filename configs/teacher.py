@@ -50,9 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Data: a tfds data set of utterances with features {audio: int16 (T,), speaker: int64}.
     c.data = ml_collections.ConfigDict()
-    c.data.name = "espeak_corpus"  # espeak_corpus | wav_folder | ljspeech | vctk
+    c.data.name = "espeak_corpus"  # espeak_corpus | wav_folder | kaldi_dir | ljspeech | vctk
     c.data.data_dir = ""  # tfds data_dir; "" -> tfds default (~/tensorflow_datasets)
-    c.data.manual_dir = ""  # wav_folder: the folder of .wav files (speaker subfolders optional)
+    # wav_folder: the folder of .wav files (speaker subfolders optional); kaldi_dir: the data
+    # directory holding wav.scp (segments, utt2spk optional) or split subfolders of them.
+    c.data.manual_dir = ""
     c.data.train_split = "train"
     c.data.eval_split = "validation"
     c.data.crop_samples = 7680  # multiple of mel.hop_length

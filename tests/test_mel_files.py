@@ -422,3 +422,43 @@ def test_linear_prediction_refuses_a_mel_in_another_log_base():
     with pytest.raises(ValueError, match=r"lpc_order=8 inverts natural-log mels, but "
                        r"config.mel.log_base=10.0"):
         builders.check_model_against_mel(config)
+
+
+def test_a_run_saved_before_the_new_mel_fields_still_resumes():
+    """A saved config without mel.preset, log_base, normalization, from_file and the model's
+    statistics means what the defaults mean; a real difference is still named."""
+    from pwavenet import training
+
+    new = teacher_config.get_config("tiny")
+    saved = ml_collections.ConfigDict(json.loads(new.to_json_best_effort()))
+    for field in ("preset", "log_base", "normalization", "from_file"):
+        del saved.mel[field]
+    del saved.model["mel_mean"], saved.model["mel_scale"]
+    new.mel.from_file = "where/the/settings/came/from.json"
+    assert training.config_mismatches(saved, new, ("model", "mel")) == []
+    new.mel.normalization = "meanvar"
+    assert training.config_mismatches(saved, new, ("model", "mel")) == [
+        "mel.normalization: saved 'none', now 'meanvar'"]
+
+
+@pytest.mark.slow
+def test_synthesize_flags_at_the_command_line(student_workdir, tmp_path):
+    """--mel_layout=bands_first and --input_stats from the command line write vocode's audio
+    (the refusal without the layout: test_vocode_and_synthesize_take_...)."""
+    import soundfile
+
+    frames, mean, std = _stats(16, seed=9)
+    raw = frames[:21].astype(np.float32)
+    stats = _write_layout(tmp_path, "espnet2_npz", frames, mean, std)
+    np.save(tmp_path / "tts.npy", ((raw - mean) / std).T.astype(np.float32))
+
+    run = subprocess.run(
+        [sys.executable, "-m", "launch.synthesize", f"--workdir={student_workdir}",
+         f"--input={tmp_path / 'tts.npy'}", f"--output={tmp_path / 'out.wav'}", "--noprogress",
+         "--mel_layout=bands_first", f"--input_stats={stats}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    written, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    expected = vocoder_lib.load_vocoder(student_workdir).vocode(raw)
+    np.testing.assert_allclose(written, expected, atol=1.5 / 32768)

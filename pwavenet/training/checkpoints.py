@@ -101,8 +101,9 @@ def config_mismatches(
         for key in sorted(set(a) | set(b)):
             if key in IGNORED_FIELDS:
                 continue
-            if a.get(key, ADDED_FIELDS.get(key)) != b.get(key, ADDED_FIELDS.get(key)):
-                problems.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
+            old, now = a.get(key, ADDED_FIELDS.get(key)), b.get(key, ADDED_FIELDS.get(key))
+            if old != now:
+                problems.append(f"{key}: saved {old!r}, now {now!r}")
     return problems
 
 

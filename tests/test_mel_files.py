@@ -154,6 +154,15 @@ def test_keys_it_cannot_honour_are_refused_by_name(tmp_path, name, data, message
     assert path in str(info.value)
 
 
+def test_an_unreadable_config_is_named(tmp_path):
+    (tmp_path / "config.yml").write_text("sampling_rate: [22050\n")
+    with pytest.raises(ValueError, match=r"config.yml: not readable YAML"):
+        audio.mel_settings_from(str(tmp_path / "config.yml"))
+    (tmp_path / "config.toml").write_text("")
+    with pytest.raises(ValueError, match=r"expected a .json \(HiFi-GAN\) or .yml/.yaml"):
+        audio.mel_settings_from(str(tmp_path / "config.toml"))
+
+
 def test_a_missing_from_file_is_named():
     config = teacher_config.get_config("ljspeech")
     config.mel.from_file = os.path.join(ROOT, "nonexistent.yml")

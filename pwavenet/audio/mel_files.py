@@ -82,26 +82,27 @@ _PWG_LOG_FLOOR = 1e-10  # logmelfilterbank's eps; ESPnet2's LogMel clamps at 1e-
 
 def _read(path: str) -> dict:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"mel.from_file={path!r}: no such file.")
+        raise FileNotFoundError(f"{path}: no such config file.")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".yml", ".yaml"):
+        raise ValueError(
+            f"{path}: expected a .json (HiFi-GAN) or .yml/.yaml (Parallel WaveGAN, ESPnet2) "
+            "config."
+        )
     with open(path) as f:
         text = f.read()
-    try:
-        if ext == ".json":
+    if ext == ".json":
+        try:
             data = json.loads(text)
-        elif ext in (".yml", ".yaml"):
-            import yaml  # only for these files
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not readable JSON ({e}).") from e
+    else:
+        import yaml  # only for these files
 
+        try:
             data = yaml.safe_load(text)
-        else:
-            raise ValueError(f"{path}: expected a .json (HiFi-GAN) or .yml/.yaml (Parallel "
-                             "WaveGAN, ESPnet2) config.")
-    except (json.JSONDecodeError, ImportError) as e:
-        raise ValueError(f"{path}: not a readable config ({e}).") from e
-    except Exception as e:
-        if isinstance(e, ValueError):
-            raise
-        raise ValueError(f"{path}: not a readable config ({e}).") from e
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not readable YAML ({e}).") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top level.")
     return data

@@ -50,6 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.n_mels = c.mel.get_ref("n_mels")
     c.model.upsample_strides = tuple(t.model.upsample_strides)
     c.model.upsample_kernel_multiple = t.model.upsample_kernel_multiple
+    c.model.mel_mean = ()  # the teacher's mel statistics, set by the job (configs/teacher.py)
+    c.model.mel_scale = ()
     # frozen: the teacher's upsampler, not trained; fine_tune: initialised from the teacher's
     # and trained; own: a new one.
     c.model.upsampler = "frozen"

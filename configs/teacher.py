@@ -39,12 +39,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mel.fmin = 0.0
     c.mel.fmax = 8000.0
     c.mel.log_floor = 1e-5  # log(max(mel, floor))
+    c.mel.preset = "pwavenet"  # pwavenet | hifigan | espnet (pwavenet.audio.MEL_PRESETS)
+    c.mel.log_base = 0.0  # 0: the preset's (e; 10 for espnet)
+    # A TTS project's config (HiFi-GAN config.json, Parallel WaveGAN / ESPnet2 config.yml) whose
+    # feature settings replace this section's when the job starts (pwavenet.audio.mel_files).
+    c.mel.from_file = ""
+    # none | meanvar: the models see (log-mel - mean) / scale per band, with statistics of the
+    # training split saved in the workdir (mel_stats.npz; a student uses its teacher's).
+    c.mel.normalization = "none"
 
     # Data: a tfds data set of utterances with features {audio: int16 (T,), speaker: int64}.
     c.data = ml_collections.ConfigDict()
-    c.data.name = "espeak_corpus"  # espeak_corpus | wav_folder | ljspeech | vctk
+    c.data.name = "espeak_corpus"  # espeak_corpus | wav_folder | kaldi_dir | ljspeech | vctk
     c.data.data_dir = ""  # tfds data_dir; "" -> tfds default (~/tensorflow_datasets)
-    c.data.manual_dir = ""  # wav_folder: the folder of .wav files (speaker subfolders optional)
+    # wav_folder: the folder of .wav files (speaker subfolders optional); kaldi_dir: the data
+    # directory holding wav.scp (segments, utt2spk optional) or split subfolders of them.
+    c.data.manual_dir = ""
     c.data.train_split = "train"
     c.data.eval_split = "validation"
     c.data.crop_samples = 7680  # multiple of mel.hop_length
@@ -73,6 +83,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.n_mels = c.mel.get_ref("n_mels")  # 0 disables local conditioning
     c.model.upsample_strides = (16, 16)  # product == mel.hop_length
     c.model.upsample_kernel_multiple = 2  # transposed-conv kernel = multiple * stride
+    # mel.normalization='meanvar': the training split's per-band log-mel mean and scale, set by
+    # the job (the workdir's mel_stats.npz); the conditioning network sees (mel - mean) / scale.
+    c.model.mel_mean = ()
+    c.model.mel_scale = ()
     c.model.num_speakers = 0  # > 0 enables a speaker embedding (global conditioning)
     c.model.speaker_embedding_dim = 16
     # > 0: the output's mean is an order-lpc_order linear prediction from the past samples,

@@ -137,6 +137,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 flags.FLAGS[name].value.get("variant")  # a config that failed to load raises
             except OSError as e:
                 fail(_config_file_problem(name, argv, e))
+            _apply_mel_file(name)
             check_config(name, flags.FLAGS[name].value, kind)
     except AttributeError as e:
         fail(_unknown_field_problem(argv, e))
@@ -150,6 +151,20 @@ def parse_flags(argv: list[str]) -> list[str]:
             f"unexpected arguments {rest[1:]}; flags take the form --name=value (see --helpshort)."
         )
     return rest
+
+
+def _apply_mel_file(name: str) -> None:
+    """--<name>.mel.from_file=PATH: the file's mel settings replace the config's
+    (pwavenet.audio.mel_files; numpy and pyyaml only, no JAX or TensorFlow)."""
+    config = flags.FLAGS[name].value
+    if not config.get("mel", {}).get("from_file", ""):
+        return
+    from pwavenet.audio import mel_files
+
+    try:
+        mel_files.apply_mel_file(config)
+    except (ValueError, FileNotFoundError) as e:
+        fail(f"--{name}.mel.from_file: {e}")
 
 
 def require_dir(flag: str, path: str, fix: str) -> None:

@@ -4,6 +4,8 @@ python -m launch.synthesize --workdir=runs/espeak/student --input=speech.wav --o
 python -m launch.synthesize --workdir=runs/espeak/student --input=mels/ --output=wavs/
 python -m launch.synthesize --workdir=runs/espeak/student --input=mel.npy --output=out.wav \
     --model=teacher
+python -m launch.synthesize --workdir=runs/pwg_student --input=tts_mels/ --output=wavs/ \
+    --input_stats=dump/train/stats.h5 --mel_layout=bands_first
 
 A folder keeps its relative names (a/b.npy -> wavs/a/b.wav). Wavs at another rate or with
 several channels are resampled and downmixed, with one notice. Shows a progress bar, then one
@@ -45,6 +47,19 @@ flags.DEFINE_integer(
     lower_bound=0,
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_enum(
+    "mel_layout",
+    None,
+    ["frames_first", "bands_first"],
+    "Axis order of .npy mels: (frames, n_mels) (the default) or (n_mels, frames) (HiFi-GAN's).",
+)
+flags.DEFINE_string(
+    "input_stats",
+    None,
+    "The .npy mels are mean-variance normalized with these statistics (Parallel WaveGAN's "
+    "stats.h5, ESPnet2's feats_stats.npz, an .npz of mean and scale, or a (2, n_mels) .npy): "
+    "they are de-normalized first.",
+)
 
 
 def main(argv):
@@ -66,6 +81,8 @@ def main(argv):
         chunk_frames=FLAGS.chunk_frames,
         step=FLAGS.step,
         progress=FLAGS.progress,
+        mel_layout=FLAGS.mel_layout,
+        input_stats=FLAGS.input_stats,
     )
     print(synthesize.summary_line(result))
     failures = synthesize.failure_line(result, FLAGS.output)

@@ -159,6 +159,17 @@ def Ints(default: tuple[int, ...], low: int = 1, doc: str = "") -> Field:
     )
 
 
+def Floats(default: tuple[float, ...], *, positive: bool = False, doc: str = "") -> Field:
+    """A tuple of finite floats (each > 0 if `positive`), possibly empty."""
+    return Field(
+        default,
+        lambda v: isinstance(v, (tuple, list))
+        and all(_is_number(x) and (x > 0 or not positive) for x in v),
+        "a tuple of finite numbers" + (" > 0" if positive else ""),
+        doc,
+    )
+
+
 def _is_stft_resolution(r) -> bool:
     return (
         isinstance(r, (tuple, list))
@@ -198,7 +209,7 @@ def _flow_layers_ok(spec: Any) -> bool:
 # -------------------------------------------------------- the names of enumerations
 
 # Each is also defined where it is used; tests/test_config_schema.py checks they agree.
-DATA_SOURCES = ("espeak_corpus", "wav_folder", "ljspeech", "vctk")
+DATA_SOURCES = ("espeak_corpus", "wav_folder", "kaldi_dir", "ljspeech", "vctk")
 MEL_PRESETS = ("pwavenet", "hifigan", "espnet")
 TEACHER_OUTPUTS = ("mol", "gaussian", "logistic", "mulaw")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -217,6 +228,12 @@ _MEL = {
     "fmin": Float(0.0, 0.0, doc="Hz"),
     "fmax": Float(8000.0, 0.0, low_open=True, doc="Hz"),
     "log_floor": Positive(1e-5, doc="log(max(mel, floor))"),
+    "log_base": Field(
+        0.0, lambda v: _is_number(v) and (v == 0 or v > 1), "0 or a number > 1",
+        "0: the preset's; e.g. 10 for log10 features",
+    ),
+    "from_file": Str("", doc="a TTS project's feature config, pwavenet.audio.mel_files"),
+    "normalization": Choice("none", "none", "meanvar"),
 }
 
 _DATA = {
@@ -292,6 +309,9 @@ _NETWORK = {
     "lpc_noise_floor": Float(1e-4, 0.0),
     "dtype": Choice("float32", *DTYPES),
     "remat": Bool(False),
+    # mel.normalization='meanvar': the per-band statistics, set by the job (mel_stats.npz)
+    "mel_mean": Floats((), doc="set by the job"),
+    "mel_scale": Floats((), positive=True, doc="set by the job"),
 }
 
 _TEACHER_MODEL = {

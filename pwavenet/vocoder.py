@@ -220,17 +220,28 @@ class Vocoder:
 
     # ------------------------------------------------------------------ synthesis
 
-    def vocode(self, mel, speaker=None, seed: int = 0) -> np.ndarray:
+    def vocode(
+        self, mel, speaker=None, seed: int = 0, *, input_stats=None, mel_layout=None
+    ) -> np.ndarray:
         """Audio from a log-mel in the model's definition.
 
         Args:
-          mel: (frames, n_mels) or (batch, frames, n_mels).
+          mel: (frames, n_mels) or (batch, frames, n_mels); with mel_layout='bands_first',
+            (n_mels, frames) or (batch, n_mels, frames).
           speaker: multi-speaker models: an id, or (batch,) ids; None means speaker 0.
           seed: noise seed; item b of a batch uses seed + b (see the module docstring).
+          input_stats: the mel is mean-variance normalized with these statistics (a TTS
+            model's stats file: PWG's stats.h5, ESPnet2's feats_stats.npz, .npz or .npy, see
+            pwavenet.audio.load_mel_stats; or a (mean, scale) pair): it is de-normalized
+            first. A model trained with mel.normalization='meanvar' then normalizes it with
+            its own statistics. The features must otherwise be in the model's definition
+            (its log base included: PWG's and ESPnet's are log10).
+          mel_layout: 'frames_first' (the default) or 'bands_first' (HiFi-GAN's .npy files).
 
         Returns:
           float32 (frames * hop,) or (batch, frames * hop), clipped to [-1, 1].
         """
+        mel = as_model_mel(mel, self.n_mels, input_stats=input_stats, mel_layout=mel_layout)
         mel, single = self._check_mel(mel)
         batch, total = mel.shape[:2]
         speakers = self._speakers(speaker, batch)
@@ -247,7 +258,7 @@ class Vocoder:
         return x[0] if single else x
 
     def stream(
-        self, frames: Iterable[np.ndarray], speaker=None, seed: int = 0
+        self, frames: Iterable[np.ndarray], speaker=None, seed: int = 0, *, input_stats=None
     ) -> Iterator[np.ndarray]:
         """Audio pieces as mel frames arrive, one utterance.
 
@@ -256,7 +267,10 @@ class Vocoder:
         `lookahead_frames` frames past its start have arrived, or the input ended. The pieces
         concatenate to `vocode(all frames, speaker, seed)` exactly. A student with
         model.excitation='pulses' cannot stream (its pitch estimate needs the whole mel).
+        `input_stats` de-normalizes each block as `vocode`'s does.
         """
+        if isinstance(input_stats, (str, os.PathLike)):
+            input_stats = audio.load_mel_stats(os.fspath(input_stats))  # read once
         if self._pulses:
             iaf.check_unchunked(self.model, "Vocoder.stream")
         speakers = self._speakers(speaker, 1)
@@ -270,6 +284,8 @@ class Vocoder:
             block = np.asarray(block, np.float32)
             if block.ndim == 1:
                 block = block[None]
+            if input_stats is not None and block.ndim == 2 and block.shape[1] == self.n_mels:
+                block = as_model_mel(block, self.n_mels, input_stats=input_stats)
             if block.ndim != 2 or block.shape[1] != self.n_mels:
                 raise ValueError(
                     f"stream: a block of mel frames of shape {block.shape}; expected "
@@ -374,6 +390,45 @@ class Vocoder:
                 f"speakers (integers 0 .. {self.num_speakers - 1})."
             )
         return jnp.asarray(ids, jnp.int32)
+
+
+MEL_LAYOUTS = ("frames_first", "bands_first")
+
+
+def as_model_mel(mel, n_mels: int, *, input_stats=None, mel_layout=None) -> np.ndarray:
+    """A user's mel as `vocode` takes it: (..., frames, n_mels), de-normalized.
+
+    mel_layout 'bands_first' swaps the last two axes; None or 'frames_first' keeps them, and a
+    mel whose last axis is not n_mels but whose one before is gets an error that says to pass
+    mel_layout='bands_first'. input_stats (a stats file's path or a (mean, scale) pair,
+    pwavenet.audio.load_mel_stats) de-normalizes: mel * scale + mean per band."""
+    mel = np.asarray(mel, np.float32)
+    if mel_layout not in (None, *MEL_LAYOUTS):
+        raise ValueError(f"mel_layout={mel_layout!r}; expected one of {MEL_LAYOUTS}.")
+    if mel_layout == "bands_first":
+        if mel.ndim < 2 or mel.shape[-2] != n_mels:
+            raise ValueError(
+                f"a mel of shape {mel.shape} with mel_layout='bands_first'; expected "
+                f"({n_mels}, frames) or (batch, {n_mels}, frames)."
+            )
+        mel = np.swapaxes(mel, -1, -2)
+    elif mel.ndim >= 2 and mel.shape[-1] != n_mels and mel.shape[-2] == n_mels:
+        raise ValueError(
+            f"a mel of shape {mel.shape} looks transposed: the model takes (frames, {n_mels}); "
+            "pass mel_layout='bands_first' (--mel_layout=bands_first) for (n_mels, frames)."
+        )
+    if input_stats is not None:
+        if isinstance(input_stats, (str, os.PathLike)):
+            mean, scale = audio.load_mel_stats(os.fspath(input_stats))
+        else:
+            mean, scale = (np.asarray(a, np.float32) for a in input_stats)
+        if mean.shape != (n_mels,) or scale.shape != (n_mels,):
+            raise ValueError(
+                f"input_stats={input_stats if isinstance(input_stats, str) else '(mean, scale)'}"
+                f" hold {mean.shape[-1] if mean.ndim else 1} bands; the model takes {n_mels}."
+            )
+        mel = audio.denormalize(mel, mean, scale).astype(np.float32)
+    return mel
 
 
 def _check_finite(mel: np.ndarray) -> None:

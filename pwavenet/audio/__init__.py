@@ -1,4 +1,5 @@
 """Audio: mu-law and 16-bit PCM codecs (`codecs`), the log-mel definitions and presets (`mel`),
+other projects' mel configs and normalization statistics (`mel_files`),
 and linear prediction from the mel (`lpc`). The codecs' and mel's names are re-exported here,
 so `pwavenet.audio.mulaw_encode` and `pwavenet.audio.log_mel_spectrogram` are the public
 spellings. Imports no TensorFlow until a mel is computed."""
@@ -7,5 +8,7 @@ from pwavenet.audio.codecs import *  # noqa: F401,F403
 from pwavenet.audio.codecs import __all__ as _codecs_all
 from pwavenet.audio.mel import *  # noqa: F401,F403
 from pwavenet.audio.mel import __all__ as _mel_all
+from pwavenet.audio.mel_files import *  # noqa: F401,F403
+from pwavenet.audio.mel_files import __all__ as _mel_files_all
 
-__all__ = [*_codecs_all, *_mel_all]
+__all__ = [*_codecs_all, *_mel_all, *_mel_files_all]

@@ -14,7 +14,8 @@ returns numpy). It is the one function of this module that is not jax and not ji
     window   periodic Hann of win_length, centred in the n_fft frame (zeros around it)
     value    log(max(|STFT| @ W, log_floor)), W = tf.signal.linear_to_mel_weight_matrix(
              n_mels, n_fft // 2 + 1, sample_rate, fmin, fmax) (HTK mel scale, no area
-             normalisation): magnitudes, not powers; natural log
+             normalisation): magnitudes, not powers; natural log (`mel.log_base` may
+             choose another base, as the presets' file readers do: pwavenet.audio.mel_files)
 
 So a crop of audio [j hop, (j + c) hop) goes with mel frames [j, j + c) of the same
 utterance, and the conditioning upsampler maps frame i to the hop samples of block i.
@@ -34,6 +35,7 @@ __all__ = [
     "PRESET_HOPS",
     "log_mel_spectrogram",
     "mel_preset",
+    "mel_log_base",
     "mel_settings",
     "mel_filterbank",
     "mel_magnitude",
@@ -97,6 +99,19 @@ def mel_preset(mel_config: Any) -> str:
     if preset not in MEL_PRESETS:
         raise ValueError(f"mel.preset={preset!r}; expected one of {MEL_PRESETS}.")
     return preset
+
+
+def mel_log_base(mel_config: Any) -> float:
+    """The base of the config's logarithm: `mel.log_base` when set (> 0), else the preset's
+    (10 for "espnet", e for the others). A field, not only the preset, because Parallel
+    WaveGAN's and ESPnet's configs choose it (`log_base`; null there means natural log)."""
+    get = getattr(mel_config, "get", None)
+    base = float((get("log_base", 0.0) if get else 0.0) or 0.0)
+    if base == 0.0:
+        return 10.0 if mel_preset(mel_config) == "espnet" else math.e
+    if base <= 0.0 or base == 1.0:
+        raise ValueError(f"mel.log_base={base}; use a base > 0 other than 1 (0: the preset's).")
+    return base
 
 
 def mel_settings(preset: str = "pwavenet", sample_rate: int = 22050) -> dict[str, Any]:
@@ -213,11 +228,9 @@ def mel_filterbank(mel_config: Any) -> np.ndarray:
 
 def mel_magnitude(log_mel: Any, mel_config: Any) -> np.ndarray:
     """The mel-band magnitudes that `log_mel_spectrogram` took the log of (floored values stay
-    at the floor): exp, or 10 ** for the log10 preset."""
+    at the floor): base ** log_mel, with `mel_log_base`'s base."""
     log_mel = np.asarray(log_mel, np.float64)
-    if mel_preset(mel_config) == "espnet":
-        return np.power(10.0, log_mel)
-    return np.exp(log_mel)
+    return np.power(mel_log_base(mel_config), log_mel)
 
 
 def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:
@@ -272,6 +285,7 @@ def log_mel_spectrogram(audio: Any, mel_config: Any) -> Any:
         magnitude = tf.abs(stft)
     mel = tf.tensordot(magnitude, tf.constant(matrix), axes=1)
     log_mel = tf.math.log(tf.maximum(mel, floor))
-    if preset == "espnet":
-        log_mel = log_mel / math.log(10.0)
+    base = mel_log_base(mel_config)
+    if base != math.e:
+        log_mel = log_mel / math.log(base)
     return log_mel.numpy() if as_numpy else log_mel

@@ -5,6 +5,8 @@ Data sets (config.data.name; 'name/config' picks a tfds builder config, e.g.
 
     espeak_corpus  built locally on first use (pwavenet.data.builders.espeak_corpus)
     wav_folder     config.data.manual_dir, stored at config.mel.sample_rate (resampled)
+    kaldi_dir      config.data.manual_dir, a Kaldi/ESPnet data directory (wav.scp, segments,
+                   utt2spk; split subfolders or 90/5/5 by utterance id), stored likewise
     ljspeech       tfds 'ljspeech', 22050 Hz, one speaker, feature 'speech'
     vctk           tfds 'vctk', 48 kHz, 110 speakers, features 'speech' and 'speaker'
 
@@ -89,6 +91,7 @@ class Source:
 SOURCES: dict[str, Source] = {
     "espeak_corpus": Source(built_locally=True),
     "wav_folder": Source(built_locally=True),
+    "kaldi_dir": Source(built_locally=True),
     "ljspeech": Source(
         audio_key="speech", speaker_key=None, split_aliases=tuple(_HOLDOUT_SPLITS.items())
     ),
@@ -193,6 +196,16 @@ def get_builder(config: Any, *, prepare: bool = True) -> tfds.core.DatasetBuilde
         kwargs["bad_audio"] = config.data.bad_audio
         if config.data.manual_dir:
             download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
+    elif base == "kaldi_dir":
+        if not config.data.manual_dir:
+            raise ValueError(
+                "config.data.name='kaldi_dir' reads a Kaldi/ESPnet data directory: set "
+                "--config.data.manual_dir=<the folder holding wav.scp, or its split folders>."
+            )
+        if "/" not in config.data.name:
+            kwargs["config"] = pw_datasets.kaldi_dir.config_for(config.mel.sample_rate)
+        kwargs["bad_audio"] = config.data.bad_audio
+        download_config = tfds.download.DownloadConfig(manual_dir=config.data.manual_dir)
 
     def make_builder():
         return tfds.builder(config.data.name, data_dir=config.data.data_dir or None, **kwargs)
@@ -886,6 +899,26 @@ def split_utterances(
     if not out:
         raise ValueError(f"The split {split!r} of {config.data.name} has no utterances.")
     return out
+
+
+def split_mels(config: Any, split: str | None = None) -> Iterator[np.ndarray]:
+    """The log-mel (frames, n_mels) of every utterance of a split (default: the training
+    split) in file order, as training computes (or, with mel_source='file', reads and cuts)
+    them: what `mel.normalization` takes its statistics over. Utterances shorter than
+    mel.n_fft samples are left out (their few frames are mostly padding)."""
+    builder = get_builder(config)
+    split = resolve_split(config, split or config.data.train_split)
+    ds = _utterances(builder, config, split, shuffle_seed=None)
+    if mels_from_files(config):
+        for example in _stored_mels_checked(config, ds.as_numpy_iterator()):
+            if len(example["audio"]) >= config.mel.n_fft:
+                yield np.asarray(example["mel"], np.float32)
+        return
+    n_fft = int(config.mel.n_fft)
+    ds = ds.filter(lambda e: tf.shape(e["audio"])[0] >= n_fft)
+    ds = ds.map(_features(config.mel), num_parallel_calls=tf.data.AUTOTUNE)
+    for example in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield example["mel"]
 
 
 def _stored_mels_checked(config: Any, examples: Iterator[dict[str, Any]]):

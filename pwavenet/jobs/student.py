@@ -11,6 +11,7 @@ from absl import logging
 
 from pwavenet import distillation, evaluation, training
 from pwavenet.data import input_pipeline
+from pwavenet.jobs import mel_stats
 from pwavenet.models import builders, iaf
 
 # The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
@@ -102,6 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     it has checkpoints; else starting from config.init_from's weights when set)."""
     teacher = training.load_teacher(config.teacher_workdir)
     check_teacher(config, teacher)
+    training.check_workdir_config(config, workdir, sections=("mel",))  # before any stats pass
+    mel_stats.prepare(config, workdir, teacher_workdir=config.teacher_workdir)
     training.check_workdir_config(config, workdir, sections=("model", "mel"))
     training.check_init_from(config)
     student = builders.build_student(config)

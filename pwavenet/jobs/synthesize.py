@@ -42,15 +42,21 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return signal.resample_poly(x, target // g, rate // g).astype(np.float32)
 
 
-def read_mel(path: str, vocoder) -> tuple[np.ndarray, list[str]]:
+def read_mel(
+    path: str, vocoder, *, mel_layout: str | None = None, input_stats=None
+) -> tuple[np.ndarray, list[str]]:
     """(log-mel (frames, n_mels), what was converted) for one .wav or .npy file.
 
-    The conversions list holds 'downmixed from C channels' and 'resampled from R Hz' for a
-    wav that needed them (empty otherwise). A file that cannot serve raises ValueError
-    naming the file and what is wrong with it as a wav or as an .npy log-mel."""
+    A .npy is (frames, n_mels), or (n_mels, frames) with mel_layout='bands_first', with an
+    optional leading axis of 1; with input_stats it is mean-variance normalized and is
+    de-normalized with those statistics (`vocoder.as_model_mel`). A wav's mel is the model's
+    own, so neither applies to it. The conversions list holds 'downmixed from C channels'
+    and 'resampled from R Hz' for a wav that needed them (empty otherwise). A file that
+    cannot serve raises ValueError naming the file and what is wrong with it as a wav or as
+    an .npy log-mel."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
-        return _read_npy_mel(path, vocoder), []
+        return _read_npy_mel(path, vocoder, mel_layout=mel_layout, input_stats=input_stats), []
     if ext != ".wav":
         raise ValueError(f"{path}: expected a .wav or a .npy (log-mel) file.")
     import soundfile
@@ -82,9 +88,10 @@ def read_mel(path: str, vocoder) -> tuple[np.ndarray, list[str]]:
     return vocoder.mel(x), conversions
 
 
-def _read_npy_mel(path: str, vocoder) -> np.ndarray:
+def _read_npy_mel(path: str, vocoder, *, mel_layout=None, input_stats=None) -> np.ndarray:
     """An .npy file's log-mel (frames, n_mels), float32; ValueError naming the file unless it
-    holds a finite, real-valued log-mel of the model's n_mels."""
+    holds a finite, real-valued log-mel of the model's n_mels (after the layout and the
+    de-normalization `read_mel` describes)."""
     what = (
         "a log-mel in the model's definition (Vocoder.mel, pwavenet.audio.log_mel_spectrogram "
         "with the model's mel config)"
@@ -97,6 +104,19 @@ def _read_npy_mel(path: str, vocoder) -> np.ndarray:
         raise ValueError(f"{path}: an archive of arrays, not one .npy log-mel; save {what}.")
     if mel.ndim == 3 and mel.shape[0] == 1:
         mel = mel[0]
+    if mel.ndim == 2 and (mel_layout is not None or input_stats is not None):
+        try:
+            mel = vocoder_lib.as_model_mel(
+                mel, vocoder.n_mels, input_stats=input_stats, mel_layout=mel_layout
+            )
+        except ValueError as e:
+            raise ValueError(f"{path}: as an .npy mel, {e}") from e
+    elif mel.ndim == 2 and mel.shape[-1] != vocoder.n_mels and mel.shape[0] == vocoder.n_mels:
+        raise ValueError(
+            f"{path}: as an .npy mel, an array of shape {mel.shape} looks transposed: the model "
+            f"takes (frames, {vocoder.n_mels}); pass --mel_layout=bands_first for (n_mels, "
+            "frames)."
+        )
     if mel.ndim != 2 or mel.shape[-1] != vocoder.n_mels or mel.shape[0] < 1:
         raise ValueError(
             f"{path}: as an .npy mel, an array of shape {mel.shape}; expected (frames, "
@@ -194,22 +214,27 @@ def vocode_files(
     step: int | None = None,
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
+    mel_layout: str | None = None,
+    input_stats: str | None = None,
 ) -> dict[str, Any]:
     """Vocodes a file or a folder (module docstring).
 
     Returns {'files', 'audio_seconds', 'seconds', 'real_time_factor', 'model', 'outputs',
     'conversions', 'failed'}: `files` and `outputs` count and list the wavs written;
     `seconds` is the synthesis time of all files, excluding the program's one compilation (it
-    runs once on one frame first); real_time_factor = seconds / audio_seconds. `notify` gets
-    one line naming the files that were downmixed or resampled, and, for a folder, one line
-    per input file that could not be vocoded ('skipped: <file>: <why>'), which is then left
-    out and listed in `failed` {file: why} while the others are written (default: stderr).
-    A single input file that cannot be vocoded raises ValueError naming it. An output that
-    cannot be written raises ValueError before the model is loaded (`check_writable`)."""
+    runs once on one frame first); real_time_factor = seconds / audio_seconds. `mel_layout`
+    and `input_stats` (a statistics file) apply to the .npy inputs (`read_mel`). `notify`
+    gets one line naming the files that were downmixed or resampled, and, for a folder, one
+    line per input file that could not be vocoded ('skipped: <file>: <why>'), which is then
+    left out and listed in `failed` {file: why} while the others are written (default:
+    stderr). A single input file that cannot be vocoded raises ValueError naming it. An
+    output that cannot be written raises ValueError before the model is loaded
+    (`check_writable`)."""
     from tqdm import tqdm
 
     pairs = plan(input_path, output_path)
     check_writable(output_path)
+    stats = audio.load_mel_stats(input_stats) if input_stats else None  # checked before loading
     report = notify or (lambda line: print(line, file=sys.stderr))
     vocoder = vocoder_lib.load_vocoder(workdir, step, model=model, chunk_frames=chunk_frames)
     speaker_id = speaker if vocoder.num_speakers else None
@@ -219,7 +244,9 @@ def vocode_files(
     converted, failed, written = {}, {}, []
     for source, target in tqdm(pairs, desc="vocoding", unit="file", disable=not progress):
         try:
-            mel, conversions = read_mel(source, vocoder)
+            mel, conversions = read_mel(
+                source, vocoder, mel_layout=mel_layout, input_stats=stats
+            )
             start = time.perf_counter()
             x = vocoder.vocode(mel, speaker_id, seed)
             seconds += time.perf_counter() - start

@@ -14,6 +14,7 @@ import ml_collections
 
 from pwavenet import evaluation, training
 from pwavenet.data import input_pipeline
+from pwavenet.jobs import mel_stats
 from pwavenet.models import builders, wavenet
 
 
@@ -64,6 +65,8 @@ def noisy_input(rngs, audio, level: float):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains the teacher in `workdir` (resuming if it has checkpoints; else starting from
     config.init_from's weights when set)."""
+    training.check_workdir_config(config, workdir, sections=("mel",))  # before any stats pass
+    mel_stats.prepare(config, workdir)
     training.check_workdir_config(config, workdir, sections=("model", "mel"))
     training.check_init_from(config)
     model = builders.build_teacher(config)

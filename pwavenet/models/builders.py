@@ -71,6 +71,12 @@ def check_model_against_mel(config: ml_collections.ConfigDict) -> None:
             f"definition, but config.mel.preset={preset!r}; set model.lpc_order=0, or use "
             "the 'pwavenet' preset."
         )
+    if config.model.get("lpc_order", 0) and audio.mel_log_base(config.mel) != math.e:
+        raise ValueError(
+            f"config.model.lpc_order={config.model.lpc_order} inverts natural-log mels, but "
+            f"config.mel.log_base={config.mel.log_base}; set model.lpc_order=0, or "
+            "mel.log_base=0 (the preset's)."
+        )
 
 
 def model_inputs(config, batch):

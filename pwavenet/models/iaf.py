@@ -273,10 +273,11 @@ class IAFStudent(nn.Module):
         n_mels."""
         mel_up = None
         if self.config.n_mels:
+            features = wavenet.normalized_mel(self.config, mel)
             if self._project_first:
-                mel_up = self.upsampler(self.cond_proj(mel))
+                mel_up = self.upsampler(self.cond_proj(features))
             else:
-                mel_up = self.upsampler(mel)
+                mel_up = self.upsampler(features)
                 if config_schema.setting(self.config, "model.cond_channels"):
                     mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None

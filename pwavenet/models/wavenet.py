@@ -393,7 +393,7 @@ class WaveNet(nn.Module):
     ) -> tuple[Array | None, Array | None]:
         """Upsampled mel (B, frames * hop, n_mels) and speaker embedding (B, E); None for each
         conditioning the model does not use."""
-        mel_up = self.upsampler(mel) if self.config.n_mels else None
+        mel_up = self.upsampler(normalized_mel(self.config, mel)) if self.config.n_mels else None
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
         return mel_up, speaker_emb
 
@@ -516,6 +516,21 @@ def conditioning_layers(c) -> tuple[nn.Module | None, nn.Module | None]:
         nn.Embed(c.num_speakers, c.speaker_embedding_dim, dtype=dtype) if c.num_speakers else None
     )
     return upsampler, speaker_embedding
+
+
+def normalized_mel(c, mel: Array) -> Array:
+    """The conditioning network's input: (mel - model.mel_mean) / model.mel_scale per band when
+    the config holds the training split's statistics (mel.normalization='meanvar'), else the
+    log-mel itself. Only the network sees it; linear prediction and pitch read the log-mel."""
+    mean, scale = c.get("mel_mean", ()), c.get("mel_scale", ())
+    if not len(mean):
+        return mel
+    if len(mean) != mel.shape[-1] or len(scale) != len(mean):
+        raise ValueError(
+            f"model.mel_mean and model.mel_scale hold {len(mean)} and {len(scale)} values for a "
+            f"mel of {mel.shape[-1]} bands; they must hold one per band."
+        )
+    return (mel - jnp.asarray(mean, mel.dtype)) / jnp.asarray(scale, mel.dtype)
 
 
 def check_inputs(model: WaveNet, x_shape: tuple[int, ...] | None, mel, speaker) -> int | None:

@@ -80,6 +80,18 @@ def _flatten(config, prefix=""):
     return out
 
 
+# Fields added after runs were saved without them, with the value that means what their
+# absence meant; and fields that record where a value came from, not the value.
+ADDED_FIELDS = {
+    "mel.preset": "pwavenet",
+    "mel.log_base": 0.0,
+    "mel.normalization": "none",
+    "model.mel_mean": [],
+    "model.mel_scale": [],
+}
+IGNORED_FIELDS = {"mel.from_file"}
+
+
 def config_mismatches(
     saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict, sections: Iterable[str]
 ) -> list[str]:
@@ -88,8 +100,11 @@ def config_mismatches(
     for section in sections:
         a, b = _flatten(saved[section], f"{section}."), _flatten(new[section], f"{section}.")
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                problems.append(f"{key}: saved {a.get(key)!r}, now {b.get(key)!r}")
+            if key in IGNORED_FIELDS:
+                continue
+            old, now = a.get(key, ADDED_FIELDS.get(key)), b.get(key, ADDED_FIELDS.get(key))
+            if old != now:
+                problems.append(f"{key}: saved {old!r}, now {now!r}")
     return problems
 
 

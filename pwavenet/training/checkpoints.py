@@ -239,7 +239,7 @@ def student_teacher_workdir(config: ml_collections.ConfigDict, workdir: str) -> 
     tried = []
     relative = config.get("teacher_workdir_relative")
     if relative:
-        tried.append(os.path.normpath(os.path.join(workdir, relative)))
+        tried.append(os.path.abspath(os.path.join(workdir, relative)))
     tried.append(config.teacher_workdir)
     for path in tried:
         if os.path.isdir(path):

@@ -13,7 +13,7 @@ each format.
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

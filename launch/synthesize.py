@@ -13,7 +13,7 @@ time / audio duration, compilation excluded).
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A student's (or a teacher's) workdir.", required=True)

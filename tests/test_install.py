@@ -66,8 +66,10 @@ def installed(tmp_path_factory):
     ).stdout.strip()
     with open(os.path.join(purelib, "dependencies.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
+    # --ignore-installed: the pwavenet this environment sees through the .pth stays untouched.
+    install_args = ["install", "--no-deps", "--no-index", "--ignore-installed", str(wheel)]
     install = subprocess.run(
-        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        [*pip, "--python", str(python), *install_args],
         capture_output=True,
         text=True,
     )

@@ -16,7 +16,12 @@ from absl import flags
 from . import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A student's (or a teacher's) workdir.", required=True)
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "A student's (or a teacher's) workdir, or a bundle (launch.export --format=bundle).",
+    required=True,
+)
 flags.DEFINE_string(
     "input", None, "A .wav or .npy log-mel file, or a folder of them.", required=True
 )

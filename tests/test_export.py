@@ -59,7 +59,8 @@ data = np.load(inputs)
 results = {}
 for case in sorted({k.split("/")[0] for k in data.files}):
     names = [k.split("/")[1] for k in data.files if k.startswith(case + "/")]
-    results[case] = signature(**{n: tf.constant(data[f"{case}/{n}"]) for n in names})["audio"].numpy()
+    feed = {n: tf.constant(data[f"{case}/{n}"]) for n in names}
+    results[case] = signature(**feed)["audio"].numpy()
 np.savez(outputs, **results)
 """
 

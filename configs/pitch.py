@@ -10,7 +10,10 @@ reads harvest's F0 and voicing of the training split (cached in the workdir) and
 
 import ml_collections
 
-from configs import teacher
+try:  # a checkout: configs/ beside pwavenet/
+    from configs import teacher
+except ImportError:  # installed: the configs ship in the package as pwavenet.configs
+    from pwavenet.configs import teacher
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

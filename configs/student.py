@@ -14,7 +14,10 @@ saved config and refuses a mismatch)
 
 import ml_collections
 
-from configs import teacher as teacher_configs
+try:  # a checkout: configs/ beside pwavenet/
+    from configs import teacher as teacher_configs
+except ImportError:  # installed: the configs ship in the package as pwavenet.configs
+    from pwavenet.configs import teacher as teacher_configs
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

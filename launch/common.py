@@ -70,7 +70,8 @@ def _config_file_problem(flag_name: str, argv: list[str], error: Exception) -> s
     if missing:
         return (
             f"{given}: no such config file {missing.group(1)!r} in {os.getcwd()}; pass an "
-            "existing file: one of configs/ (run from the repository root) or an absolute path."
+            "existing file (one of configs/ from the repository root, or an absolute path) or a "
+            "shipped config's name: teacher, student or flows."
         )
     # The config's own error (an unknown variant, ...) is the traceback's last line.
     last = [line.strip() for line in text.splitlines() if line.strip()][-1]
@@ -97,6 +98,26 @@ _CONFIG_FILES = {
     "pitch": "configs/pitch.py",
 }
 
+# The shipped configs: configs/ beside launch/ in a checkout, pwavenet/configs beside
+# pwavenet/cli once installed.
+SHIPPED_CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"
+)
+
+
+def shipped_config(value: str) -> str:
+    """A config flag's value `file[:variant]`, unchanged when the file exists; else, when its
+    name (teacher, student.py, configs/flows.py, ...) is one of the shipped configs, that
+    config's file: an installed command takes `--config=teacher:tiny` from any directory."""
+    path, colon, variant = value.partition(":")
+    if os.path.exists(path):
+        return value
+    name = os.path.basename(path).removesuffix(".py")
+    shipped = os.path.join(SHIPPED_CONFIGS, f"{name}.py")
+    if name and not name.startswith("_") and os.path.isfile(shipped):
+        return f"{shipped}{colon}{variant}"
+    return value
+
 
 def define_config_file(name: str, default: str, help_string: str, kind: str) -> None:
     """`config_flags.DEFINE_config_file` (locked) for an entry point, its errors through `fail`.
@@ -104,7 +125,9 @@ def define_config_file(name: str, default: str, help_string: str, kind: str) -> 
     defined, so an override of a field that does not exist fails here. `kind` ('teacher',
     'student' or 'flows') names the schema the loaded config is validated against."""
     try:
-        config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+        config_flags.DEFINE_config_file(
+            name, shipped_config(default), help_string, lock_config=True
+        )
     except AttributeError as e:
         fail(_unknown_field_problem(sys.argv, e))
     _CONFIG_FLAGS[name] = kind
@@ -129,22 +152,30 @@ def check_config(flag_name: str, config, kind: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with every problem ending the process through `fail`: flags,
-    config files (loaded here, not on first use), config fields, and stray arguments."""
+    config files (loaded here, not on first use), config fields, and stray arguments. A
+    config flag may name a shipped config (`shipped_config`)."""
+    prefixes = tuple(f"--{name}=" for name in _CONFIG_FLAGS)
+    typed, argv = argv, [
+        "=".join((a.split("=", 1)[0], shipped_config(a.split("=", 1)[1])))
+        if a.startswith(prefixes)
+        else a
+        for a in argv
+    ]
     try:
         rest = flags.FLAGS(argv)
         for name, kind in _CONFIG_FLAGS.items():
             try:
                 flags.FLAGS[name].value.get("variant")  # a config that failed to load raises
             except OSError as e:
-                fail(_config_file_problem(name, argv, e))
+                fail(_config_file_problem(name, typed, e))
             _apply_mel_file(name)
             check_config(name, flags.FLAGS[name].value, kind)
     except AttributeError as e:
-        fail(_unknown_field_problem(argv, e))
+        fail(_unknown_field_problem(typed, e))
     except flags.Error as e:
         text = str(e)
         if "Error whilst parsing config file" in text:
-            fail(_config_file_problem(text.split("=")[0].split("--")[-1], argv, e))
+            fail(_config_file_problem(text.split("=")[0].split("--")[-1], typed, e))
         fail(f"{text.rstrip('.')}. See --helpshort for the flags.")
     if len(rest) > 1:
         fail(

@@ -7,7 +7,7 @@ python -m launch.distill --config=configs/student.py:espeak --workdir=runs/stude
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_config_file(

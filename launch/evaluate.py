@@ -8,7 +8,7 @@ import json
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training job's workdir.", required=True)

@@ -6,7 +6,7 @@ python -m launch.fit_pitch --config=configs/pitch.py:espeak --workdir=runs/espea
 from absl import flags
 from absl import logging
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_config_file("config", "configs/pitch.py", "Job config file[:variant].", "pitch")

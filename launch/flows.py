@@ -6,7 +6,7 @@ python -m launch.flows --config=configs/flows.py:moons --workdir=runs/flows_moon
 from absl import flags
 from absl import logging
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_config_file(

@@ -15,7 +15,7 @@ import os
 from absl import flags
 from absl import logging
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_config_file(

@@ -21,10 +21,15 @@ one `skipped: <file>: <why>` line, the others are written, and the job ends with
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A student's (or a teacher's) workdir.", required=True)
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "A student's (or a teacher's) workdir, or a bundle (launch.export --format=bundle).",
+    required=True,
+)
 flags.DEFINE_string(
     "input", None, "A .wav or .npy log-mel file, or a folder of them.", required=True
 )

@@ -5,7 +5,7 @@ python -m launch.train_teacher --config=configs/teacher.py:espeak --workdir=runs
 
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 common.define_config_file(

@@ -69,44 +69,73 @@ def load_vocoder(
     chunk_frames: int | None = None,
 ) -> Vocoder:
     """The vocoder trained in `workdir` (a teacher's or a student's), with its EMA weights and
-    saved config.
+    saved config; or the one a bundle holds.
 
     Args:
-      workdir: a training job's workdir (launch.train_teacher or launch.distill).
-      step: the checkpoint step of the workdir's own model; the latest if None.
+      workdir: a training job's workdir (launch.train_teacher or launch.distill), or a bundle
+        file (python -m launch.export --format=bundle; pwavenet.training.bundle).
+      step: the checkpoint step of the workdir's own model; the latest if None (a bundle holds
+        one step: a step is refused there).
       model: 'student' or 'teacher'; default: the workdir's own model. 'teacher' on a
         student's workdir loads the teacher it was distilled from (its latest checkpoint;
-        a `step` is refused there: pass the teacher's own workdir to choose its step).
+        a `step` is refused there: pass the teacher's own workdir to choose its step). The
+        teacher is found relative to the student's workdir first, then at its saved path
+        (`training.student_teacher_workdir`); a student's bundle holds its teacher.
       chunk_frames: mel frames per piece (`Vocoder`); default `default_chunk_frames`.
     """
 
+    if training.is_bundle(workdir):
+        return _load_bundle(workdir, step, model, chunk_frames)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(
             f"{workdir!r} does not exist: pass the --workdir of a trained teacher "
-            "(python -m launch.train_teacher) or student (python -m launch.distill)."
+            "(python -m launch.train_teacher) or student (python -m launch.distill), or a "
+            "bundle (python -m launch.export --format=bundle)."
         )
     config = training.load_config(workdir)
-    is_student = training.is_student_config(config)
-    own = "student" if is_student else "teacher"
-    model = model or own
-    if model not in MODELS:
-        raise ValueError(f"model={model!r}; expected one of {MODELS}.")
-    if model == "student" and not is_student:
-        raise ValueError(
-            f"{workdir} is a teacher's workdir; use model='teacher', or pass a student's "
-            "workdir (python -m launch.distill)."
-        )
-    if model == "teacher" and is_student:
+    model = _chosen_model(workdir, config, model)
+    if model == "teacher" and training.is_student_config(config):
         if step is not None:
             raise ValueError(
                 f"step={step} with model='teacher' on the student's workdir {workdir}: a step "
                 "names one of the student's checkpoints, and its teacher loads its latest; to "
                 f"choose the teacher's step, pass its workdir ({config.teacher_workdir}) instead."
             )
-        teacher = training.load_teacher(config.teacher_workdir)
+        teacher = training.load_teacher(training.student_teacher_workdir(config, workdir))
         return Vocoder(teacher.config, teacher.params, chunk_frames=chunk_frames)
     params, _ = training.restore_params(workdir, step, ema=True)
     return Vocoder(config, params, chunk_frames=chunk_frames)
+
+
+def _chosen_model(path: str, config, model: str | None, what: str = "workdir") -> str:
+    """`model`, or the saved model's own kind by default; refuses a student on a teacher."""
+    is_student = training.is_student_config(config)
+    model = model or ("student" if is_student else "teacher")
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}; expected one of {MODELS}.")
+    if model == "student" and not is_student:
+        raise ValueError(
+            f"{path} is a teacher's {what}; use model='teacher', or pass a student's "
+            f"{what} (python -m launch.distill)."
+        )
+    return model
+
+
+def _load_bundle(path: str, step, model, chunk_frames) -> Vocoder:
+    """`load_vocoder` of a bundle file."""
+    bundle = training.read_bundle(path)
+    saved_step = bundle.description["step"]
+    if step is not None and step != saved_step:
+        raise ValueError(
+            f"step={step}, but the bundle {path} holds step {saved_step} only; pass step=None, "
+            "or the workdir it came from to choose another step."
+        )
+    model = _chosen_model(path, bundle.config, model, "bundle")
+    if model == "teacher" and training.is_student_config(bundle.config):
+        if bundle.teacher is None:
+            raise ValueError(f"the student's bundle {path} holds no teacher.")
+        return Vocoder(*bundle.teacher, chunk_frames=chunk_frames)
+    return Vocoder(bundle.config, bundle.params, chunk_frames=chunk_frames)
 
 
 def build_model(config: ml_collections.ConfigDict):

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -29,11 +30,11 @@ pytestmark = pytest.mark.slow
 SPEED_SECONDS = 0.05  # launch.evaluate's generation-speed rows, kept short
 
 
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+def _run(module: str, *args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
     # A user's process: JAX's one CPU device, not the 8 that conftest gives this one.
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     run = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True
     )
     assert run.returncode == 0, f"{module} failed:\n{run.stderr[-4000:]}"
     return run
@@ -71,6 +72,30 @@ def student_eval(pipeline_dir, tmp_path_factory):
         report = json.load(f)
     assert json.loads(run.stdout[run.stdout.index("{") :]) == report  # what it printed
     return out, report
+
+
+def test_a_copied_run_folder_evaluates_from_another_directory(pipeline_dir, tmp_path):
+    # The pipeline named the student's teacher <run>/teacher; the copy's student must find the
+    # copy's teacher (relative to itself), not the original's, from any working directory.
+    copy = tmp_path / "copied" / "run"
+    for model in ("teacher", "student"):
+        shutil.copytree(pipeline_dir / model, copy / model, ignore=shutil.ignore_patterns("eval_*"))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    out = tmp_path / "eval"
+    _run(
+        "launch.evaluate",
+        "--workdir=../copied/run/student",
+        f"--output_dir={out}",
+        "--num_utterances=1",
+        "--max_seconds=0.1",
+        "--quality_utterances=1",
+        cwd=str(cwd),
+    )
+    with open(out / "report.json") as f:
+        report = json.load(f)
+    assert report["teacher_workdir"] == str(copy / "teacher")
+    assert os.path.isfile(out / "student_0.wav")
 
 
 def _tables(markdown: str) -> list[list[list[str]]]:

@@ -238,8 +238,10 @@ def reusable_rows(earlier: dict[str, Any] | None, setting: dict[str, Any], ids) 
 
 
 def write_quality_summaries(workdir: str, step: int, scores: dict[str, Any], split: str) -> None:
-    """The mean measures in TensorBoard as quality_<split>/<system>/<measure>."""
+    """The mean measures in TensorBoard as quality_<split>/<system>/<measure>; a measure
+    undefined over every utterance (None, e.g. F0 error with no voiced frame) has no point."""
     writer = training.Writer(workdir)
     for system, values in scores["mean"].items():
-        writer.scalars(step, values, f"quality_{split}/{system}/")
+        defined = {name: value for name, value in values.items() if value is not None}
+        writer.scalars(step, defined, f"quality_{split}/{system}/")
     writer.flush()

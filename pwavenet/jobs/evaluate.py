@@ -219,7 +219,7 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
     config = training.load_config(workdir)
     student = builders.build_student(config)
     params, step = training.restore_params(workdir, o.step)
-    teacher = training.load_teacher(config.teacher_workdir)
+    teacher = training.load_teacher(training.student_teacher_workdir(config, workdir))
     out = o.output_dir or os.path.join(workdir, f"eval_{step}")
     os.makedirs(out, exist_ok=True)
     utterances = listening_utterances(config, o.num_utterances, o.max_seconds)
@@ -243,7 +243,7 @@ def evaluate_student(workdir: str, options: Options = Options()) -> dict[str, An
         "kind": "student",
         "step": int(step),
         "variant": config_schema.setting(config, "variant"),
-        "teacher_workdir": config.teacher_workdir,
+        "teacher_workdir": teacher.workdir,
         "teacher_step": int(teacher.step),
         "num_utterances": int(reference.shape[0]),
         "seconds_per_utterance": reference.shape[1] / config.mel.sample_rate,

@@ -37,6 +37,7 @@ __all__ = [
     "restore_params",
     "Teacher",
     "load_teacher",
+    "student_teacher_workdir",
 ]
 
 
@@ -48,9 +49,19 @@ Batch = dict[str, np.ndarray]
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    """Writes `workdir`/config.json. A student's teacher_workdir is saved resolved (absolute),
+    and beside it, as teacher_workdir_relative, relative to the student's workdir, so that the
+    run evaluates from any directory and after being moved (`student_teacher_workdir`)."""
+    if jax.process_index() != 0:
+        return
+    saved = config
+    if is_student_config(config) and config.teacher_workdir:
+        teacher = os.path.abspath(config.teacher_workdir)
+        saved = ml_collections.ConfigDict(config.to_dict())
+        saved.teacher_workdir = teacher
+        saved.teacher_workdir_relative = os.path.relpath(teacher, os.path.abspath(workdir))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(saved.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -232,3 +243,26 @@ def load_teacher(teacher_workdir: str) -> Teacher:
     model = builders.build_teacher(teacher_config)
     params, step = restore_params(teacher_workdir, ema=True)
     return Teacher(teacher_config, model, params, step, teacher_workdir)
+
+
+def student_teacher_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The teacher's workdir of the student saved in `workdir` (config: its saved config):
+    first the path saved relative to the student's workdir (a run folder holding both moves or
+    copies as one), then the saved path itself; a FileNotFoundError names both if neither is a
+    directory. Configs saved before the relative path existed have the path only."""
+    if not config.get("teacher_workdir"):
+        return config.get("teacher_workdir", "")
+    tried = []
+    relative = config.get("teacher_workdir_relative")
+    if relative:
+        tried.append(os.path.abspath(os.path.join(workdir, relative)))
+    tried.append(config.teacher_workdir)
+    for path in tried:
+        if os.path.isdir(path):
+            return path
+    raise FileNotFoundError(
+        f"the teacher of the student in {workdir} is not found: tried "
+        + " and ".join(repr(p) for p in tried)
+        + "; restore the teacher's workdir at one of them, or export the student with its "
+        "teacher as one file (python -m launch.export --format=bundle) while both exist."
+    )

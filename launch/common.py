@@ -3,8 +3,10 @@
 `run(main)` starts an entry point: a bad flag, config file, config field or argument, and a
 ValueError or FileNotFoundError the library raises for the job's inputs, end the process with
 one line on stderr, `error: <the problem and its fix>`, and exit status 2 (`-v 1` shows the
-library's traceback instead). Flags and config files are checked before the job imports
-TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`.
+library's traceback instead); so does an OSError (a full disk, a read-only folder, a workdir
+another training job holds), whose message names the path. Flags and config files are checked
+before the job imports TensorFlow or JAX, and so are the checks an entry point makes with
+`require_dir`.
 
 The console carries the project's own lines (what runs, progress, evaluations, saves, where
 results went) and every warning and error. The libraries' INFO lines (orbax, tensorflow_datasets,
@@ -141,7 +143,7 @@ def run(main) -> None:
         try:
             configure_console()
             return main(argv)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
             if verbose():
                 raise
             fail(e)

@@ -48,7 +48,7 @@ from pwavenet.training.steps import (
 )
 from pwavenet.training.summaries import Writer
 from pwavenet.training.timing import format_seconds
-from pwavenet.training.workdir_lock import workdir_lock
+from pwavenet.training.lock import workdir_lock
 
 __all__ = [
     "Job",

@@ -183,14 +183,23 @@ class ProjectLinesAndWarnings(python_logging.Filter):
 
 class ConsoleFormatter(python_logging.Formatter):
     """The project's INFO lines as `HH:MM:SS message`; warnings and errors keep absl's prefix
-    (level, date, time, thread, file:line), which says where they came from."""
+    (level, date, time, thread, file:line), which says where they came from. A library's
+    traceback is left out (its error's line stays; `-v 1` and `--log_dir` keep the traceback):
+    orbax logs one per failed background save before the job names the failure itself."""
 
-    def __init__(self):
+    def __init__(self, project_dirs: tuple[str, ...] = ()):
         super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
         self._absl_format = logging.PythonFormatter()
+        self._project_dirs = project_dirs
 
     def format(self, record: python_logging.LogRecord) -> str:
         if record.levelno >= python_logging.WARNING:
+            if record.exc_info and not os.path.abspath(record.pathname).startswith(
+                self._project_dirs or ("",)
+            ):
+                record = python_logging.makeLogRecord(
+                    {**record.__dict__, "exc_info": None, "exc_text": None}
+                )
             return self._absl_format.format(record)
         return super().format(record)
 
@@ -214,7 +223,7 @@ def configure_console() -> None:
     if not verbose():
         console = logging.get_absl_handler()
         console.addFilter(ProjectLinesAndWarnings(_project_dirs()))
-        console.setFormatter(ConsoleFormatter())
+        console.setFormatter(ConsoleFormatter(_project_dirs()))
     if flags.FLAGS.log_dir:
         path = _log_file_path(flags.FLAGS.log_dir)
         log_file = python_logging.FileHandler(path)

@@ -331,6 +331,7 @@ FAULT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_save_that_finds_the_disk_full_stops_the_job_and_keeps_the_checkpoints(
     data_dir, trained, tmp_path
 ):
@@ -403,3 +404,24 @@ def test_a_read_only_checkpoint_folder_stops_the_job_and_a_rerun_resumes(
 
     teacher_job.train_and_evaluate(config, workdir)
     assert training.restore_params(workdir)[1] == 8
+
+
+def test_the_console_leaves_out_a_librarys_traceback_but_keeps_its_line():
+    """orbax logs a traceback for each failed background save before the job names the failure
+    in one line: on the console a library's error keeps its line and loses the traceback; the
+    project's own errors keep theirs."""
+    from launch import common
+
+    formatter = common.ConsoleFormatter((os.path.join(ROOT, "pwavenet", ""),))
+    try:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        exc_info = sys.exc_info()
+
+    def record(path):
+        return logging.LogRecord("absl", logging.ERROR, path, 1, "save failed", None, exc_info)
+
+    library = formatter.format(record("/venv/site-packages/orbax/checkpoint/x.py"))
+    own = formatter.format(record(os.path.join(ROOT, "pwavenet", "training", "loop.py")))
+    assert "save failed" in library and "Traceback" not in library
+    assert "save failed" in own and "Traceback" in own and "No space left" in own

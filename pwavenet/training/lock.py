@@ -9,9 +9,9 @@ the next job takes it over with a warning. A lock from another host cannot be ch
 here, so the refusal says to delete the file once that job is known to be gone.
 
 The file is created complete and atomically (written under a private name, then hard-linked
-to its name, which fails if it exists), so a reader never sees half a lock; taking over a stale
-lock happens under `flock` on the workdir, so two jobs started together on one host cannot
-both take it over. In a multi-process run process 0 takes the lock for all and tells the other
+to its name, which fails if it exists; created exclusively where there are no hard links), so
+a reader never sees half a lock; taking over a stale lock happens under `flock` on the workdir,
+so two jobs started together on one host cannot both take it over. In a multi-process run process 0 takes the lock for all and tells the other
 processes whether it got it. Jobs that only read a workdir (evaluation, synthesis, export) take
 no lock and run beside training.
 """
@@ -132,9 +132,10 @@ def holder_is_running(holder: LockHolder) -> bool | None:
 
 def _write_new(path: str, holder: LockHolder) -> bool:
     """Creates the lock file holding `holder`, complete, unless one exists (False)."""
+    content = json.dumps(dataclasses.asdict(holder))
     private = f"{path}.{holder.host}.{holder.pid}"
     with open(private, "w") as f:
-        json.dump(dataclasses.asdict(holder), f)
+        f.write(content)
         f.flush()
         os.fsync(f.fileno())
     try:
@@ -142,8 +143,23 @@ def _write_new(path: str, holder: LockHolder) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError:
+        # A file system without hard links (some FUSE mounts): exclusive creation instead.
+        try:
+            with open(path, "x") as f:
+                f.write(content)
+            return True
+        except FileExistsError:
+            return False
     finally:
         os.unlink(private)
+
+
+def _seconds_since_modified(path: str) -> float:
+    try:
+        return time.time() - os.path.getmtime(path)
+    except OSError:
+        return float("inf")
 
 
 def _refusal(workdir: str, path: str, holder: LockHolder | None) -> WorkdirInUse:
@@ -168,10 +184,13 @@ def _acquire(workdir: str) -> LockHolder:
     # Taking over a stale lock: one job at a time on this host (flock on the folder).
     folder = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # best effort where flock is unsupported (NFS)
+            fcntl.flock(folder, fcntl.LOCK_EX)
         holder = _read(path)
         if holder is not None and holder_is_running(holder) is not False:
             raise _refusal(workdir, path, holder)
+        if holder is None and _seconds_since_modified(path) < 10:
+            raise _refusal(workdir, path, None)  # being written (no hard links here)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         if not _write_new(path, mine):

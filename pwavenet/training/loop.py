@@ -296,7 +296,10 @@ def _stop_if_steps_keep_failing(run: _Run, step: int, last: dict[str, float]) ->
     config, ckpt = run.train_config, run.ckpt
     if last["skipped_in_a_row"] < config.max_skipped_in_a_row:
         return
-    ckpt.wait_until_finished()
+    try:
+        ckpt.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+        raise _save_error(run, e) from e
     raise FloatingPointError(
         f"Stopped at step {step}: {int(last['skipped_in_a_row'])} training steps in a "
         "row had a non-finite loss or gradient (each was skipped; "

@@ -176,7 +176,6 @@ def _refusal(workdir: str, path: str, holder: LockHolder | None) -> WorkdirInUse
 
 def _acquire(workdir: str) -> LockHolder:
     """Takes the workdir's lock for this process, or raises WorkdirInUse."""
-    os.makedirs(workdir, exist_ok=True)
     path = _lock_path(workdir)
     mine = LockHolder(socket.gethostname(), os.getpid(), time.time(), " ".join(sys.argv))
     if _write_new(path, mine):
@@ -208,8 +207,9 @@ def _acquire(workdir: str) -> LockHolder:
     return mine
 
 
-def _release(workdir: str, mine: LockHolder) -> None:
-    """Deletes the lock file if it is still this job's."""
+def _release(workdir: str, mine: LockHolder, created: bool) -> None:
+    """Deletes the lock file if it is still this job's, and the workdir if the lock created it
+    and the job left nothing in it (a job refused by its config checks)."""
     path = _lock_path(workdir)
     holder = _read(path)
     if holder is not None and (holder.host, holder.pid, holder.started) == (
@@ -219,6 +219,9 @@ def _release(workdir: str, mine: LockHolder) -> None:
     ):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    if created:
+        with contextlib.suppress(OSError):  # not empty: the job wrote into it
+            os.rmdir(workdir)
 
 
 def _agree_across_processes(ok: bool) -> bool:
@@ -267,8 +270,10 @@ def workdir_lock(workdir: str) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    mine, refusal = None, None
+    mine, refusal, created = None, None, False
     if jax.process_index() == 0:
+        created = not os.path.isdir(workdir)
+        os.makedirs(workdir, exist_ok=True)
         try:
             mine = _acquire(workdir)
         except WorkdirInUse as e:
@@ -284,4 +289,4 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     finally:
         del _held[key]
         if mine is not None:
-            _release(workdir, mine)
+            _release(workdir, mine, created)

@@ -92,13 +92,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, 
 
     Holds the workdir's training lock (`workdir_lock`) while it runs; the jobs take it before
     they read any data, and this call then holds it again (it is re-entrant)."""
+    microbatch = _microbatch_size(config.train)  # refused before anything is written
     with workdir_lock(workdir):
-        return _fit(config, workdir, job)
+        return _fit(config, workdir, job, microbatch)
 
 
-def _fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
+def _fit(
+    config: ml_collections.ConfigDict, workdir: str, job: Job, microbatch: int
+) -> dict[str, float]:
     train_config = config.train
-    microbatch = _microbatch_size(train_config)
     os.makedirs(workdir, exist_ok=True)
     tx, schedule = create_optimizer(train_config)
     ckpt = checkpoint_manager(workdir, train_config)

@@ -109,7 +109,7 @@ def _process_is_zombie(pid: int) -> bool:
         return False
 
 
-def holder_is_running(holder: LockHolder) -> bool | None:
+def _holder_is_running(holder: LockHolder) -> bool | None:
     """Whether the holder's process still runs: True or False on this host, None (unknown) for
     another host's. A process id reused by a process started after the lock is not the
     holder; neither is this process itself (it would know it held the lock)."""
@@ -186,7 +186,7 @@ def _acquire(workdir: str) -> LockHolder:
         with contextlib.suppress(OSError):  # best effort where flock is unsupported (NFS)
             fcntl.flock(folder, fcntl.LOCK_EX)
         holder = _read(path)
-        if holder is not None and holder_is_running(holder) is not False:
+        if holder is not None and _holder_is_running(holder) is not False:
             raise _refusal(workdir, path, holder)
         if holder is None and _seconds_since_modified(path) < 10:
             raise _refusal(workdir, path, None)  # being written (no hard links here)

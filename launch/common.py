@@ -3,10 +3,12 @@
 `run(main)` starts an entry point: a bad flag, config file, config field or argument, and a
 ValueError or FileNotFoundError the library raises for the job's inputs, end the process with
 one line on stderr, `error: <the problem and its fix>`, and exit status 2 (`-v 1` shows the
-library's traceback instead). Flags and config files are checked before the job imports
-TensorFlow or JAX, and so are the checks an entry point makes with `require_dir`: every field
-of a loaded config against its type and range (pwavenet.config_schema), e.g.
-`error: --config.train.steps=-5: expected an integer >= 1 (training steps).`
+library's traceback instead); so does an OSError (a full disk, a read-only folder, a workdir
+another training job holds), whose message names the path. Flags and config files are checked
+before the job imports TensorFlow or JAX, and so are the checks an entry point makes with
+`require_dir`: every field of a loaded config against its type and range
+(pwavenet.config_schema), e.g. `error: --config.train.steps=-5: expected an integer >= 1
+(training steps).`
 
 The console carries the project's own lines (what runs, progress, evaluations, saves, where
 results went) and every warning and error. The libraries' INFO lines (orbax, tensorflow_datasets,
@@ -214,7 +216,7 @@ def run(main) -> None:
         try:
             configure_console()
             return main(argv)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
             if verbose():
                 raise
             fail(e)
@@ -254,14 +256,23 @@ class ProjectLinesAndWarnings(python_logging.Filter):
 
 class ConsoleFormatter(python_logging.Formatter):
     """The project's INFO lines as `HH:MM:SS message`; warnings and errors keep absl's prefix
-    (level, date, time, thread, file:line), which says where they came from."""
+    (level, date, time, thread, file:line), which says where they came from. A library's
+    traceback is left out (its error's line stays; `-v 1` and `--log_dir` keep the traceback):
+    orbax logs one per failed background save before the job names the failure itself."""
 
-    def __init__(self):
+    def __init__(self, project_dirs: tuple[str, ...] = ()):
         super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
         self._absl_format = logging.PythonFormatter()
+        self._project_dirs = project_dirs
 
     def format(self, record: python_logging.LogRecord) -> str:
         if record.levelno >= python_logging.WARNING:
+            if record.exc_info and not os.path.abspath(record.pathname).startswith(
+                self._project_dirs or ("",)
+            ):
+                record = python_logging.makeLogRecord(
+                    {**record.__dict__, "exc_info": None, "exc_text": None}
+                )
             return self._absl_format.format(record)
         return super().format(record)
 
@@ -285,7 +296,7 @@ def configure_console() -> None:
     if not verbose():
         console = logging.get_absl_handler()
         console.addFilter(ProjectLinesAndWarnings(_project_dirs()))
-        console.setFormatter(ConsoleFormatter())
+        console.setFormatter(ConsoleFormatter(_project_dirs()))
     if flags.FLAGS.log_dir:
         path = _log_file_path(flags.FLAGS.log_dir)
         log_file = python_logging.FileHandler(path)

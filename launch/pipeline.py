@@ -49,25 +49,29 @@ def main(argv):
     from pwavenet.jobs import evaluate
     from pwavenet.evaluation import report
     from pwavenet.jobs import teacher as teacher_job
+    from pwavenet import training
 
-    teacher_dir = os.path.join(FLAGS.workdir, "teacher")
-    student_dir = os.path.join(FLAGS.workdir, "student")
-    logging.info("Stage 1/4: training the teacher in %s", teacher_dir)
-    teacher_job.train_and_evaluate(FLAGS.teacher_config, teacher_dir)
-    logging.info("Stage 2/4: evaluating the teacher")
-    teacher_report = evaluate.evaluate(
-        teacher_dir, speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes)
-    )
-    logging.info("Stage 3/4: distilling the student in %s", student_dir)
-    student_config = FLAGS.student_config
-    student_config.teacher_workdir = teacher_dir
-    student_job.train_and_evaluate(student_config, student_dir)
-    logging.info("Stage 4/4: evaluating the student against the teacher")
-    student_report = evaluate.evaluate(student_dir)
-    path = report.write_markdown(
-        FLAGS.workdir, {"teacher": teacher_report, "student": student_report}
-    )
-    print(f"Report: {path}")
+    # One pipeline per root: its stages lock teacher/ and student/ while they train, and this
+    # lock keeps a second pipeline from evaluating or reporting beside the first.
+    with training.workdir_lock(FLAGS.workdir):
+        teacher_dir = os.path.join(FLAGS.workdir, "teacher")
+        student_dir = os.path.join(FLAGS.workdir, "student")
+        logging.info("Stage 1/4: training the teacher in %s", teacher_dir)
+        teacher_job.train_and_evaluate(FLAGS.teacher_config, teacher_dir)
+        logging.info("Stage 2/4: evaluating the teacher")
+        teacher_report = evaluate.evaluate(
+            teacher_dir, speed_batch_sizes=tuple(int(b) for b in FLAGS.speed_batch_sizes)
+        )
+        logging.info("Stage 3/4: distilling the student in %s", student_dir)
+        student_config = FLAGS.student_config
+        student_config.teacher_workdir = teacher_dir
+        student_job.train_and_evaluate(student_config, student_dir)
+        logging.info("Stage 4/4: evaluating the student against the teacher")
+        student_report = evaluate.evaluate(student_dir)
+        path = report.write_markdown(
+            FLAGS.workdir, {"teacher": teacher_report, "student": student_report}
+        )
+        print(f"Report: {path}")
 
 
 if __name__ == "__main__":

@@ -255,7 +255,13 @@ def evaluate(config: ml_collections.ConfigDict, flow: flows.Flow, params, proble
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Runs the job described by `config` in `workdir`; returns the final results dict."""
+    """Runs the job described by `config` in `workdir`; returns the final results dict.
+    Refused (training.WorkdirInUse) while another job trains in `workdir`."""
+    with training.workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     problem = make_problem(config)
     flow = build_flow(config, problem.box)
     training.check_workdir_config(config, workdir, sections=("flow",))

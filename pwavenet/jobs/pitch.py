@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from pwavenet.audio import excitation
+from pwavenet import training
 from pwavenet.data import input_pipeline
 from pwavenet.evaluation import quality
 from pwavenet.models import pitch
@@ -194,7 +195,13 @@ def errors(
 
 def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Fits the predictor on the training split and measures it on `data.eval_split`
-    (module docstring); returns the report it writes."""
+    (module docstring); returns the report it writes. Refused (training.WorkdirInUse) while
+    another job works in `workdir`."""
+    with training.workdir_lock(workdir):
+        return _fit_and_evaluate(config, workdir)
+
+
+def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     p = config.pitch
     train = input_pipeline.split_utterances(

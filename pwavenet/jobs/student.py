@@ -100,19 +100,21 @@ def frozen_upsampler(config, params, teacher_params):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Distills the teacher in config.teacher_workdir into a student in `workdir` (resuming if
-    it has checkpoints; else starting from config.init_from's weights when set)."""
-    teacher = training.load_teacher(config.teacher_workdir)
-    check_teacher(config, teacher)
-    training.check_workdir_config(config, workdir, sections=("mel",))  # before any stats pass
-    mel_stats.prepare(config, workdir, teacher_workdir=config.teacher_workdir)
-    training.check_workdir_config(config, workdir, sections=("model", "mel"))
-    training.check_init_from(config)
-    student = builders.build_student(config)
-    logging.info(
-        "Distilling the teacher of %s (step %d) into a %d-flow student; KL: %s.",
-        teacher.workdir,
-        teacher.step,
-        student.num_flows,
-        distillation.kl_method(config.distill, student, teacher.model.distribution),
-    )
-    return training.fit(config, workdir, make_job(config, student, teacher))
+    it has checkpoints; else starting from config.init_from's weights when set). Refused
+    (training.WorkdirInUse) while another job trains in `workdir`."""
+    with training.workdir_lock(workdir):
+        teacher = training.load_teacher(config.teacher_workdir)
+        check_teacher(config, teacher)
+        training.check_workdir_config(config, workdir, sections=("mel",))  # before stats
+        mel_stats.prepare(config, workdir, teacher_workdir=config.teacher_workdir)
+        training.check_workdir_config(config, workdir, sections=("model", "mel"))
+        training.check_init_from(config)
+        student = builders.build_student(config)
+        logging.info(
+            "Distilling the teacher of %s (step %d) into a %d-flow student; KL: %s.",
+            teacher.workdir,
+            teacher.step,
+            student.num_flows,
+            distillation.kl_method(config.distill, student, teacher.model.distribution),
+        )
+        return training.fit(config, workdir, make_job(config, student, teacher))

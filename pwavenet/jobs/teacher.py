@@ -64,10 +64,12 @@ def noisy_input(rngs, audio, level: float):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains the teacher in `workdir` (resuming if it has checkpoints; else starting from
-    config.init_from's weights when set)."""
-    training.check_workdir_config(config, workdir, sections=("mel",))  # before any stats pass
-    mel_stats.prepare(config, workdir)
-    training.check_workdir_config(config, workdir, sections=("model", "mel"))
-    training.check_init_from(config)
-    model = builders.build_teacher(config)
-    return training.fit(config, workdir, make_job(config, model))
+    config.init_from's weights when set). Refused (training.WorkdirInUse) while another job
+    trains in `workdir`."""
+    with training.workdir_lock(workdir):
+        training.check_workdir_config(config, workdir, sections=("mel",))  # before stats
+        mel_stats.prepare(config, workdir)
+        training.check_workdir_config(config, workdir, sections=("model", "mel"))
+        training.check_init_from(config)
+        model = builders.build_teacher(config)
+        return training.fit(config, workdir, make_job(config, model))

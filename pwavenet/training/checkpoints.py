@@ -1,6 +1,16 @@
 """A workdir: its saved config (and the checks against it), orbax checkpoints, restoring
 parameters, and fine-tuning from another run's weights.
 
+Damaged checkpoints: every restore (training's resume, `restore_params` and so `load_vocoder`,
+evaluation, export, a student's teacher) checks the checkpoint it reads: orbax must read it
+whole and its weights must be finite. A damaged one (truncated, deleted or garbled files) is
+named with what is wrong, and the restore falls back to the newest intact checkpoint with a
+warning; with none intact it raises `DamagedCheckpoint` naming the folder. An explicit step
+that is damaged is an error, never silently replaced by another step. Only finished
+checkpoints are seen: orbax writes a step into `<step>.orbax-checkpoint-tmp...` and renames it
+when complete, and step discovery skips those folders, so a reader beside a training job reads
+the last complete step.
+
 Fine-tuning: a run whose workdir has no checkpoint and whose config.init_from names another
 workdir starts from that run's latest weights (its EMA weights unless config.init_from_ema is
 False) as step-0 params and EMA, with a fresh optimizer and schedule; a workdir with a
@@ -13,13 +23,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable
+import re
+import shutil
+import time
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from pwavenet.models import builders
 from pwavenet import config_schema
@@ -34,6 +48,11 @@ __all__ = [
     "check_init_from",
     "init_params_from",
     "checkpoint_manager",
+    "DamagedCheckpoint",
+    "CheckpointSaveError",
+    "save_failed",
+    "restore_newest_intact",
+    "set_aside",
     "restore_params",
     "Teacher",
     "load_teacher",
@@ -195,27 +214,173 @@ def init_params_from(workdir: str, like: PyTree, *, ema: bool = True) -> tuple[P
 
 def checkpoint_manager(workdir: str, train_config) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        _checkpoints_dir(workdir),
         options=ocp.CheckpointManagerOptions(max_to_keep=train_config.keep_checkpoints),
     )
 
 
+def _checkpoints_dir(workdir: str) -> str:
+    return os.path.abspath(os.path.join(workdir, "checkpoints"))
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint that cannot be restored whole (or holds non-finite weights)."""
+
+
+class CheckpointSaveError(OSError):
+    """Saving a checkpoint failed (no space left, a read-only or vanished folder, ...); the
+    message names the folder, and the checkpoints saved before are intact."""
+
+    def __init__(self, message: str, error_number: int | None = None):
+        super().__init__(message)
+        self.errno = error_number
+
+
+def save_failed(folder: str, error: Exception) -> CheckpointSaveError:
+    """The CheckpointSaveError for a save into `folder` that raised `error`, naming the
+    newest finished checkpoint there (orbax renames a step's folder into place only once it is
+    complete, so a failed save leaves the earlier ones as they were)."""
+    cause = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    number = cause.errno if isinstance(cause, OSError) else None
+    reason = os.strerror(number) if number else _first_line(error)
+    try:
+        saved = max(ocp.path.step.checkpoint_steps(folder), default=None)
+    except Exception:  # noqa: BLE001  the folder itself may be what failed
+        saved = None
+    kept = "no checkpoint was saved before" if saved is None else f"step {saved} is intact"
+    return CheckpointSaveError(
+        f"Could not save a checkpoint in {folder}: {reason}. The job stopped; {kept}. Free "
+        "space or make the folder writable, then rerun the same command to resume.",
+        number,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's first line, without tensorstore's long spec, in at most 300 characters."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    text = re.sub(r"\s*\[tensorstore_spec=.*", "", text)
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _describe_damage(step_dir: str, error: BaseException) -> str:
+    """What is wrong with a checkpoint that failed to restore: a metadata file that is not
+    JSON (named), else the error's first line (orbax and tensorstore name the file)."""
+    for root, _, files in os.walk(step_dir):
+        for name in sorted(files):
+            if name != "_METADATA" and not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    json.loads(f.read().decode("utf-8"))
+            except (ValueError, OSError) as e:
+                return f"{path} is not valid JSON ({_first_line(e)})"
+    return _first_line(error)
+
+
+def _check_finite(tree: PyTree, what: str) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if np.issubdtype(np.asarray(leaf).dtype, np.inexact) and not np.all(np.isfinite(leaf)):
+            raise DamagedCheckpoint(f"{what}{jax.tree_util.keystr(path)} has non-finite values")
+
+
+def restore_newest_intact(
+    mngr: ocp.CheckpointManager, restore: Callable[[int], PyTree], step: int | None = None
+) -> tuple[PyTree, int, list[int]]:
+    """(tree, step, damaged): `restore(step)` of the newest checkpoint it restores without
+    raising, with the newer damaged steps it skipped (each named in a warning). With `step`,
+    only that one: a damaged explicit step raises DamagedCheckpoint. With none intact, raises
+    DamagedCheckpoint naming the folder and each step's problem; with no checkpoint at all,
+    FileNotFoundError."""
+    folder = str(mngr.directory)
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise FileNotFoundError(
+            f"No checkpoint in {folder}: train first, or point --workdir at a training job's "
+            "workdir."
+        )
+    if step is not None:
+        if step not in steps:
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {folder}; available: {sorted(steps)}."
+            )
+        steps = [step]
+    problems = []
+    for candidate in steps:
+        try:
+            tree = restore(candidate)
+        except Exception as e:  # noqa: BLE001  any failure to read it whole is damage
+            problem = _describe_damage(os.path.join(folder, str(candidate)), e)
+            if step is not None:
+                raise DamagedCheckpoint(
+                    f"The checkpoint of step {step} in {folder} is damaged: {problem}. Choose "
+                    f"another step (available: {sorted(mngr.all_steps())}), or leave the step "
+                    "out for the newest intact checkpoint."
+                ) from e
+            logging.warning(
+                "Checkpoint %s is damaged: %s; trying the next older one.",
+                os.path.join(folder, str(candidate)),
+                problem,
+            )
+            problems.append((candidate, problem))
+            continue
+        if problems:
+            logging.warning(
+                "Restored step %d of %s, the newest intact checkpoint (damaged: steps %s).",
+                candidate,
+                folder,
+                ", ".join(str(s) for s, _ in problems),
+            )
+        return tree, candidate, [s for s, _ in problems]
+    raise DamagedCheckpoint(
+        f"Every checkpoint in {folder} is damaged ("
+        + "; ".join(f"step {s}: {p}" for s, p in problems)
+        + f"). Move {folder} aside (or restore it from a copy) and rerun the training job, "
+        "which then starts afresh."
+    )
+
+
+def set_aside(workdir: str, steps: Iterable[int]) -> str:
+    """Moves the given damaged steps' folders out of the checkpoints into
+    <workdir>/damaged_checkpoints/ (kept for inspection, and so that a resumed run can save
+    those steps again); returns that folder. Process 0 moves them."""
+    target = os.path.abspath(os.path.join(workdir, "damaged_checkpoints"))
+    if jax.process_index() == 0:
+        os.makedirs(target, exist_ok=True)
+        for step in steps:
+            destination = os.path.join(target, str(step))
+            if os.path.exists(destination):
+                destination += f".{time.strftime('%Y%m%d-%H%M%S')}"
+            shutil.move(os.path.join(_checkpoints_dir(workdir), str(step)), destination)
+            logging.warning("Moved the damaged checkpoint of step %d to %s.", step, destination)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("pwavenet: damaged checkpoints set aside")
+    return target
+
+
 def restore_params(workdir: str, step: int | None = None, *, ema: bool = True):
-    """(params, step) from a workdir's checkpoint: the EMA weights unless ema=False."""
-    with ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints"))) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train first, or point "
-                "--workdir at a training job's workdir."
-            )
-        if step not in mngr.all_steps():
-            raise FileNotFoundError(
-                f"No checkpoint for step {step} in {workdir}; available: "
-                f"{sorted(mngr.all_steps())}."
-            )
-        tree = mngr.restore(step, args=ocp.args.StandardRestore())
-    return tree["ema_params" if ema else "params"], step
+    """(params, step) from a workdir's checkpoint: the EMA weights unless ema=False.
+
+    The newest intact checkpoint if `step` is None (damaged newer ones are named in warnings
+    and skipped); a damaged explicit `step` raises DamagedCheckpoint."""
+    key = "ema_params" if ema else "params"
+    with ocp.CheckpointManager(_checkpoints_dir(workdir)) as mngr:
+
+        def restore(candidate):
+            tree = mngr.restore(candidate, args=ocp.args.StandardRestore())
+            if not isinstance(tree, dict) or key not in tree:
+                found = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+                raise DamagedCheckpoint(f"it holds no {key!r} (found: {found})")
+            _check_finite(tree[key], key)
+            return tree[key]
+
+        params, step, _ = restore_newest_intact(mngr, restore, step)
+    return params, step
 
 
 @dataclasses.dataclass

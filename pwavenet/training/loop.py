@@ -29,7 +29,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import jax_utils
 
-from pwavenet.training.checkpoints import checkpoint_manager, init_params_from, save_config
+from pwavenet.training.checkpoints import (
+    checkpoint_manager,
+    init_params_from,
+    restore_newest_intact,
+    save_config,
+    save_failed,
+    set_aside,
+)
 from pwavenet.training.preemption import Preempted, PreemptionNotice
 from pwavenet.training.state import TrainState, create_optimizer, create_train_state
 from pwavenet.training.steps import (
@@ -42,6 +49,7 @@ from pwavenet.training.steps import (
 from pwavenet.training.summaries import Writer
 from pwavenet.training.timing import format_seconds
 from pwavenet import config_schema
+from pwavenet.training.lock import workdir_lock
 
 __all__ = [
     "Job",
@@ -81,9 +89,19 @@ class Job:
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, job: Job) -> dict[str, float]:
-    """Trains `job` for config.train.steps, resuming from the workdir; returns last metrics."""
+    """Trains `job` for config.train.steps, resuming from the workdir; returns last metrics.
+
+    Holds the workdir's training lock (`workdir_lock`) while it runs; the jobs take it before
+    they read any data, and this call then holds it again (it is re-entrant)."""
+    microbatch = _microbatch_size(config.train)  # refused before anything is written
+    with workdir_lock(workdir):
+        return _fit(config, workdir, job, microbatch)
+
+
+def _fit(
+    config: ml_collections.ConfigDict, workdir: str, job: Job, microbatch: int
+) -> dict[str, float]:
     train_config = config.train
-    microbatch = _microbatch_size(train_config)
     os.makedirs(workdir, exist_ok=True)
     tx, schedule = create_optimizer(train_config)
     ckpt = checkpoint_manager(workdir, train_config)
@@ -148,7 +166,7 @@ def _initial_state(config, workdir: str, job: Job, ckpt, tx) -> TrainState:
     state = create_train_state(state_rng, jax.jit(job.init_params)(init_rng), tx)
     init_from = config_schema.setting(config, "init_from")
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
+        state = _resume(workdir, ckpt, state)
         logging.info("Resumed from %s at step %d.", workdir, int(state.step))
         if init_from:
             logging.info("config.init_from=%s ignored: the run resumes its own.", init_from)
@@ -164,6 +182,27 @@ def _initial_state(config, workdir: str, job: Job, ckpt, tx) -> TrainState:
             init_from,
             source_step,
         )
+    return state
+
+
+def _resume(workdir: str, ckpt: ocp.CheckpointManager, like: TrainState) -> TrainState:
+    """The newest intact checkpoint's state, restored into the structure of `like`; newer
+    damaged checkpoints are named, then moved to <workdir>/damaged_checkpoints so that the
+    resumed run saves those steps again."""
+
+    def restore(step):
+        state = ckpt.restore(step, args=ocp.args.StandardRestore(like))
+        for name in ("params", "ema_params"):
+            if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(getattr(state, name))):
+                raise FloatingPointError(f"its {name} are not finite")
+        if int(state.step) != step:
+            raise ValueError(f"it holds the state of step {int(state.step)}")
+        return state
+
+    state, _, damaged = restore_newest_intact(ckpt, restore)
+    if damaged:
+        set_aside(workdir, damaged)
+        ckpt.reload()
     return state
 
 
@@ -260,7 +299,10 @@ def _stop_if_steps_keep_failing(run: _Run, step: int, last: dict[str, float]) ->
     config, ckpt = run.train_config, run.ckpt
     if last["skipped_in_a_row"] < config.max_skipped_in_a_row:
         return
-    ckpt.wait_until_finished()
+    try:
+        ckpt.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+        raise _save_error(run, e) from e
     raise FloatingPointError(
         f"Stopped at step {step}: {int(last['skipped_in_a_row'])} training steps in a "
         "row had a non-finite loss or gradient (each was skipped; "
@@ -293,14 +335,28 @@ def _save(run: _Run, state, step: int) -> None:
             f"Parameters are not finite at step {step}; not saving them. The latest "
             f"checkpoint (step {run.ckpt.latest_step()}) is intact."
         )
-    run.ckpt.save(step, args=ocp.args.StandardSave(host_state))
+    try:
+        # Waits for the previous step's save first: an error of that one surfaces here.
+        run.ckpt.save(step, args=ocp.args.StandardSave(host_state))
+    except Exception as e:  # noqa: BLE001  any failure to write is reported by folder
+        raise _save_error(run, e) from e
     logging.info("Saving step %d in %s.", step, os.path.join(run.workdir, "checkpoints"))
+
+
+def _save_error(run: _Run, error: Exception):
+    """CheckpointSaveError for a save that raised `error`: the save of this step, or of the one
+    before (orbax saves in the background and reports a failure when the next save or the
+    final wait starts)."""
+    return save_failed(os.path.abspath(os.path.join(run.workdir, "checkpoints")), error)
 
 
 def _close(run: _Run) -> None:
     """Waits for the last checkpoint and flushes the summaries."""
-    run.ckpt.wait_until_finished()
-    run.ckpt.close()
+    try:
+        run.ckpt.wait_until_finished()
+        run.ckpt.close()
+    except Exception as e:  # noqa: BLE001
+        raise _save_error(run, e) from e
     run.writer.flush()
 
 

@@ -25,10 +25,18 @@ The student (pwavenet.models.iaf) uses the same predictor the other way round:
 by an excitation scaled by `excitation_log_gain`, the residual level the frame's spectrum
 implies (on the embedded corpus the teacher's scale is about 0.8 of it, the real residual's
 RMS about 0.77).
+
+Every real FFT here goes through `_rfft`, `_irfft` and `_spectrum_product`: jnp.fft by
+default; inside `fft_as_matmul()` (a trace-time choice, made by the ONNX export, whose
+converter has neither FFTs nor complex numbers) the same transforms as matmuls with constant
+float32 cos/sin DFT matrices, a spectrum then being real (..., 2 * bins): real parts, then
+imaginary parts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any, NamedTuple
 
@@ -40,6 +48,105 @@ from jax import lax
 from pwavenet import audio
 
 Array = jax.Array
+
+_FFT_AS_MATMUL = contextvars.ContextVar("pwavenet_lpc_fft_as_matmul", default=False)
+
+
+@contextlib.contextmanager
+def fft_as_matmul():
+    """Within it, functions traced (or run) here compute their real FFTs as exact DFT matmuls
+    (module docstring): for converters without FFTs (ONNX). Outside it, jnp.fft, unchanged."""
+    token = _FFT_AS_MATMUL.set(True)
+    try:
+        yield
+    finally:
+        _FFT_AS_MATMUL.reset(token)
+
+
+@functools.lru_cache(maxsize=32)
+def _dft_matrices(n: int, outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(forward (n, 2 * bins), inverse (2 * bins, outputs)) float32 for real FFTs of n points,
+    bins = n // 2 + 1: x @ forward is rfft(x, n) as [real, imag]; s @ inverse is
+    irfft(s, n)[:outputs] (the imaginary parts of bin 0 and, for even n, bin n / 2 ignored,
+    as numpy's irfft does). Angles from k * t mod n in integers, then float64."""
+    bins = n // 2 + 1
+    k = np.arange(bins)
+    t = np.arange(n)
+    angle = 2 * np.pi * (np.outer(t, k) % n) / n  # (n, bins)
+    forward = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1)
+    # irfft: x_t = (1/n) [X_0 + 2 sum_inner (Re X_k cos - Im X_k sin) + X_{n/2} (-1)^t].
+    weight = np.full(bins, 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    sin_weight = weight.copy()
+    sin_weight[0] = 0.0
+    if n % 2 == 0:
+        sin_weight[-1] = 0.0
+    inverse = np.concatenate(
+        [(weight[:, None] * np.cos(angle.T)), -(sin_weight[:, None] * np.sin(angle.T))], axis=0
+    )[:, :outputs] / n
+    return forward.astype(np.float32), inverse.astype(np.float32)
+
+
+def _dft_matmul(x: Array, matrix: np.ndarray) -> Array:
+    """x @ matrix (float32) summed in blocks of about sqrt(k) of the k terms, then over the
+    blocks: a runtime that sums a matmul's terms one after another (onnxruntime's Einsum)
+    would otherwise lose ~k ulps on the all-positive power spectra `analyze` transforms,
+    which Levinson's recursion amplifies by the normal equations' condition number."""
+    k = matrix.shape[0]
+    width = max(1, int(np.ceil(np.sqrt(k))))
+    blocks = -(-k // width)
+    matrix = np.pad(matrix, ((0, blocks * width - k), (0, 0))).reshape(blocks, width, -1)
+    x = jnp.pad(x.astype(jnp.float32), [(0, 0)] * (x.ndim - 1) + [(0, blocks * width - k)])
+    x = x.reshape(x.shape[:-1] + (blocks, width))
+    partial = jnp.einsum("...bw,bwo->...bo", x, jnp.asarray(matrix),
+                         precision=lax.Precision.HIGHEST)
+    return jnp.sum(partial, axis=-2)
+
+
+def _rfft(x: Array, n: int | None = None) -> Array:
+    """rfft(x, n) on the last axis: complex (..., bins), or inside `fft_as_matmul` real
+    (..., 2 * bins) [real parts, imaginary parts]."""
+    if not _FFT_AS_MATMUL.get():
+        return jnp.fft.rfft(x, n=n, axis=-1)
+    n = x.shape[-1] if n is None else n
+    forward, _ = _dft_matrices(n, n)
+    x = x[..., :n]
+    # Zero padding to n adds nothing: only the rows of the samples given (a predictor's p + 1).
+    return _dft_matmul(x, forward[: x.shape[-1]])
+
+
+def _irfft(spectrum: Array, n: int, outputs: int | None = None) -> Array:
+    """irfft(spectrum, n)[..., :outputs] on the last axis, of an `_rfft` spectrum or of real
+    (..., bins) values (a spectrum with zero imaginary parts)."""
+    if not _FFT_AS_MATMUL.get():
+        return jnp.fft.irfft(spectrum, n=n, axis=-1)[..., :outputs]
+    outputs = n if outputs is None else outputs
+    _, inverse = _dft_matrices(n, outputs)
+    bins = n // 2 + 1
+    if spectrum.shape[-1] == bins:
+        inverse = inverse[:bins]  # real values: the real parts' rows only
+    elif spectrum.shape[-1] != 2 * bins:
+        raise ValueError(f"a spectrum of {spectrum.shape[-1]} values is not one of n={n} points")
+    return _dft_matmul(spectrum, inverse)
+
+
+def _spectrum_product(a: Array, b: Array) -> Array:
+    """The bin-wise product of two `_rfft` spectra (a convolution's spectrum)."""
+    if not _FFT_AS_MATMUL.get():
+        return a * b
+    a_re, a_im = jnp.split(a, 2, axis=-1)
+    b_re, b_im = jnp.split(b, 2, axis=-1)
+    return jnp.concatenate([a_re * b_re - a_im * b_im, a_re * b_im + a_im * b_re], axis=-1)
+
+
+def _spectrum_power(spectrum: Array) -> Array:
+    """|X_k|^2 (..., bins) of an `_rfft` spectrum."""
+    if not _FFT_AS_MATMUL.get():
+        return jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+    real, imag = jnp.split(spectrum, 2, axis=-1)
+    return jnp.square(real) + jnp.square(imag)
 
 
 @functools.lru_cache(maxsize=8)
@@ -138,7 +245,7 @@ def analyze(log_mel: Array, config: Any) -> tuple[Array, Array]:
     order = config.lpc_order
     spectrum = power_spectrum(log_mel, config)
     power = spectrum + config.lpc_noise_floor * jnp.mean(spectrum, axis=-1, keepdims=True)
-    r = jnp.fft.irfft(power, n=m.n_fft, axis=-1)[..., : order + 1]
+    r = _irfft(power, m.n_fft, order + 1)
     if config.lpc_lag_window_hz:
         lag = jnp.arange(order + 1, dtype=jnp.float32)
         r = r * jnp.exp(
@@ -213,7 +320,7 @@ def excitation_log_gain(coefficients: Array, power: Array, config: Any) -> Array
         [jnp.ones(coefficients.shape[:-1] + (1,), jnp.float32), -coefficients.astype(jnp.float32)],
         axis=-1,
     )
-    response = jnp.fft.rfft(a, n=m.n_fft, axis=-1)
+    response = _rfft(a, m.n_fft)
     bins = m.n_fft // 2 + 1
     # Each inner bin stands for itself and its mirror image on the circle.
     weight = np.full(bins, 2.0)
@@ -221,7 +328,7 @@ def excitation_log_gain(coefficients: Array, power: Array, config: Any) -> Array
     if m.n_fft % 2 == 0:
         weight[-1] = 1.0
     residual = (
-        jnp.sum(weight * power * (jnp.square(response.real) + jnp.square(response.imag)), axis=-1)
+        jnp.sum(weight * power * _spectrum_power(response), axis=-1)
         / m.n_fft
     )
     return 0.5 * jnp.log(jnp.maximum(residual, 1e-30) * (4.0 / np.pi) / energy)
@@ -244,8 +351,8 @@ def synthesis_plan(coefficients: Array, hop: int) -> SynthesisPlan:
     h = jnp.pad(impulse_response(a, hop - 1), ((0, 0), (0, 0), (1, size - hop)))
     span = order + hop  # the state and the frame; prediction outputs at [order, span) do not wrap
     return SynthesisPlan(
-        h_spectrum=jnp.fft.rfft(h, axis=-1),  # taps 1 .. hop - 1 (h_0 is added separately)
-        a_spectrum=jnp.fft.rfft(jnp.pad(a, ((0, 0), (0, 0), (1, span - order - 1))), axis=-1),
+        h_spectrum=_rfft(h),  # taps 1 .. hop - 1 (h_0 is added separately)
+        a_spectrum=_rfft(jnp.pad(a, ((0, 0), (0, 0), (1, span - order - 1)))),
     )
 
 
@@ -281,13 +388,13 @@ def all_pole_filter(
         plan = synthesis_plan(coefficients, hop)
     u = u.astype(jnp.float32).reshape(batch, frames, hop)
     size, span = 2 * hop, order + hop
-    zero_state = u + jnp.fft.irfft(jnp.fft.rfft(u, n=size) * plan.h_spectrum, n=size)[..., :hop]
+    zero_state = u + _irfft(_spectrum_product(_rfft(u, size), plan.h_spectrum), size, hop)
 
     def frame_step(state, inputs):
         zero_state_f, a_f, h_f = inputs
-        v = jnp.fft.irfft(jnp.fft.rfft(jnp.pad(state, ((0, 0), (0, hop))), n=span) * a_f, n=span)
+        v = _irfft(_spectrum_product(_rfft(jnp.pad(state, ((0, 0), (0, hop))), span), a_f), span)
         v = v[:, order:]
-        x_f = zero_state_f + v + jnp.fft.irfft(jnp.fft.rfft(v, n=size) * h_f, n=size)[:, :hop]
+        x_f = zero_state_f + v + _irfft(_spectrum_product(_rfft(v, size), h_f), size, hop)
         state = jnp.concatenate([state, x_f], axis=-1)[:, -order:]
         return state, x_f
 

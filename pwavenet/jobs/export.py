@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from pwavenet import training
+from pwavenet.audio import lpc
 from pwavenet.models import builders, iaf
 
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -196,7 +197,10 @@ def _write_onnx(function, args, output: str) -> dict[str, Any]:
 
         # jax2onnx traces Flax modules with its own patches, which nn.scan's shape handling
         # does not survive; converting the traced program (primitives only) sidesteps them.
-        closed = jax.make_jaxpr(function)(*args)
+        # The synthesis filter's FFTs as DFT matmuls: the converter has no FFT nor complex
+        # numbers (a trace-time choice; jnp.fft elsewhere).
+        with lpc.fft_as_matmul():
+            closed = jax.make_jaxpr(function)(*args)
 
         def program(*inputs):
             return jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *inputs)[0]
@@ -249,12 +253,6 @@ def export(
         )
     config.model.synthesis_chunk = 0  # one pass: the windows' count would need a known length
     model = builders.build_student(config)
-    if format == "onnx" and model.has_synthesis_filter:
-        raise ValueError(
-            f"{workdir}'s student has the synthesis filter (model.lpc_order="
-            f"{config.model.lpc_order}), which does not convert to ONNX: its design uses an "
-            "inverse real FFT the converter lacks; use --format=saved_model or jax."
-        )
     params, step = training.restore_params(workdir, step, ema=True)
     function = synthesis_function(model, params)
     args, inputs = exported_inputs(model, config)

@@ -347,3 +347,96 @@ def test_excitation_gain_is_the_level_of_the_residual_the_predictor_leaves():
         residual = (x - _numpy_prediction(x, a, hop))[2048:-2048]
         ratio = np.median(np.exp(np.asarray(log_gain))) / np.std(residual)
         assert abs(ratio - 1.0) < tolerance, (level, shaped, ratio)
+
+
+@pytest.mark.parametrize("n", [7, 8, 129, 130])
+def test_fft_as_matmul_computes_jnp_ffts_real_transforms(n):
+    """Inside lpc.fft_as_matmul the helpers' DFT matmuls give jnp.fft's rfft and irfft (odd
+    and even sizes; a shorter input zero-padded, a longer one cut, as jnp.fft's n= does; the
+    inverse of a spectrum and of real bin values, its first outputs only), within float32
+    rounding of float64 numpy; outside it they are jnp.fft's, bit for bit, complex spectra."""
+    rng = np.random.default_rng(n)
+    bins = n // 2 + 1
+    x = rng.standard_normal((2, 3, n)).astype(np.float32)
+    short, long_ = x[..., : n // 2 + 2], np.concatenate([x, x[..., :3]], axis=-1)
+    spectrum = np.fft.rfft(x.astype(np.float64), axis=-1)
+    power = np.square(np.abs(spectrum)).astype(np.float32)
+    packed = np.concatenate([spectrum.real, spectrum.imag], axis=-1).astype(np.float32)
+    helpers = (
+        lambda x, s, l, p, q: lpc._rfft(x),
+        lambda x, s, l, p, q: lpc._rfft(s, n),
+        lambda x, s, l, p, q: lpc._rfft(l, n),
+        lambda x, s, l, p, q: lpc._irfft(q, n, 5),
+        lambda x, s, l, p, q: lpc._irfft(p, n),
+        lambda x, s, l, p, q: lpc._spectrum_power(lpc._rfft(x)),
+        lambda x, s, l, p, q: lpc._irfft(lpc._spectrum_product(lpc._rfft(x), lpc._rfft(s, n)), n),
+    )
+    args = (x, short, long_, power, packed)
+    with lpc.fft_as_matmul():
+        matmul = [np.asarray(jax.jit(h)(*args)) for h in helpers]
+    fft = [np.asarray(jax.jit(h)(*(args[:4] + (spectrum.astype(np.complex64),)))) for h in helpers]
+
+    def pack(s):
+        return np.concatenate([s.real, s.imag], axis=-1)
+
+    x64 = x.astype(np.float64)
+    expected = [
+        pack(spectrum),
+        pack(np.fft.rfft(short.astype(np.float64), n, axis=-1)),
+        pack(np.fft.rfft(long_.astype(np.float64), n, axis=-1)),
+        np.fft.irfft(spectrum, n, axis=-1)[..., :5],
+        np.fft.irfft(power.astype(np.float64), n, axis=-1),
+        np.square(np.abs(spectrum)),
+        np.fft.irfft(spectrum * np.fft.rfft(short.astype(np.float64), n, axis=-1), n, axis=-1),
+    ]
+    for got, want, default in zip(matmul, expected, fft):
+        scale = np.max(np.abs(want))
+        np.testing.assert_allclose(got, want, atol=2e-6 * scale, rtol=0)
+        if np.iscomplexobj(default):
+            default = pack(default)
+        np.testing.assert_allclose(got, default, atol=2e-6 * scale, rtol=0)
+    assert fft[0].shape == (2, 3, bins) and np.iscomplexobj(fft[0])
+    assert matmul[0].shape == (2, 3, 2 * bins) and x64.shape[-1] == n
+
+    # Outside the context (and after it), the default path is jnp.fft's, bit for bit.
+    np.testing.assert_array_equal(fft[0], np.asarray(jnp.fft.rfft(x, axis=-1)))
+    np.testing.assert_array_equal(fft[4], np.asarray(jnp.fft.irfft(power, n=n, axis=-1)))
+    primitives = str(jax.make_jaxpr(lambda v: lpc._irfft(lpc._rfft(v), n))(x))
+    assert "fft" in primitives
+    with lpc.fft_as_matmul():
+        assert "fft" not in str(jax.make_jaxpr(lambda v: lpc._irfft(lpc._rfft(v), n))(x))
+
+
+def test_the_synthesis_filter_with_dft_matmuls_is_the_ffts_on_speech_like_predictors():
+    """The order-320 filters of a vowel-like mel (the product's size: poles near the unit
+    circle, normal equations far from well conditioned), designed and run once with jnp.fft
+    and once inside lpc.fft_as_matmul (what the ONNX export converts): same predictors, gains
+    and audio up to float32 rounding. The predictors' normal equations have condition numbers
+    up to ~6e5 here, so float32 rounding moves them: jnp.fft's predictors are 1.2e-3 (of the
+    largest coefficient) from float64's, the matmuls' 1.6e-3, the two 1.7e-3 apart (measured);
+    the audio 6e-4 apart."""
+    rng = np.random.default_rng(5)
+    config, mel_config = _synthesis_config(320)
+    frames, hop = 8, mel_config.hop_length
+    periodic = np.tile(rng.standard_normal(147), 80)[: frames * hop + 4096]
+    x = _formants(periodic + 0.1 * rng.standard_normal(periodic.shape))[4096:]
+    log_mel = audio.log_mel_spectrogram((0.3 * x / np.abs(x).max()).astype(np.float32), mel_config)
+    u = jnp.asarray(rng.standard_normal((1, frames * hop)) * 1e-3, jnp.float32)
+
+    def synthesize(log_mel, u):
+        a, log_gain = lpc.synthesis_filters(log_mel, config)
+        excitation = u * jnp.repeat(jnp.exp(log_gain), hop, 1)
+        return a, log_gain, lpc.all_pole_filter(excitation, a, hop)[0], excitation
+
+    default = [np.asarray(v) for v in jax.jit(synthesize)(jnp.asarray(log_mel)[None], u)]
+    with lpc.fft_as_matmul():
+        matmul = [
+            np.asarray(v)
+            for v in jax.jit(lambda m, e: synthesize(m, e))(jnp.asarray(log_mel)[None], u)
+        ]
+    for name, got, want in zip(("predictors", "log gains", "audio"), matmul, default):
+        scale = np.max(np.abs(want))
+        error = np.max(np.abs(got - want)) / scale
+        assert error < 3e-3, (name, error)
+    # The filter does something: its output is far from its input.
+    assert np.max(np.abs(default[2])) > 3 * np.max(np.abs(default[3]))

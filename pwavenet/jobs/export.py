@@ -17,9 +17,9 @@ takes a teacher too):
   - `onnx`: an ONNX model (jax2onnx) of fixed shapes, batch `batch_size` and `frames` mel
     frames: the converter cannot keep the flows' scan dynamic, so a server keeps one model per
     bucket (export once per shape it serves) and calls the smallest that holds the input
-    (the audio of a padded mel differs from the unpadded one's over its last frames). A
-    student with the synthesis filter is refused (the converter has no inverse real FFT, which
-    the filter's design uses). Loads with onnxruntime alone:
+    (the audio of a padded mel differs from the unpadded one's over its last frames). The
+    synthesis filter's FFTs are converted as DFT matmuls (pwavenet.audio.lpc.fft_as_matmul;
+    ONNX has no real FFT): the same audio up to float32 rounding. Loads with onnxruntime alone:
         audio = onnxruntime.InferenceSession("student.onnx").run(
             ["audio"], {"mel": mel, "noise": noise})[0]
   - `bundle`: one file for pwavenet.load_vocoder (pwavenet.training.bundle): EMA weights,

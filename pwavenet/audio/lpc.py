@@ -100,8 +100,9 @@ def _dft_matmul(x: Array, matrix: np.ndarray) -> Array:
     matrix = np.pad(matrix, ((0, blocks * width - k), (0, 0))).reshape(blocks, width, -1)
     x = jnp.pad(x.astype(jnp.float32), [(0, 0)] * (x.ndim - 1) + [(0, blocks * width - k)])
     x = x.reshape(x.shape[:-1] + (blocks, width))
-    partial = jnp.einsum("...bw,bwo->...bo", x, jnp.asarray(matrix),
-                         precision=lax.Precision.HIGHEST)
+    partial = jnp.einsum(
+        "...bw,bwo->...bo", x, jnp.asarray(matrix), precision=lax.Precision.HIGHEST
+    )
     return jnp.sum(partial, axis=-2)
 
 

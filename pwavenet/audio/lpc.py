@@ -55,7 +55,11 @@ _FFT_AS_MATMUL = contextvars.ContextVar("pwavenet_lpc_fft_as_matmul", default=Fa
 @contextlib.contextmanager
 def fft_as_matmul():
     """Within it, functions traced (or run) here compute their real FFTs as exact DFT matmuls
-    (module docstring): for converters without FFTs (ONNX). Outside it, jnp.fft, unchanged."""
+    (module docstring): for converters without FFTs (ONNX). Outside it, jnp.fft, unchanged.
+
+    jax caches a jitted function's trace by the function and its arguments' shapes, not by
+    this choice: trace a function inside that was not traced outside (and do not call inside
+    what will run outside), or the cached program of the other kind is reused."""
     token = _FFT_AS_MATMUL.set(True)
     try:
         yield

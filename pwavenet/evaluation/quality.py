@@ -11,8 +11,10 @@ it (same length, time-aligned: no alignment search), at the corpus's sample rate
                     reference's speech frames (envelope power within 50 dB of its loudest
                     frame). c are the all-pass warped (mel) cepstra, as SPTK defines them, of
                     WORLD's CheapTrick envelope (pyworld) at each signal's own harvest F0, 5 ms
-                    frames, warping alpha fitted to the mel scale for the sample rate (0.455
-                    at 22.05 kHz). c_0 (the level) is left out, so a gain change scores 0
+                    frames, on both signals resampled to 16 kHz (as wide-band PESQ): 0 to
+                    8 kHz, the band the mels here describe (above it a vocoder can only guess,
+                    and a corpus may hold nothing but its noise floor); warping alpha 0.41,
+                    fitted to the mel scale. c_0 (the level) is left out, so a gain scores 0
   f0_rmse_cents     RMSE of 1200 log2(f0 / f0_ref) over frames both call voiced; F0 and voicing
                     from WORLD's harvest (pyworld), 5 ms frames, 60 to 500 Hz
   vuv_error         the fraction of frames whose voiced/unvoiced decision differs from the
@@ -90,6 +92,7 @@ _STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 _SILENCE_DB = 50.0
 _F0_FRAME_PERIOD_MS = 5.0
 _MCD_ORDER = 24
+_MCD_RATE = 16000  # the envelopes are compared over 0 to 8 kHz
 _GROSS_PITCH_ERROR = 0.2  # relative F0 deviation beyond which a frame's pitch is grossly wrong
 
 
@@ -179,10 +182,16 @@ def mel_cepstral_distortion(
     audio_f0: np.ndarray | None = None,
 ) -> float:
     """Mean mel-cepstral distortion in dB over the reference's speech frames, coefficients
-    1..order of the spectral envelopes (see the module docstring); NaN in digital silence."""
+    1..order of the spectral envelopes up to 8 kHz (see the module docstring); NaN in digital
+    silence. `reference_f0` and `audio_f0` reuse harvest tracks (f0_track) already computed."""
     reference, audio = _pair(reference, audio)
     if not np.any(reference):
         return math.nan
+    if sample_rate > _MCD_RATE:  # F0 tracks are in time (5 ms frames): they stay valid
+        g = math.gcd(_MCD_RATE, sample_rate)
+        reference = signal.resample_poly(reference, _MCD_RATE // g, sample_rate // g)
+        audio = signal.resample_poly(audio, _MCD_RATE // g, sample_rate // g)
+        sample_rate = _MCD_RATE
     c_ref, power_db = mel_cepstrum(reference, sample_rate, reference_f0, order)
     c, _ = mel_cepstrum(audio, sample_rate, audio_f0, order)
     n = min(len(c_ref), len(c))

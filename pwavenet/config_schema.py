@@ -444,17 +444,22 @@ SCHEMAS = {"teacher": TEACHER, "student": STUDENT, "flows": FLOWS, "pitch": PITC
 # ------------------------------------------------------------------ rules across fields
 
 
+def _mel_rules(get: Callable[[str], Any], mel: str) -> Iterator[tuple[str, str]]:
+    """(field, problem) for a mel definition's section `mel` (e.g. 'mel', 'model.lpc_mel')."""
+    rate, fmin, fmax = get(f"{mel}.sample_rate"), get(f"{mel}.fmin"), get(f"{mel}.fmax")
+    if fmax is not None and rate is not None and fmax > rate / 2:
+        yield f"{mel}.fmax", f"expected <= {mel}.sample_rate / 2 = {rate / 2} (Nyquist)"
+    if fmin is not None and fmax is not None and fmin >= fmax:
+        yield f"{mel}.fmin", f"expected < {mel}.fmax = {fmax}"
+    n_fft, win = get(f"{mel}.n_fft"), get(f"{mel}.win_length")
+    if win is not None and n_fft is not None and win > n_fft:
+        yield f"{mel}.win_length", f"expected <= {mel}.n_fft = {n_fft}"
+
+
 def _audio_rules(get: Callable[[str], Any]) -> Iterator[tuple[str, str]]:
     """(field, problem) for the mel, data and model fields of a teacher or student config."""
     for mel in ("mel", "model.lpc_mel"):
-        rate, fmin, fmax = get(f"{mel}.sample_rate"), get(f"{mel}.fmin"), get(f"{mel}.fmax")
-        if fmax is not None and rate is not None and fmax > rate / 2:
-            yield f"{mel}.fmax", f"expected <= {mel}.sample_rate / 2 = {rate / 2} (Nyquist)"
-        if fmin is not None and fmax is not None and fmin >= fmax:
-            yield f"{mel}.fmin", f"expected < {mel}.fmax = {fmax}"
-        n_fft, win = get(f"{mel}.n_fft"), get(f"{mel}.win_length")
-        if win is not None and n_fft is not None and win > n_fft:
-            yield f"{mel}.win_length", f"expected <= {mel}.n_fft = {n_fft}"
+        yield from _mel_rules(get, mel)
     hop, crop = get("mel.hop_length"), get("data.crop_samples")
     if crop % hop:
         near = max(1, round(crop / hop)) * hop
@@ -515,11 +520,7 @@ def _flows_rules(get) -> Iterator[tuple[str, str]]:
 
 
 def _pitch_rules(get) -> Iterator[tuple[str, str]]:
-    rate, fmin, fmax = get("mel.sample_rate"), get("mel.fmin"), get("mel.fmax")
-    if fmax > rate / 2:
-        yield "mel.fmax", f"expected <= mel.sample_rate / 2 = {rate / 2} (Nyquist)"
-    if fmin >= fmax:
-        yield "mel.fmin", f"expected < mel.fmax = {fmax}"
+    return _mel_rules(get, "mel")
 
 
 _RULES = {

@@ -31,6 +31,8 @@ import numpy as np
 import optax
 import pyworld
 
+from pwavenet.audio.excitation import F0_RANGE_HZ  # the hand-made estimator's range too
+
 Array = jax.Array
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "targets",
 ]
 
-F0_RANGE_HZ = (60.0, 500.0)  # harvest's search range here and in the quality measures
 CLASS_CENTS = 20.0
 TARGET_SIGMA_CENTS = 25.0
 DECODE_RADIUS = 4  # classes either side of the most probable in the local average

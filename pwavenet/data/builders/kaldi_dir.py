@@ -243,24 +243,16 @@ class KaldiDir(tfds.core.GeneratorBasedBuilder):
     )
 
     def __init__(self, *, manual_dir: str | None = None, bad_audio: str = "skip", **kwargs):
-        if bad_audio not in wav_folder.BAD_AUDIO_POLICIES:
-            raise ValueError(
-                f"bad_audio must be one of {wav_folder.BAD_AUDIO_POLICIES}, got {bad_audio!r}."
-            )
+        wav_folder.check_bad_audio_policy(bad_audio)
         self._manual_dir = manual_dir
         self._bad_audio = bad_audio
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         rate = self.builder_config.sample_rate
-        features = {
-            "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
-            "speaker": np.int64,
-            "id": tfds.features.Text(),
-        }
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(features),
+            features=tfds.features.FeaturesDict(wav_folder.utterance_features(rate)),
             supervised_keys=None,
             metadata=tfds.core.MetadataDict(sample_rate=rate),
         )

@@ -289,6 +289,22 @@ def read_mel(wav_path: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- builder
 
 
+def check_bad_audio_policy(bad_audio: str) -> None:
+    """Raises ValueError unless `bad_audio` is one of BAD_AUDIO_POLICIES."""
+    if bad_audio not in BAD_AUDIO_POLICIES:
+        raise ValueError(f"bad_audio must be one of {BAD_AUDIO_POLICIES}, got {bad_audio!r}.")
+
+
+def utterance_features(rate: int) -> dict:
+    """The features every local-file builder stores: 16-bit audio at `rate`, the speaker id
+    and the utterance id."""
+    return {
+        "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
+        "speaker": np.int64,
+        "id": tfds.features.Text(),
+    }
+
+
 @dataclasses.dataclass(eq=False)
 class WavFolderConfig(tfds.core.BuilderConfig):
     """sample_rate: every example is stored at this rate (other files are resampled).
@@ -345,19 +361,14 @@ class WavFolder(tfds.core.GeneratorBasedBuilder):
     )
 
     def __init__(self, *, manual_dir: str | None = None, bad_audio: str = "skip", **kwargs):
-        if bad_audio not in BAD_AUDIO_POLICIES:
-            raise ValueError(f"bad_audio must be one of {BAD_AUDIO_POLICIES}, got {bad_audio!r}.")
+        check_bad_audio_policy(bad_audio)
         self._manual_dir = manual_dir
         self._bad_audio = bad_audio
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         rate = self.builder_config.sample_rate
-        features = {
-            "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=rate),
-            "speaker": np.int64,
-            "id": tfds.features.Text(),
-        }
+        features = utterance_features(rate)
         if self.builder_config.mels:
             # (frames, n_mels): two unknown dimensions need an explicit encoding.
             features["mel"] = tfds.features.Tensor(

@@ -44,17 +44,13 @@ import functools
 import os
 from collections.abc import Iterable, Iterator
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax import lax
 
 from pwavenet import audio, training
-from pwavenet.audio import lpc as lpc_lib
-from pwavenet.models import builders, iaf, layers, wavenet
-from pwavenet import config_schema
+from pwavenet.models import builders, generation, iaf, synthesis
 
 Array = jax.Array
 
@@ -173,7 +169,7 @@ class Vocoder:
         self.model = build_model(config)
         self.kind = "student" if isinstance(self.model, iaf.IAFStudent) else "teacher"
         # A student with pulses gets them for the whole mel first (`vocode`), each piece its
-        # slice; `stream` cannot (iaf.check_unchunked).
+        # slice; `stream` cannot.
         self._pulses = self.kind == "student" and self.model.has_pulses
         if not config.model.n_mels:
             raise ValueError(
@@ -198,15 +194,15 @@ class Vocoder:
             raise ValueError(f"chunk_frames={chunk_frames}: use a count >= 1 (or None).")
         self.window_frames = left + self.chunk_frames + right
         self.lookahead_frames = self.chunk_frames + right
-        program = _student_window if self.kind == "student" else _teacher_window
+        step = iaf.student_window if self.kind == "student" else generation.teacher_window
         # One jitted program per vocoder: it compiles once per batch size (its cache size is
         # the number of shapes it has seen).
-        self._window = jax.jit(functools.partial(program, self.model, self.chunk_frames))
+        self._window = jax.jit(functools.partial(step, self.model, chunk=self.chunk_frames))
         if self._pulses:
             self._excitation = jax.jit(
                 lambda variables, mel: self.model.apply(
                     variables, mel, method=iaf.IAFStudent.excitation_inputs
-                )
+                )[2:]
             )
 
     # ------------------------------------------------------------------ features
@@ -243,7 +239,7 @@ class Vocoder:
         if self.kind != "student":
             raise ValueError("noise(): only the student's synthesis is a function of base noise.")
         keys = _keys(seed, batch or 1)
-        z = _student_noise(self.model, keys, jnp.arange(frames))
+        z = synthesis.frame_noise(self.model.sample_base, keys, jnp.arange(frames), self.hop_length)
         z = np.asarray(z).reshape(batch or 1, frames * self.hop_length)
         return z if batch is not None else z[0]
 
@@ -301,7 +297,13 @@ class Vocoder:
         if isinstance(input_stats, (str, os.PathLike)):
             input_stats = audio.load_mel_stats(os.fspath(input_stats))  # read once
         if self._pulses:
-            iaf.check_unchunked(self.model, "Vocoder.stream")
+            # Its pitch estimate reads the whole mel (a prior 120 frames either way, voicing
+            # levels against the loudest frame) and the pulse phase runs from the start.
+            raise NotImplementedError(
+                "Vocoder.stream does not support model.excitation='pulses' (its pitch estimate "
+                "needs the whole mel): use Vocoder.vocode, which computes the pulses over the "
+                "whole mel first."
+            )
         speakers = self._speakers(speaker, 1)
         keys = _keys(seed, 1)
         state = self._initial_state(1)
@@ -372,25 +374,20 @@ class Vocoder:
         window = np.zeros((mel.shape[0], self.window_frames, self.n_mels), np.float32)
         valid = valid_end - window_start
         window[:, :valid] = mel[:, window_start - offset : valid_end - offset]
-        x, state = self._window(
-            self.variables,
+        inputs = synthesis.Window(
             jnp.asarray(window),
             np.int32(valid),
             np.int32(window_start),
             np.int32(start - window_start),
             speakers,
             keys,
-            state,
-            *(() if excitation is None else (excitation,)),
+            excitation=excitation,
         )
+        x, state = self._window(self.variables, state, inputs)
         return np.clip(np.asarray(x), -1.0, 1.0), state
 
     def _initial_state(self, batch: int):
-        if self.kind == "teacher":
-            return wavenet.generation_carry(self.model, batch)
-        if self.model.has_synthesis_filter:
-            return jnp.zeros((batch, self.model.config.lpc_order), jnp.float32)
-        return jnp.zeros((batch, 0), jnp.float32)
+        return self.model.initial_state(batch)
 
     def _check_mel(self, mel) -> tuple[np.ndarray, bool]:
         mel = np.asarray(mel, np.float32)
@@ -468,106 +465,6 @@ def _check_finite(mel: np.ndarray) -> None:
 def _keys(seed: int, batch: int) -> Array:
     """(batch, key) PRNG keys: item b's is PRNGKey(seed + b)."""
     return jax.vmap(jax.random.PRNGKey)(jnp.arange(batch, dtype=jnp.uint32) + np.uint32(seed))
-
-
-def _student_noise(model: iaf.IAFStudent, keys: Array, frames: Array) -> Array:
-    """Base noise (B, F * hop) of the given global frame indices (F,)."""
-
-    def one(key, frame):
-        return model.sample_base(jax.random.fold_in(key, frame), (model.hop_length,))
-
-    z = jax.vmap(lambda key: jax.vmap(lambda f: one(key, f))(frames))(keys)  # (B, F, hop)
-    return z.reshape(keys.shape[0], -1)
-
-
-def _upsample_valid_frames(valid):
-    """An `nn.intercept_methods` interceptor that passes `valid_frames=valid` to every
-    `ConditioningUpsampler` call, so that the model's own `conditioning` upsamples a padded
-    window as it would its first `valid` frames alone."""
-
-    def interceptor(next_fun, args, kwargs, context):
-        if isinstance(context.module, layers.ConditioningUpsampler):
-            if context.method_name == "__call__":
-                kwargs = dict(kwargs, valid_frames=valid)
-        return next_fun(*args, **kwargs)
-
-    return interceptor
-
-
-def _student_window(
-    model, chunk, variables, mel, valid, window_start, keep, speaker, keys, past, excitation=None
-):
-    """One piece of the student's synthesis: (x (B, chunk * hop), the synthesis filter's
-    state after it) for mel (B, W, n_mels) whose first `valid` frames are real, starting at
-    global frame `window_start`; the piece starts `keep` frames into the window. A pulses
-    student's `excitation` (pulses, voicing), each (B, chunk * hop), is the piece's slice of
-    the whole mel's (its own window's would differ)."""
-    hop = model.hop_length
-    z = _student_noise(model, keys, window_start + jnp.arange(mel.shape[1]))
-    with nn.intercept_methods(_upsample_valid_frames(valid)):
-        mel_up, speaker_emb, filters = model.apply(
-            variables, z.shape, mel, speaker, method=iaf.IAFStudent.conditioning_checked
-        )
-    e = iaf.windowed_flows(model, variables, z, mel_up, speaker_emb)[0]
-    x = lax.dynamic_slice_in_dim(e, keep * hop, chunk * hop, axis=1)
-    if filters is None:
-        return x, past
-    coefficients, log_gain = (lax.dynamic_slice_in_dim(f, keep, chunk, axis=1) for f in filters[:2])
-    if excitation is not None:
-        log_noise_gain, added = model.apply(
-            variables, (None, None, *excitation), method=iaf.IAFStudent.excitation_terms
-        )
-        x = x * jnp.exp(log_noise_gain) + added
-    u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
-    return lpc_lib.all_pole_filter(u, coefficients, hop, past)
-
-
-def _teacher_window(model, chunk, variables, mel, valid, window_start, keep, speaker, keys, carry):
-    """One piece of the teacher's cached generation: (x (B, chunk * hop), the generation
-    state after it), continuing from `carry`; arguments as `_student_window`."""
-    hop = model.hop_length
-    batch = mel.shape[0]
-    distribution = model.distribution
-    with nn.intercept_methods(_upsample_valid_frames(valid)):
-        mel_up, speaker_emb = model.apply(
-            variables, mel, speaker, method=wavenet.WaveNet.conditioning
-        )
-    mel_up = lax.dynamic_slice_in_dim(mel_up, keep * hop, chunk * hop, axis=1)
-    mel_steps = jnp.swapaxes(mel_up, 0, 1).reshape(chunk, hop, batch, -1)
-    first = window_start + keep  # the piece's first global frame
-    frames = first + jnp.arange(chunk)
-    lpc_frames = None
-    if config_schema.setting(model.config, "model.lpc_order"):
-        lpc = model.apply(variables, mel, method=wavenet.WaveNet.lpc)
-        lpc_frames = jnp.swapaxes(lax.dynamic_slice_in_dim(lpc, keep, chunk, axis=1), 0, 1)
-    # (chunk, hop, B, ...): frame f's noise of item b from fold_in(key_b, f).
-    noise = jax.vmap(
-        lambda key: jax.vmap(lambda f: distribution.noise(jax.random.fold_in(key, f), (hop,)))(
-            frames
-        )
-    )(keys)
-    noise = jax.tree.map(lambda a: jnp.moveaxis(a, 0, 2), noise)
-    steps = (frames[:, None] * hop + jnp.arange(hop)).astype(jnp.int32)
-    cond_kernel = model.apply(variables, method=wavenet.WaveNet.conditioning_kernel)
-    step_variables = wavenet.loop_invariant(variables)
-
-    def one_frame(carry, inputs):
-        t_frame, mel_frame, lpc_f, noise_frame = inputs
-        return wavenet.scan_block(
-            model,
-            step_variables,
-            carry,
-            t_frame,
-            mel_frame,
-            speaker_emb,
-            lpc_f,
-            None,
-            cond_kernel,
-            noise_frame,
-        )
-
-    carry, x = lax.scan(one_frame, carry, (steps, mel_steps, lpc_frames, noise))
-    return x.reshape(chunk * hop, batch).T, carry
 
 
 __all__ = ["Vocoder", "build_model", "default_chunk_frames", "load_vocoder"]

@@ -156,8 +156,8 @@ def test_pulses_student_adds_the_pulses_and_gates_the_noise():
     z, mel, speaker = _inputs()
     x0, _, log_s0 = noise.apply({"params": params_noise}, z, mel, speaker)
     x1, mu1, log_s1 = pulses.apply({"params": params}, z, mel, speaker)
-    filters = pulses.apply({"params": params}, mel, method=iaf.IAFStudent.synthesis_filters)
-    a, log_gain, p, voicing = filters
+    source = pulses.apply({"params": params}, mel, method=iaf.IAFStudent.source_filter)
+    a, log_gain, p, voicing = source
     assert float(jnp.max(jnp.abs(p))) > 0.1  # the pulses are there
     assert float(jnp.min(voicing)) == 0.0 and float(jnp.max(voicing)) == 1.0
     np.testing.assert_allclose(
@@ -193,12 +193,8 @@ def test_pulses_student_inverse_and_log_det():
     np.testing.assert_allclose(logdet, float(jnp.sum(log_s)), rtol=1e-5, atol=1e-4)
 
 
-def test_pulses_need_the_filter_and_refuse_chunked_synthesis():
+def test_pulses_need_the_filter():
     with pytest.raises(ValueError, match="lpc_order"):
         iaf.IAFStudent(small_student_config("logistic", excitation="pulses"))
     with pytest.raises(ValueError, match="excitation"):
         iaf.IAFStudent(small_student_config("logistic", excitation="buzz", **lpc_overrides()))
-    _, _, model, params = _students()
-    z, mel, speaker = _inputs(batch=1)
-    with pytest.raises(NotImplementedError, match="pulses"):
-        iaf.chunked_sample(model, {"params": params}, z, mel, speaker, chunk_frames=1)

@@ -227,56 +227,7 @@ def test_analytic_entropy_matches_monte_carlo_through_the_inverse(sampled):
     np.testing.assert_allclose(model.base_entropy(), dist.entropy(), rtol=1e-12)
 
 
-# ------------------------------------------------------------------ chunked synthesis
-
-
-@pytest.mark.parametrize("lpc", [False, True], ids=["flows", "lpc"])
-def test_chunked_synthesis_equals_one_pass_and_needs_its_context(monkeypatch, lpc):
-    """chunked_sample against the one-pass forward on the same noise; then the same chunks
-    computed with no left or no right context (chunk_context patched) differ, so the context is
-    what makes them agree. With the synthesis filter, chunks carry its state: the flows need
-    the same context, and a chunk that started the filter from zeros would differ. That
-    student also has its own upsampler on a 3-channel projection of the mel (projected
-    first, so the upsampler's kernels are 3 x 3) and runs its flows in windows of 32 samples
-    (model.synthesis_chunk) within each chunk."""
-    overrides = {}
-    if lpc:
-        overrides = dict(lpc_overrides(), upsampler="own", cond_channels=3, synthesis_chunk=32)
-    model = iaf.IAFStudent(_config("logistic", **overrides))
-    params = _random_params(model, seed=2)
-    if lpc:
-        assert params["upsampler"]["stage_1"]["kernel"].shape[1:] == (3, 3)
-    frames, chunk = 24, 8  # chunks [0, 8), [8, 16), [16, 24); the middle one has full context
-    left, right = iaf.chunk_context(model)
-    assert (left, right) == (math.ceil(model.receptive_field / HOP) + 4, 4)
-    assert frames > chunk + left + right  # several chunks with full context on both sides
-    mel, speaker = _conditioning(batch=2, frames=frames, seed=3)
-    z = model.sample_base(jax.random.key(7), (2, frames * HOP))
-    one_pass = np.asarray(_forward(model, params, z, mel, speaker)[0])
-
-    chunked = np.asarray(iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=chunk))
-    assert chunked.shape == one_pass.shape
-    np.testing.assert_allclose(chunked, one_pass, atol=1e-5, rtol=1e-5)
-
-    for context in [(0, 0), (0, right), (left, 0)]:
-        monkeypatch.setattr(iaf, "chunk_context", lambda m, c=context: c)
-        cut = np.asarray(iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=chunk))
-        error = np.max(np.abs(cut - one_pass))
-        assert error > 1e-3 * np.max(np.abs(one_pass)), (context, error)
-
-    if lpc:  # every chunk's filter started from silence instead of the chunk before
-        monkeypatch.setattr(iaf, "chunk_context", lambda m: (left, right))
-        all_pole_filter = iaf.lpc_lib.all_pole_filter
-        monkeypatch.setattr(
-            iaf.lpc_lib, "all_pole_filter", lambda u, a, hop, past: all_pole_filter(u, a, hop)
-        )
-        iaf._chunk_jit.cache_clear()
-        cut = np.asarray(iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=chunk))
-        iaf._chunk_jit.cache_clear()
-        assert np.max(np.abs(cut - one_pass)) > 1e-3 * np.max(np.abs(one_pass))
-
-    with pytest.raises(ValueError, match="chunk_frames"):
-        iaf.chunked_sample(model, params, z, mel, speaker, chunk_frames=0)
+# ------------------------------------------------------------------ windowed synthesis
 
 
 @pytest.mark.parametrize("lpc", [False, True], ids=["flows", "lpc"])
@@ -312,13 +263,24 @@ def test_flows_in_windows_equal_one_pass_and_need_the_receptive_field(monkeypatc
 
 def test_sample_with_the_filter_designed_beside_the_flows_equals_one_pass():
     """iaf.sample called outside a trace designs the synthesis filters on another thread while
-    the flows run: its audio equals the one-pass apply on the noise of the same key, and
+    the flows run: its audio equals the one-pass apply on the documented noise of the key, and
     sample traced inside jit (one program) gives the same audio."""
     model = iaf.IAFStudent(_config("gaussian", synthesis_chunk=40, **lpc_overrides()))
     params = _random_params(model, seed=6)
     mel, speaker = _conditioning(batch=2, frames=12, seed=7)
     key = jax.random.key(3)
-    z = model.sample_base(key, (2, 12 * HOP))
+    # The documented noise: item b's frame f from fold_in(fold_in(key, b), f).
+    z = jnp.stack(
+        [
+            jnp.concatenate(
+                [
+                    model.sample_base(jax.random.fold_in(jax.random.fold_in(key, b), f), (HOP,))
+                    for f in range(12)
+                ]
+            )
+            for b in range(2)
+        ]
+    )
     expected = np.asarray(_forward(model, params, z, mel, speaker)[0])
     assert np.std(expected) > 0
     for got in (

@@ -13,7 +13,7 @@ import scipy.signal
 from configs.teacher import get_config
 from pwavenet import audio
 from pwavenet.audio import lpc
-from pwavenet.models import wavenet
+from pwavenet.models import generation, wavenet
 
 
 def _autocorrelation(x, lags):
@@ -206,14 +206,19 @@ def test_cached_generation_with_lpc_reproduces_teacher_forcing(output):
     x, mel, speaker = _inputs(model)
     params = jax.jit(model.init)(jax.random.key(0), x, mel, speaker)["params"]
     rng = jax.random.key(3)
-    samples = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
-    # Each sample is the family's draw, with its frame's noise (fold_in(rng, the frame's first
-    # step)), from the parameters teacher forcing gives it: the prediction included.
+    samples = generation.generate(model, params, rng, mel=mel, speaker=speaker)
+    # Each sample is the family's draw, with its frame's noise (item b's frame f from
+    # fold_in(fold_in(rng, b), f)), from the parameters teacher forcing gives it: the
+    # prediction included.
     teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
     hop, dist = model.hop_length, model.distribution
     batch, frames = mel.shape[:2]
-    noise = [dist.noise(jax.random.fold_in(rng, f * hop), (hop, batch)) for f in range(frames)]
-    noise = jax.tree.map(lambda *n: jnp.swapaxes(jnp.concatenate(n), 0, 1), *noise)
+    rows = []
+    for b in range(batch):
+        key = jax.random.fold_in(rng, b)
+        frame_noise = [dist.noise(jax.random.fold_in(key, f), (hop,)) for f in range(frames)]
+        rows.append(jax.tree.map(lambda *n: jnp.concatenate(n), *frame_noise))
+    noise = jax.tree.map(lambda *r: jnp.stack(r), *rows)
     redrawn = jnp.clip(dist.sample_from_noise(teacher_forced, noise), -1.0, 1.0)  # as generated
     np.testing.assert_allclose(samples, redrawn, atol=1e-4)
     assert np.std(np.asarray(samples)) > 0

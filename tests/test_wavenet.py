@@ -1,4 +1,4 @@
-"""Tests for pwavenet.models.layers and pwavenet.models.wavenet.
+"""Tests for pwavenet.models.layers, .stack, .wavenet and .generation.
 
 Each claim is checked against an independent computation: causality and the receptive field
 against autodiff Jacobians, the convolutions against direct numpy sums, cached generation
@@ -16,7 +16,7 @@ from jax.ad_checkpoint import print_saved_residuals
 
 from configs.teacher import get_config
 from pwavenet.models import layers
-from pwavenet.models import wavenet
+from pwavenet.models import generation, placement, wavenet
 from pwavenet.models.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 
@@ -296,12 +296,16 @@ def test_receptive_field_formula_and_gradient_support(overrides):
 
 
 def _redrawn(model, step_params, rng, frames, batch):
-    """The family's draws from (batch, T, P) parameters with generation's noise (a frame's
-    steps draw theirs at once with the key fold_in(rng, the frame's first step)), clipped to
-    the audio's range [-1, 1] as generation clips them."""
+    """The family's draws from (batch, T, P) parameters with generation's noise, drawn here
+    as the synthesis contract documents it (item b's frame f from fold_in(fold_in(rng, b), f),
+    hop steps at once), clipped to the audio's range [-1, 1] as generation clips them."""
     hop, dist = model.hop_length, model.distribution
-    noise = [dist.noise(jax.random.fold_in(rng, f * hop), (hop, batch)) for f in range(frames)]
-    noise = jax.tree.map(lambda *n: jnp.swapaxes(jnp.concatenate(n), 0, 1), *noise)
+    rows = []
+    for b in range(batch):
+        key = jax.random.fold_in(rng, b)
+        noise = [dist.noise(jax.random.fold_in(key, f), (hop,)) for f in range(frames)]
+        rows.append(jax.tree.map(lambda *n: jnp.concatenate(n), *noise))
+    noise = jax.tree.map(lambda *r: jnp.stack(r), *rows)
     return jnp.clip(dist.sample_from_noise(step_params, noise), -1.0, 1.0)
 
 
@@ -312,7 +316,7 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     model, params = _model_and_params(config, x, mel, speaker)
     rng = jax.random.key(7)
 
-    samples = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    samples = generation.generate(model, params, rng, mel=mel, speaker=speaker)
     assert samples.shape == x.shape
     # Every sample is the family's draw, with the noise of its frame (drawn for the frame's
     # steps at once with the key fold_in(rng, first step)), from the parameters that teacher
@@ -327,7 +331,7 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     # Traced inside a caller's jit, which keeps it on one device (the call above spread the
     # 2 streams over 2 of the 8 test devices): the same samples up to the float rounding of
     # a batch-2 matmul against two batch-1 ones.
-    public = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
+    public = jax.jit(lambda p, r, m, s: generation.generate(model, p, r, mel=m, speaker=s))
     np.testing.assert_allclose(public(params, rng, mel, speaker), samples, rtol=0, atol=1e-5)
 
 
@@ -347,7 +351,7 @@ def test_log_scale_ceiling_and_bounded_generation():
         wavenet.log_likelihood(outputs, x, model.distribution), density, rtol=1e-5, atol=1e-5
     )
     rng = jax.random.key(3)
-    samples = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    samples = generation.generate(model, params, rng, mel=mel, speaker=speaker)
     assert float(jnp.max(jnp.abs(samples))) == 1.0  # some draws left [-1, 1] and were clipped
     forced = model.apply({"params": params}, samples, mel, speaker)
     np.testing.assert_allclose(
@@ -365,9 +369,9 @@ def test_generation_spreads_a_batch_over_the_local_devices(batch):
     x, mel, speaker = _inputs(config, batch=batch, frames=3)
     model, params = _model_and_params(config, x, mel, speaker)
     rng = jax.random.key(11)
-    spread = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    spread = generation.generate(model, params, rng, mel=mel, speaker=speaker)
     assert len(spread.sharding.device_set) == batch
-    one = jax.jit(lambda p, r, m, s: wavenet.generate(model, p, r, mel=m, speaker=s))
+    one = jax.jit(lambda p, r, m, s: generation.generate(model, p, r, mel=m, speaker=s))
     kept = one(params, rng, mel, speaker)
     assert len(kept.sharding.device_set) == 1
     np.testing.assert_allclose(np.asarray(spread), np.asarray(kept), rtol=0, atol=1e-5)
@@ -377,27 +381,27 @@ def test_generation_spreads_a_batch_over_the_local_devices(batch):
 def test_spread_devices_takes_the_most_devices_that_divide_the_batch():
     sizes = {}
     for b in (1, 5, 7, 9, 12, 16):
-        mesh = wavenet.spread_devices(b, jnp.ones(b))
+        mesh = placement.spread_devices(b, jnp.ones(b))
         sizes[b] = 1 if mesh is None else mesh.devices.size
         assert mesh is None or b % mesh.devices.size == 0
     assert sizes == {1: 1, 5: 5, 7: 7, 9: 3, 12: 6, 16: 8}  # of the 8 test devices
     # Traced inside a caller's jit, generation stays where that jit places it.
     seen = []
-    jax.jit(lambda x: seen.append(wavenet.spread_devices(4, x)) or x)(jnp.ones(4))
+    jax.jit(lambda x: seen.append(placement.spread_devices(4, x)) or x)(jnp.ones(4))
     assert seen == [None]
 
 
 def test_conditioning_terms_ahead_and_in_the_step_generate_the_same(monkeypatch):
     """Generation computes the layers' conditioning terms a frame ahead when they fit in
-    wavenet.AHEAD_BYTES, else in each step: the two give the same samples."""
+    generation.AHEAD_BYTES, else in each step: the two give the same samples."""
     config = _config(**COND, output="gaussian", log_scale_min=-7.0)
     x, mel, speaker = _inputs(config, batch=2, frames=4)
     model, params = _model_and_params(config, x, mel, speaker)
     rng = jax.random.key(5)
-    ahead = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
-    monkeypatch.setattr(wavenet, "AHEAD_BYTES", 0)
+    ahead = generation.generate(model, params, rng, mel=mel, speaker=speaker)
+    monkeypatch.setattr(generation, "AHEAD_BYTES", 0)
     jax.clear_caches()  # the compiled sampler would not see the patch
-    in_step = wavenet.generate(model, params, rng, mel=mel, speaker=speaker)
+    in_step = generation.generate(model, params, rng, mel=mel, speaker=speaker)
     np.testing.assert_allclose(np.asarray(ahead), np.asarray(in_step), rtol=1e-5, atol=1e-5)
     assert np.std(np.asarray(ahead)) > 0
     # Both sample the distribution that teacher forcing scores.
@@ -412,11 +416,11 @@ def test_unconditional_generation_needs_num_samples():
     config = _config(**UNCOND)
     model = wavenet.WaveNet(config)
     params = _random_variables(model, jnp.zeros((1, 8)))["params"]
-    samples = wavenet.generate(model, {"params": params}, jax.random.key(1), num_samples=10)
+    samples = generation.generate(model, {"params": params}, jax.random.key(1), num_samples=10)
     assert samples.shape == (1, 10)
     assert np.all(np.abs(np.asarray(samples)) <= 1.0)
     with pytest.raises(ValueError, match="num_samples"):
-        wavenet.generate(model, params, jax.random.key(1))
+        generation.generate(model, params, jax.random.key(1))
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
@@ -472,7 +476,7 @@ def test_shape_and_conditioning_errors_are_clear():
     with pytest.raises(ValueError, match="n_mels"):
         init(x, mel[..., :2], speaker)
     with pytest.raises(ValueError, match="num_samples"):
-        wavenet.generate(model, {}, jax.random.key(0), mel=mel, speaker=speaker, num_samples=7)
+        generation.generate(model, {}, jax.random.key(0), mel=mel, speaker=speaker, num_samples=7)
 
     plain = wavenet.WaveNet(_config(**UNCOND))
     with pytest.raises(ValueError, match="no local conditioning"):

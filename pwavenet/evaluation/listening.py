@@ -20,7 +20,7 @@ import numpy as np
 
 from pwavenet import audio, training
 from pwavenet.data import input_pipeline
-from pwavenet.models import builders, wavenet
+from pwavenet.models import builders, generation
 
 __all__ = [
     "generate_for",
@@ -43,10 +43,10 @@ def generate_for(model, config, params, utterances: dict[str, np.ndarray], rng) 
 
 
 def teacher_samples(model, params, rng, mel, speaker, num_samples: int):
-    """`wavenet.generate` for model inputs as `builders.model_inputs` gives them: (B, T). Not
+    """`generation.generate` for model inputs as `builders.model_inputs` gives them: (B, T). Not
     traced in a jit of its own, so that a batch spreads over the local devices
-    (`wavenet.spread_devices`); the sampler compiles once per model and shape."""
-    return wavenet.generate(
+    (`placement.spread_devices`); the sampler compiles once per model and shape."""
+    return generation.generate(
         model,
         params,
         rng,

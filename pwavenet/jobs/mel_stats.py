@@ -1,7 +1,7 @@
 """`mel.normalization`: the per-band statistics a job's model normalizes its mel with.
 
 With mel.normalization='meanvar', the conditioning network sees (log-mel - mean) / scale per
-band (pwavenet.models.wavenet.normalized_mel), with the mean and population standard deviation
+band (pwavenet.models.conditioning.normalized_mel), with the mean and population standard deviation
 of the training split's log-mel frames. `prepare(config, workdir)` finds them, in this order:
 the workdir's own mel_stats.npz (a resumed run keeps its statistics), the teacher's (a student
 normalizes as its teacher does, so a shared upsampler sees the same inputs), config.init_from's

@@ -1,10 +1,10 @@
 """The Parallel WaveNet student: a stack of inverse autoregressive flows over white noise.
 
-`IAFStudent(config)` is built from the `model` section of configs/student.py. Flow k (of K) is
-a WaveNet-style causal stack (`pwavenet.models.wavenet.WaveNet` with output 'affine') run on its
-input x^{k-1} (x^0 = z, the base noise) shifted right by one step, conditioned on the shared
-upsampled mel and the speaker embedding, and emitting per step a shift mu_k,t and a scale
-s_k,t > 0:
+`IAFStudent(config)` is built from the `model` section of configs/student.py. Flow k (of K)
+(`Flow`) is the dilated causal stack (pwavenet.models.stack, the teacher's network core) run
+on its input x^{k-1} (x^0 = z, the base noise) shifted right by one step, conditioned on the
+shared upsampled mel and the speaker embedding, with an affine head that emits per step a
+shift mu_k,t and a scale s_k,t > 0:
 
   x^k_t = x^{k-1}_t * s_k,t + mu_k,t,   (mu_k,t, s_k,t) functions of x^{k-1}_<t only.
 
@@ -32,12 +32,20 @@ the mel's envelope and harmonics. The filter is recursive, so x_t depends on all
 it runs as a scan over frames (pwavenet.audio.lpc.all_pole_filter), and chunked synthesis
 carries its last p samples from chunk to chunk.
 
-Sampling is parallel: one pass of each flow over all of z. The inverse (`inverse`) undoes the
-synthesis filter in parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t
-of every flow, so it runs the flows' cached one-step form (the teacher's generation
-machinery) under one `lax.scan`. On a CPU, `forward` can take the flows window by window
-(model.synthesis_chunk, `windowed_flows`) with the same result, and `sample` designs the
-synthesis filters on a second thread while the flows run.
+Source (`SourceFilter`, `source_affine`): everything between the flows' output e and the
+synthesis filter is one affine map per sample whose terms depend on the mel only,
+u = e exp(log_scale) + shift; the excitation level g, and with model.excitation='pulses' the
+voicing-scaled noise gain and the pulse train, fold into it. Synthesis, the training
+transform and the inverse all apply it through `source_affine`.
+
+Synthesis follows the contract of pwavenet.models.synthesis: `student_window` is the
+student's window step (a `StudentState` carries the synthesis filter's last lpc_order
+samples), and `sample` is one step over the whole mel. It is parallel: one pass of each flow
+over all of the noise. On a CPU the flows can run window by window (model.synthesis_chunk,
+`windowed_flows`) with the same result, and `sample` designs the synthesis filters on a
+second thread while the flows run. The inverse (`inverse`) undoes the synthesis filter in
+parallel and recovers z from x one step at a time: z_t needs x^{k-1}_<t of every flow, so it
+runs the flows' cached one-step form under one `lax.scan`.
 
 Scales: a flow's raw log-scale r becomes log s = lo + softplus(r - lo) - softplus(r - hi), a
 smooth clamp to (lo, hi) = (model.flow_log_scale_min, model.flow_log_scale_max) that is the
@@ -59,9 +67,10 @@ with 16 of 80 mel bands).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -69,15 +78,33 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from pwavenet import config_schema
 from pwavenet.audio import excitation as excitation_lib
 from pwavenet.audio import lpc as lpc_lib
-from pwavenet.models import wavenet
+from pwavenet.models import placement, synthesis
+from pwavenet.models.conditioning import (
+    check_inputs,
+    conditioning_layers,
+    freeze_config,
+    normalized_mel,
+)
 from pwavenet.models.layers import check_hop_length
-from pwavenet import config_schema
+from pwavenet.models.stack import DilatedStack, StackCache, check_stack_config, receptive_field
 
 Array = jax.Array
 
-__all__ = ["IAFStudent", "chunked_sample", "forward", "inverse", "log_prob", "sample"]
+__all__ = [
+    "Flow",
+    "IAFStudent",
+    "SourceFilter",
+    "StudentState",
+    "chunk_context",
+    "forward",
+    "inverse",
+    "log_prob",
+    "sample",
+    "student_window",
+]
 
 BASES = ("logistic", "gaussian")
 EXCITATIONS = ("noise", "pulses")
@@ -89,8 +116,37 @@ def soft_clip(x: Array, lo: float, hi: float) -> Array:
     return lo + jax.nn.softplus(x - lo) - jax.nn.softplus(x - hi)
 
 
+class SourceFilter(NamedTuple):
+    """What the mel fixes of the student's last layer: each frame's predictor and excitation
+    level, and with model.excitation='pulses' the pulse train and the voicing (0..1)."""
+
+    coefficients: Array  # (B, frames, lpc_order)
+    log_gain: Array  # (B, frames)
+    pulses: Array | None = None  # (B, frames * hop)
+    voicing: Array | None = None  # (B, frames * hop)
+
+    def frames(self, start, count: int, hop: int) -> SourceFilter:
+        """The part for frames [start, start + count)."""
+        coefficients, log_gain = (
+            lax.dynamic_slice_in_dim(a, start, count, axis=1)
+            for a in (self.coefficients, self.log_gain)
+        )
+        rest = (
+            None if a is None else lax.dynamic_slice_in_dim(a, start * hop, count * hop, axis=1)
+            for a in (self.pulses, self.voicing)
+        )
+        return SourceFilter(coefficients, log_gain, *rest)
+
+
+class StudentState(NamedTuple):
+    """Where the student's synthesis stands: the synthesis filter's last lpc_order samples,
+    oldest first ((B, 0) without a filter)."""
+
+    filter_memory: Array
+
+
 def flow_configs(config) -> list[ml_collections.FrozenConfigDict]:
-    """The `model` config of each flow's WaveNet."""
+    """The stack config of each flow."""
     c = config
     out = []
     for k, layers in enumerate(c.flow_layers):
@@ -104,31 +160,61 @@ def flow_configs(config) -> list[ml_collections.FrozenConfigDict]:
         out.append(
             ml_collections.FrozenConfigDict(
                 dict(
-                    output="affine",
                     num_cycles=layers // per_cycle,
                     layers_per_cycle=per_cycle,
                     kernel_size=c.kernel_size,
                     residual_channels=c.residual_channels,
                     gate_channels=c.gate_channels,
                     skip_channels=c.skip_channels,
-                    # The flow gets the student's upsampled mel and speaker embedding.
-                    n_mels=0,
-                    num_speakers=0,
-                    upsample_strides=(1,),
                     dtype=c.dtype,
                     remat=c.remat,
                     scan_unroll=c.get("scan_unroll", 1),
-                    output_init_scale=c.output_init_scale,
                 )
             )
         )
     return out
 
 
-def _flow_receptive_field(fc) -> int:
-    """R of one flow's config: its output at t depends on its input at t - R, ..., t."""
-    dilations = sum(2**i for i in range(fc.layers_per_cycle)) * fc.num_cycles
-    return (fc.kernel_size - 1) * dilations + 1
+class Flow(nn.Module):
+    """One IAF flow: the dilated stack with an affine head. Its (shift, log-scale) at t are
+    functions of its input before t. The head's 1x1 starts small (`init_scale`), so the flow
+    starts close to the fixed map x * exp(log_scale_offset); the raw log-scale is offset by
+    `log_scale_offset` and clamped smoothly to (log_scale_min, log_scale_max).
+
+    Parameters: the stack's `input_conv`, `cycles` and `skip_out`, and the head `output`."""
+
+    config: Any  # a `flow_configs` entry
+    init_scale: float
+    log_scale_offset: float
+    log_scale_min: float
+    log_scale_max: float
+
+    def setup(self):
+        self.stack = DilatedStack(self.config)
+        nn.share_scope(self, self.stack)
+        self.output = nn.Dense(
+            2, dtype=jnp.float32, kernel_init=nn.initializers.normal(self.init_scale)
+        )
+
+    def _affine(self, features: Array) -> tuple[Array, Array]:
+        outputs = self.output(features).astype(jnp.float32)
+        raw = outputs[..., 1] + self.log_scale_offset
+        return outputs[..., 0], soft_clip(raw, self.log_scale_min, self.log_scale_max)
+
+    def __call__(self, x: Array, cond: Array | None, speaker_emb: Array | None):
+        """(shift, log-scale), each (B, T), of the flow's input x (B, T)."""
+        return self._affine(self.stack(x, cond, speaker_emb))
+
+    def step(self, cache: StackCache, x_prev: Array, t: Array, *, cond_terms=None):
+        """(shift, log-scale) at step t, each (B,), from the input at t - 1, and the cache."""
+        features, cache = self.stack.step(cache, x_prev, t, cond_terms=cond_terms)
+        return (*self._affine(features), cache)
+
+    def conditioning_kernel(self):
+        return self.stack.conditioning_kernel()
+
+    def step_conditioning(self, cond_t, speaker_emb, kernel=None):
+        return self.stack.step_conditioning(cond_t, speaker_emb, kernel)
 
 
 def _validate(c) -> None:
@@ -144,7 +230,23 @@ def _validate(c) -> None:
         )
     if c.n_mels and c.get("hop_length") is not None:
         check_hop_length(c.upsample_strides, c.hop_length)
-    if config_schema.setting(c, "model.lpc_order"):
+    _validate_source(c)
+    configs = flow_configs(c)
+    for fc in configs:
+        check_stack_config(fc)
+    chunk = config_schema.setting(c, "model.synthesis_chunk")
+    field = sum(receptive_field(fc) for fc in configs)
+    if chunk and chunk < field:
+        raise ValueError(
+            f"model.synthesis_chunk={chunk} is shorter than the flows' receptive field "
+            f"({field} samples), the past each window needs; use at least {field}, or 0 for "
+            "one pass."
+        )
+
+
+def _validate_source(c) -> None:
+    order = config_schema.setting(c, "model.lpc_order")
+    if order:
         if not c.n_mels:
             raise ValueError(
                 "model.lpc_order > 0 computes the synthesis filter from the mel: set n_mels, "
@@ -158,21 +260,10 @@ def _validate(c) -> None:
     excitation = config_schema.setting(c, "model.excitation")
     if excitation not in EXCITATIONS:
         raise ValueError(f"model.excitation={excitation!r}; expected one of {EXCITATIONS}")
-    if excitation == "pulses" and not config_schema.setting(c, "model.lpc_order"):
+    if excitation == "pulses" and not order:
         raise ValueError(
             "model.excitation='pulses' adds the pulses to the synthesis filter's excitation: "
             "set model.lpc_order > 0, or model.excitation='noise'."
-        )
-    configs = flow_configs(c)
-    for fc in configs:
-        wavenet.validate_config(fc)
-    chunk = config_schema.setting(c, "model.synthesis_chunk")
-    field = sum(_flow_receptive_field(fc) for fc in configs)
-    if chunk and chunk < field:
-        raise ValueError(
-            f"model.synthesis_chunk={chunk} is shorter than the flows' receptive field "
-            f"({field} samples), the past each window needs; use at least {field}, or 0 for "
-            "one pass."
         )
 
 
@@ -183,14 +274,14 @@ class IAFStudent(nn.Module):
       config: the `model` ConfigDict of configs/student.py (stored frozen).
 
     Parameter subtrees: `upsampler` (n_mels > 0; the teacher's layout), `cond_proj`
-    (model.cond_channels > 0), `speaker_embedding`
-    (num_speakers > 0), `flows_<k>` (each a WaveNet with output 'affine').
+    (model.cond_channels > 0), `speaker_embedding` (num_speakers > 0), `flows_<k>` (each a
+    `Flow`), and with pulses `pulse_log_gain` and `voiced_noise_log_gain`.
     """
 
     config: Any
 
     def __post_init__(self):
-        object.__setattr__(self, "config", wavenet.freeze_config(self.config))
+        object.__setattr__(self, "config", freeze_config(self.config))
         _validate(self.config)
         super().__post_init__()
 
@@ -205,11 +296,15 @@ class IAFStudent(nn.Module):
     @property
     def flow_receptive_fields(self) -> tuple[int, ...]:
         """Per flow R_k: x^k_t depends on x^{k-1}_t and x^{k-1}_{t - R_k}, ..., x^{k-1}_{t - 1}."""
-        return tuple(_flow_receptive_field(fc) for fc in flow_configs(self.config))
+        return tuple(receptive_field(fc) for fc in flow_configs(self.config))
+
+    @property
+    def lpc_order(self) -> int:
+        return int(config_schema.setting(self.config, "model.lpc_order"))
 
     @property
     def has_synthesis_filter(self) -> bool:
-        return bool(config_schema.setting(self.config, "model.lpc_order"))
+        return bool(self.lpc_order)
 
     @property
     def has_pulses(self) -> bool:
@@ -220,8 +315,12 @@ class IAFStudent(nn.Module):
     def receptive_field(self) -> int:
         """The flows' output at t depends on z_{t - receptive_field}, ..., z_t: the sum of
         their fields. (The synthesis filter, if any, is recursive: x_t then depends on all of
-        the past noise, and chunks carry its state; see `chunked_sample`.)"""
+        the past noise, and windows carry its state; see `student_window`.)"""
         return sum(self.flow_receptive_fields)
+
+    def initial_state(self, batch: int) -> StudentState:
+        """The synthesis filter at rest: zero memory."""
+        return StudentState(jnp.zeros((batch, self.lpc_order), jnp.float32))
 
     def base_entropy(self) -> float:
         """Entropy in nats of the standard base distribution (logistic(0, 1) or N(0, 1))."""
@@ -243,37 +342,43 @@ class IAFStudent(nn.Module):
 
     def setup(self):
         c = self.config
-        upsampler, speaker_embedding = wavenet.conditioning_layers(c)
+        upsampler, speaker_embedding = conditioning_layers(c)
         if upsampler is not None:
             self.upsampler = upsampler
             if config_schema.setting(c, "model.cond_channels"):
                 self.cond_proj = nn.Dense(c.cond_channels, use_bias=False, dtype=jnp.dtype(c.dtype))
         if speaker_embedding is not None:
             self.speaker_embedding = speaker_embedding
-        self.flows = [wavenet.WaveNet(fc) for fc in flow_configs(c)]
-        if self.has_pulses:
-            self.pulse_log_gain = self.param(
-                "pulse_log_gain",
-                nn.initializers.constant(math.log(config_schema.setting(c, "model.pulse_gain"))),
-                (),
+        self.flows = [
+            Flow(
+                fc,
+                init_scale=c.output_init_scale,
+                log_scale_offset=c.init_log_scale / self.num_flows,
+                log_scale_min=c.flow_log_scale_min,
+                log_scale_max=c.flow_log_scale_max,
             )
-            self.voiced_noise_log_gain = self.param(
-                "voiced_noise_log_gain",
-                nn.initializers.constant(
-                    math.log(config_schema.setting(c, "model.voiced_noise_gain"))
-                ),
-                (),
+            for fc in flow_configs(c)
+        ]
+        if self.has_pulses:
+            self.pulse_log_gain = self._log_gain_param("pulse_log_gain", "model.pulse_gain")
+            self.voiced_noise_log_gain = self._log_gain_param(
+                "voiced_noise_log_gain", "model.voiced_noise_gain"
             )
 
+    def _log_gain_param(self, name: str, field: str):
+        start = math.log(config_schema.setting(self.config, field))
+        return self.param(name, nn.initializers.constant(start), ())
+
+    # ----------------------------------------------------------------- conditioning
+
     def conditioning(self, mel, speaker):
-        """(mel_up, speaker_emb, filters): the upsampled mel (B, frames * hop, C), the speaker
-        embedding (B, E) and the synthesis filters (`synthesis_filters`), None where the
-        student has none. C = model.cond_channels if set (one shared 1x1 projection of the
-        upsampled mel, so each layer's own projection is C x G rather than n_mels x G), else
-        n_mels."""
+        """(mel_up, speaker_emb, source): the upsampled mel (B, frames * hop, C), the speaker
+        embedding (B, E) and the `SourceFilter` (`source_filter`), None where the student has
+        none. C = model.cond_channels if set (one shared 1x1 projection of the upsampled mel,
+        so each layer's own projection is C x G rather than n_mels x G), else n_mels."""
         mel_up = None
         if self.config.n_mels:
-            features = wavenet.normalized_mel(self.config, mel)
+            features = normalized_mel(self.config, mel)
             if self._project_first:
                 mel_up = self.upsampler(self.cond_proj(features))
             else:
@@ -281,7 +386,11 @@ class IAFStudent(nn.Module):
                 if config_schema.setting(self.config, "model.cond_channels"):
                     mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
-        return mel_up, speaker_emb, self.synthesis_filters(mel)
+        return mel_up, speaker_emb, self.source_filter(mel)
+
+    def conditioning_checked(self, z_shape, mel, speaker):
+        check_inputs(self, z_shape, mel, speaker)
+        return self.conditioning(mel, speaker)
 
     @property
     def _project_first(self) -> bool:
@@ -291,47 +400,45 @@ class IAFStudent(nn.Module):
         own = config_schema.setting(c, "model.upsampler") == "own"
         return own and bool(config_schema.setting(c, "model.cond_channels"))
 
-    def synthesis_filters(self, mel):
-        """With model.lpc_order > 0: (coefficients (B, frames, lpc_order), log_gain (B,
-        frames)), each mel frame's predictor and excitation level
-        (pwavenet.audio.lpc.synthesis_filters), a fixed function of the data; else None."""
-        if not config_schema.setting(self.config, "model.lpc_order"):
+    def source_filter(self, mel) -> SourceFilter | None:
+        """With model.lpc_order > 0 the `SourceFilter` of a mel (each frame's predictor and
+        excitation level, pwavenet.audio.lpc.synthesis_filters; with pulses the pulse train
+        and voicing), a fixed function of the data; else None."""
+        if not self.lpc_order:
             return None
         mel = lax.stop_gradient(mel)
-        filters = lpc_lib.synthesis_filters(mel, self.config)
+        source = SourceFilter(*lpc_lib.synthesis_filters(mel, self.config))
         if self.has_pulses:
-            filters = (*filters, *self.excitation_inputs(mel))
-        return filters
+            excitation = self.excitation_inputs(mel)
+            source = source._replace(pulses=excitation.pulses, voicing=excitation.voicing)
+        return source
 
-    def excitation_inputs(self, mel):
-        """(pulses, voicing), each (B, frames * hop), from the mel
-        (pwavenet.audio.excitation.excitation_from_mel): what `excitation_terms` scales."""
+    def excitation_inputs(self, mel) -> SourceFilter:
+        """A `SourceFilter` holding only the pulses and the voicing (each (B, frames * hop))
+        of a mel (pwavenet.audio.excitation.excitation_from_mel)."""
         mel = lax.stop_gradient(mel)
-        return excitation_lib.excitation_from_mel(mel, self.config.lpc_mel, self.hop_length)
+        pulses, voicing = excitation_lib.excitation_from_mel(
+            mel, self.config.lpc_mel, self.hop_length
+        )
+        return SourceFilter(None, None, pulses, voicing)
 
-    def excitation_terms(self, filters):
-        """(log_noise_gain, added), each (B, T) and a function of the mel only, or (None, None)
-        without pulses: the excitation is e' = e exp(log_noise_gain) + added, where e is the
-        flows' output, added the pulses (model.excitation='pulses') times a learned gain, and
-        log_noise_gain the mel's voicing (0..1) times a learned log-gain, so that the noise
-        in voiced frames has its own level (starting at model.voiced_noise_gain). e' is an
-        affine map of e_t whose terms depend on the mel only: the shift gains `added`, the
-        log-scale log_noise_gain."""
-        if filters is None or len(filters) < 4:
-            return None, None
-        pulses, voicing = filters[2:4]
-        return voicing * self.voiced_noise_log_gain, jnp.exp(self.pulse_log_gain) * pulses
+    def source_affine(self, source: SourceFilter) -> tuple[Array, Array]:
+        """(log_scale, shift), each (B, T) and a function of the mel only: the excitation is
+        u = e exp(log_scale) + shift for the flows' output e. log_scale is the frame's
+        excitation level log g; with pulses (model.excitation='pulses') the excitation is
+        g (e exp(n) + p), where p is the pulse train times a learned gain and n the voicing
+        (0..1) times a learned log-gain, so that the noise of voiced frames has its own level
+        (starting at model.voiced_noise_gain): then log_scale = log g + n, shift = g p."""
+        log_scale = jnp.repeat(source.log_gain, self.hop_length, axis=1)
+        shift = jnp.zeros_like(log_scale)
+        if source.pulses is not None:
+            shift = jnp.exp(log_scale + self.pulse_log_gain) * source.pulses
+            log_scale = log_scale + source.voicing * self.voiced_noise_log_gain
+        return log_scale, shift
 
-    def _affine(self, outputs: Array) -> tuple[Array, Array]:
-        """(shift, log-scale) of one flow from its (..., 2) outputs."""
-        c = self.config
-        offset = c.init_log_scale / self.num_flows
-        log_s = soft_clip(outputs[..., 1] + offset, c.flow_log_scale_min, c.flow_log_scale_max)
-        return outputs[..., 0], log_s
+    # ----------------------------------------------------------------- transform
 
-    def __call__(
-        self, z: Array, mel: Array | None = None, speaker: Array | None = None
-    ) -> tuple[Array, Array, Array]:
+    def __call__(self, z, mel=None, speaker=None) -> tuple[Array, Array, Array]:
         """Transforms base noise into audio in one parallel pass.
 
         Args:
@@ -345,15 +452,10 @@ class IAFStudent(nn.Module):
         """
         return self.transform(z, *self.conditioning_checked(z.shape, mel, speaker))
 
-    def conditioning_checked(self, z_shape, mel, speaker):
-        wavenet.check_inputs(self, z_shape, mel, speaker)
-        return self.conditioning(mel, speaker)
-
-    def transform(self, z, mel_up, speaker_emb, filters=None, past=None):
-        """`__call__` after the conditioning; `past` (B, lpc_order) is the synthesis filter's
-        state before the start (zeros if None)."""
-        flowed = self.flows_transform(z, mel_up, speaker_emb)
-        return self.filter_transform(*flowed, filters, past)
+    def transform(self, z, mel_up, speaker_emb, source=None, state=None):
+        """`__call__` after the conditioning; `state` (a `StudentState`) is the synthesis
+        filter's before the start (at rest if None)."""
+        return self.filter_transform(self.flows_transform(z, mel_up, speaker_emb), source, state)
 
     def flows_transform(self, z, mel_up, speaker_emb):
         """The flows alone: (e, mu, log_s), each (B, T), with e_t = z_t exp(log_s_t) + mu_t."""
@@ -361,130 +463,101 @@ class IAFStudent(nn.Module):
         mu_tot = jnp.zeros_like(x)
         log_s_tot = jnp.zeros_like(x)
         for flow in self.flows:
-            mu, log_s = self._affine(flow.network(x, mel_up, speaker_emb))
+            mu, log_s = flow(x, mel_up, speaker_emb)
             scale = jnp.exp(log_s)
             x = x * scale + mu
             mu_tot = mu_tot * scale + mu
             log_s_tot = log_s_tot + log_s
         return x, mu_tot, log_s_tot
 
-    def filter_transform(self, x, mu_tot, log_s_tot, filters=None, past=None, plan=None):
-        """The synthesis filter (if `filters` is not None) after the flows' (e, mu, log_s);
-        `plan` is the filters' `pwavenet.audio.lpc.synthesis_plan` if already computed."""
-        if filters is not None:
-            # u = g e, x = u + prediction(x_<t): the prediction depends on z_<t only, so it
-            # joins the shift; the gain joins the scale.
-            coefficients, log_gain = filters[:2]
-            log_noise_gain, added = self.excitation_terms(filters)
-            if added is not None:
-                # e exp(n) + p: n and p depend on the mel only, so p joins the shift and n
-                # the log-scale.
-                noise_gain = jnp.exp(log_noise_gain)
-                x = x * noise_gain + added
-                mu_tot = mu_tot * noise_gain + added
-                log_s_tot = log_s_tot + log_noise_gain
-            log_gain = jnp.repeat(log_gain, self.hop_length, axis=1)
-            gain = jnp.exp(log_gain)
-            u = x * gain
-            x, _ = lpc_lib.all_pole_filter(u, coefficients, self.hop_length, past, plan)
-            mu_tot = mu_tot * gain + (x - u)
-            log_s_tot = log_s_tot + log_gain
-        return x, mu_tot, log_s_tot
+    def filter_transform(self, flowed, source=None, state=None):
+        """The source and synthesis filter (if `source` is not None) after the flows'
+        `flowed` = (e, mu, log_s): (x, mu_tot, log_s_tot). u = e exp(a) + b and
+        x = u + prediction(x_<t): b and the prediction depend on z_<t only, so they join the
+        shift; a joins the log-scale."""
+        e, mu_tot, log_s_tot = flowed
+        if source is None:
+            return e, mu_tot, log_s_tot
+        u, log_scale, shift = self._excitation(e, source)
+        x, _ = self._all_pole(u, source, state)
+        return x, mu_tot * jnp.exp(log_scale) + shift + (x - u), log_s_tot + log_scale
 
-    def flow_step(self, k: int, cache, x_prev, mel_t, speaker_emb, t, cond_kernel=None):
-        """Flow k's (shift, log-scale) at step t from its input at t - 1 and its cache;
-        `cond_kernel` is `flow_conditioning_kernel(k)` if built ahead."""
-        outputs, cache = self.flows[k].step(
-            cache, x_prev, mel_t, speaker_emb, t, cond_kernel=cond_kernel
-        )
-        mu, log_s = self._affine(outputs)
-        return mu, log_s, cache
+    def excite(self, e, source: SourceFilter, state=None, plan=None):
+        """(x, state after it): the flows' output e (B, T) through the source's affine map
+        and the all-pole synthesis filter, continuing from `state` (at rest if None); `plan`
+        is the filters' `pwavenet.audio.lpc.synthesis_plan` if already computed."""
+        return self._all_pole(self._excitation(e, source)[0], source, state, plan)
+
+    def _excitation(self, e, source):
+        log_scale, shift = self.source_affine(source)
+        return e * jnp.exp(log_scale) + shift, log_scale, shift
+
+    def _all_pole(self, u, source, state, plan=None):
+        memory = None if state is None else state.filter_memory
+        x, memory = lpc_lib.all_pole_filter(u, source.coefficients, self.hop_length, memory, plan)
+        return x, StudentState(memory)
+
+    def flow_step(self, k: int, cache, x_prev, t, cond_kernel=None, cond_t=None):
+        """Flow k's (shift, log-scale, cache) at step t from its input at t - 1, with the
+        upsampled mel and speaker terms of step t (`cond_t`: (cond (B, C) or None,
+        speaker_emb or None)); `cond_kernel` is `flow_conditioning_kernel(k)` if built ahead."""
+        flow = self.flows[k]
+        terms = flow.step_conditioning(*cond_t, cond_kernel) if cond_t is not None else None
+        return flow.step(cache, x_prev, t, cond_terms=terms)
 
     def flow_conditioning_kernel(self, k: int):
-        """Flow k's `pwavenet.models.wavenet.WaveNet.conditioning_kernel` (its layers' 1x1s of the
-        upsampled mel and the speaker embedding, stacked)."""
+        """Flow k's `pwavenet.models.stack.DilatedStack.conditioning_kernel`."""
         return self.flows[k].conditioning_kernel()
 
 
-# ----------------------------------------------------------------------------- functions
+# ----------------------------------------------------------------------------- synthesis
 
 
-def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_samples=None):
-    """Audio (B, T) from fresh base noise in one parallel pass.
-
-    `num_samples` (T) is needed only without a mel; with one, T = frames * hop.
-
-    With a synthesis filter, the filters' design (Levinson per frame, impulse responses:
-    `pwavenet.audio.lpc.synthesis_plan`) needs only the mel, and the flows need only the noise and
-    the mel. Called outside a trace, the two run as separate programs on two threads at the
-    same time, then the filter runs on both results: their loops are sequential, and each
-    alone would leave a CPU core idle (docs/benchmarks.md has the measurements). The
-    result is the one-program result (`forward` on the same noise); under a trace (sample
-    inside a jitted function) it is one program.
-    """
-    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, rng, mel)))
-    if traced or not model.has_synthesis_filter:
-        return _sample_one_program(model, params, rng, mel, speaker, num_samples)
-    variables = _variables(params)
-    design = _design_pool().submit(
-        lambda: jax.block_until_ready(_design_filters(model, variables, mel))
-    )
-    flowed = _sample_flows(model, variables, rng, mel, speaker)
-    filters, plan = design.result()
-    return _apply_filter(model, variables, flowed, filters, plan)
+def student_window(model: IAFStudent, variables, state: StudentState, window, *, chunk: int):
+    """The student's window step (pwavenet.models.synthesis): (audio (B, chunk * hop), the
+    state after it) for the piece of frames [keep, keep + chunk) of `window`."""
+    source, plan = window_source(model, variables, window, chunk=chunk)
+    e = window_flows(model, variables, window, chunk=chunk)
+    if source is None:
+        return e, state
+    return model.apply(variables, e, source, state, plan, method=IAFStudent.excite)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples"))
-def _sample_one_program(model, params, rng, mel, speaker, num_samples):
-    z = model.sample_base(rng, _noise_shape(model, mel, speaker, num_samples))
-    return forward(model, params, z, mel, speaker)[0]
+def window_source(model: IAFStudent, variables, window, *, chunk: int):
+    """The piece's `SourceFilter` and synthesis plan (None, None without a filter): a
+    function of the mel only. A pulses student takes the window's `excitation` if given."""
+    if not model.has_synthesis_filter:
+        return None, None
+    with synthesis.valid_frames_only(window.valid):
+        source = model.apply(variables, window.mel, method=IAFStudent.source_filter)
+    source = source.frames(window.keep, chunk, model.hop_length)
+    if window.excitation is not None:
+        source = source._replace(pulses=window.excitation[0], voicing=window.excitation[1])
+    return source, lpc_lib.synthesis_plan(source.coefficients, model.hop_length)
 
 
-def _noise_shape(model, mel, speaker, num_samples) -> tuple[int, int]:
-    batch = wavenet.check_inputs(model, None, mel, speaker) or 1
-    return batch, mel.shape[1] * model.hop_length if mel is not None else num_samples
+def window_noise(model: IAFStudent, window, frames: int) -> Array:
+    """The base noise of the whole window of `frames` frames (B, frames * frame): given, or
+    drawn by frame."""
+    if window.noise is not None:
+        return window.noise.astype(jnp.float32)
+    length = synthesis.frame_length(model)
+    frames = window.start + jnp.arange(frames)
+    z = synthesis.frame_noise(model.sample_base, window.keys, frames, length)
+    return z.reshape(z.shape[0], -1)
 
 
-@functools.lru_cache(maxsize=1)
-def _design_pool():
-    import concurrent.futures
-
-    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pwavenet-filters")
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _design_filters(model, variables, mel):
-    filters = model.apply(variables, mel, method=IAFStudent.synthesis_filters)
-    return filters, lpc_lib.synthesis_plan(filters[0], model.hop_length)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _sample_flows(model, variables, rng, mel, speaker):
-    z = model.sample_base(rng, _noise_shape(model, mel, speaker, None))
-    # The conditioning's filters are not used here, so XLA leaves their design out.
-    mel_up, speaker_emb, _ = model.apply(
-        variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
-    )
-    return windowed_flows(model, variables, z, mel_up, speaker_emb)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _apply_filter(model, variables, flowed, filters, plan):
-    x, _, _ = model.apply(
-        variables, *flowed, filters, None, plan, method=IAFStudent.filter_transform
-    )
-    return x
-
-
-def forward(model: IAFStudent, params, z: Array, mel=None, speaker=None, past=None):
-    """`model.apply(params, z, mel, speaker)`, (x, mu_tot, log_s_tot), with the flows run in
-    windows of model.synthesis_chunk samples (`windowed_flows`); `past` as in `transform`."""
-    variables = _variables(params)
-    mel_up, speaker_emb, filters = model.apply(
-        variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
-    )
-    flowed = windowed_flows(model, variables, z, mel_up, speaker_emb)
-    return model.apply(variables, *flowed, filters, past, method=IAFStudent.filter_transform)
+def window_flows(model: IAFStudent, variables, window, *, chunk: int):
+    """The flows' output e (B, chunk * frame) for the piece: the window's noise through the
+    flows, conditioned on the window's mel, cut to the piece."""
+    z = window_noise(model, window, chunk if window.mel is None else window.mel.shape[1])
+    length = synthesis.frame_length(model)
+    with synthesis.valid_frames_only(window.valid):
+        mel_up, speaker_emb, _ = model.apply(
+            variables, z.shape, window.mel, window.speaker, method=IAFStudent.conditioning_checked
+        )
+    e = windowed_flows(model, variables, z, mel_up, speaker_emb)[0]
+    return lax.dynamic_slice_in_dim(e, window.keep * length, chunk * length, axis=1)
 
 
 def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_emb=None):
@@ -526,8 +599,103 @@ def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_
     return out[0], out[1], out[2]
 
 
-def _variables(params) -> dict:
-    return wavenet.as_variables(params)
+def _whole(model: IAFStudent, rng, mel, speaker, num_samples, noise=None):
+    """(the window that is the whole input, its frame count)."""
+    batch = check_inputs(model, None, mel, speaker) or 1
+    if mel is not None:
+        frames = mel.shape[1]
+    elif noise is not None:
+        frames = -(-noise.shape[1] // synthesis.frame_length(model))
+    else:
+        frames = -(-int(num_samples) // synthesis.frame_length(model))
+    keys = None if rng is None else synthesis.item_keys(rng, batch)
+    return synthesis.Window.whole(mel, speaker, keys, noise), frames
+
+
+def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_samples=None):
+    """Audio (B, T) from fresh base noise in one parallel pass: `student_window` over the
+    whole mel, with item b's noise from fold_in(rng, b) (pwavenet.models.synthesis).
+
+    `num_samples` (T) is needed only without a mel; with one, T = frames * hop.
+
+    With a synthesis filter, the filters' design (Levinson per frame, impulse responses:
+    `window_source`) needs only the mel, and the flows (`window_flows`) only the noise and
+    the mel. Called outside a trace, the two run as separate programs on two threads at the
+    same time, then the filter runs on both results: their loops are sequential, and each
+    alone would leave a CPU core idle (docs/benchmarks.md has the measurements). The result
+    is the one-program result; under a trace it is one program.
+    """
+    variables = placement.as_variables(params)
+    window, frames = _whole(model, rng, mel, speaker, num_samples)
+    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((params, rng, mel)))
+    state = model.initial_state(window.keys.shape[0])
+    if traced or not model.has_synthesis_filter:
+        x = _window_jit(model, frames)(variables, state, window)[0]
+    else:
+        design = _design_pool().submit(
+            lambda: jax.block_until_ready(_source_jit(model, frames)(variables, window))
+        )
+        e = _flows_jit(model, frames)(variables, window)
+        x = _excite_jit(model)(variables, e, *design.result(), state)[0]
+    if mel is not None:
+        num_samples = frames * model.hop_length
+    return x[:, :num_samples]
+
+
+@functools.lru_cache(maxsize=1)
+def _design_pool():
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pwavenet-filters")
+
+
+@functools.lru_cache(maxsize=16)
+def _window_jit(model, chunk):
+    return jax.jit(functools.partial(student_window, model, chunk=chunk))
+
+
+@functools.lru_cache(maxsize=16)
+def _source_jit(model, chunk):
+    return jax.jit(functools.partial(window_source, model, chunk=chunk))
+
+
+@functools.lru_cache(maxsize=16)
+def _flows_jit(model, chunk):
+    return jax.jit(functools.partial(window_flows, model, chunk=chunk))
+
+
+@functools.lru_cache(maxsize=16)
+def _excite_jit(model):
+    def excite(variables, e, source, plan, state):
+        return model.apply(variables, e, source, state, plan, method=IAFStudent.excite)
+
+    return jax.jit(excite)
+
+
+def forward(model: IAFStudent, params, z: Array, mel=None, speaker=None, state=None):
+    """`model.apply(params, z, mel, speaker)`, (x, mu_tot, log_s_tot), with the flows run in
+    windows of model.synthesis_chunk samples (`windowed_flows`); `state` as in `transform`.
+    Its x is `student_window`'s audio for the same noise."""
+    variables = placement.as_variables(params)
+    mel_up, speaker_emb, source = model.apply(
+        variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
+    )
+    flowed = windowed_flows(model, variables, z, mel_up, speaker_emb)
+    return model.apply(variables, flowed, source, state, method=IAFStudent.filter_transform)
+
+
+def chunk_context(model: IAFStudent) -> tuple[int, int]:
+    """(left, right) mel frames a window needs around its piece to match the one-pass output
+    exactly. Left: the flows' total receptive field in frames, plus the upsampler's reach;
+    right: the upsampler's reach (each transposed-convolution stage's kernel spans
+    kernel_multiple of its input steps, so a sample sees at most that many frames on either
+    side per stage)."""
+    reach = model.config.upsample_kernel_multiple * len(model.config.upsample_strides)
+    if not model.config.n_mels:
+        reach = 0
+    left = -(-model.receptive_field // model.hop_length) + reach
+    return left, reach
+
+
+# ----------------------------------------------------------------------------- inverse
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -543,63 +711,54 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
       (z, log_s_tot), each (B, T): the noise, and the composed log-scale of every step (so
       log p_S(x) = sum_t [log base(z_t) - log_s_tot_t]).
     """
-    variables = _variables(params)
+    variables = placement.as_variables(params)
     x = x.astype(jnp.float32)
-    batch, length = x.shape
-    mel_up, speaker_emb, filters = model.apply(
+    mel_up, speaker_emb, source = model.apply(
         variables, x.shape, mel, speaker, method=IAFStudent.conditioning_checked
     )
-    mel_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)
+    e, base_log_s = x, jnp.zeros_like(x)
+    if source is not None:
+        # Undo the synthesis filter in parallel, u = x - prediction(x), then the source's
+        # affine map: e = (u - shift) exp(-log_scale).
+        coefficients = jnp.repeat(source.coefficients, model.hop_length, axis=1)
+        u = x - lpc_lib.predict(x, coefficients)
+        base_log_s, shift = model.apply(variables, source, method=IAFStudent.source_affine)
+        e = (u - shift) * jnp.exp(-base_log_s)
+    z, log_s = _invert_flows(model, variables, e, mel_up, speaker_emb)
+    return z, log_s + base_log_s
+
+
+def _invert_flows(model: IAFStudent, variables, e, mel_up, speaker_emb):
+    """z and the flows' summed log-scale from their output e, one step at a time: flow k maps
+    x^{k-1}_t to x^k_t with (mu, s) computed from x^{k-1}_<t, which its cache holds."""
     configs = flow_configs(model.config)
-    hop = model.hop_length
-
-    base_log_s = jnp.zeros_like(x)
-    flows_out = x
-    if filters is not None:
-        # Undo the synthesis filter in parallel: u = x - prediction(x), e = u / g.
-        coefficients, log_gain = filters[:2]
-        u = x - lpc_lib.predict(x, jnp.repeat(coefficients, hop, axis=1))
-        base_log_s = jnp.repeat(log_gain, hop, axis=1)
-        flows_out = u * jnp.exp(-base_log_s)
-        log_noise_gain, added = model.apply(variables, filters, method=IAFStudent.excitation_terms)
-        if added is not None:
-            flows_out = (flows_out - added) * jnp.exp(-log_noise_gain)
-            base_log_s = base_log_s + log_noise_gain
-
-    # Built once, outside the loop over time (see pwavenet.models.wavenet.loop_invariant).
-    cond_kernels = [
+    batch, length = e.shape
+    # Built once, outside the loop over time (see pwavenet.models.placement.loop_invariant).
+    kernels = [
         model.apply(variables, k, method=IAFStudent.flow_conditioning_kernel)
         for k in range(len(configs))
     ]
-    step_variables = wavenet.loop_invariant(variables)
+    step_variables = placement.loop_invariant(variables)
 
     def one_step(carry, inputs):
         caches, prevs = carry
-        t, y, log_s_t, mel_t = inputs
-        new_caches, new_prevs = list(caches), list(prevs)
+        t, y, cond_t = inputs
+        caches, prevs, log_s_t = list(caches), list(prevs), jnp.zeros_like(y)
         variables_t = step_variables()
-        # Undo the flows from the last: flow k maps x^{k-1}_t to x^k_t with (mu, s) computed
-        # from x^{k-1}_<t, which flow k's cache already holds.
         for k in reversed(range(len(configs))):
-            mu, log_s, new_caches[k] = model.apply(
-                variables_t,
-                k,
-                caches[k],
-                prevs[k],
-                mel_t,
-                speaker_emb,
-                t,
-                cond_kernels[k],
+            mu, log_s, caches[k] = model.apply(
+                variables_t, k, caches[k], prevs[k], t, kernels[k], (cond_t, speaker_emb),
                 method=IAFStudent.flow_step,
             )
             y = (y - mu) * jnp.exp(-log_s)
-            new_prevs[k] = y
+            prevs[k] = y
             log_s_t = log_s_t + log_s
-        return (tuple(new_caches), tuple(new_prevs)), (y, log_s_t)
+        return (tuple(caches), tuple(prevs)), (y, log_s_t)
 
-    caches = tuple(wavenet.zero_cache(fc, batch) for fc in configs)
+    caches = tuple(StackCache.zeros(fc, batch) for fc in configs)
     prevs = tuple(jnp.zeros((batch,), jnp.float32) for _ in configs)
-    steps = (jnp.arange(length, dtype=jnp.int32), flows_out.T, base_log_s.T, mel_steps)
+    cond_steps = None if mel_up is None else jnp.swapaxes(mel_up, 0, 1)
+    steps = (jnp.arange(length, dtype=jnp.int32), e.T, cond_steps)
     _, (z, log_s) = lax.scan(one_step, (caches, prevs), steps)
     return z.T, log_s.T
 
@@ -608,96 +767,3 @@ def log_prob(model: IAFStudent, params, x: Array, mel=None, speaker=None) -> Arr
     """log p_S(x) per utterance (B,), in nats, through the sequential inverse."""
     z, log_s = inverse(model, params, x, mel, speaker)
     return jnp.sum(model.base_log_prob(z) - log_s, axis=-1)
-
-
-def chunk_context(model: IAFStudent) -> tuple[int, int]:
-    """(left, right) mel frames a chunk needs around it to match the one-pass output exactly.
-
-    Left: the flows' total receptive field in frames, plus the upsampler's reach; right: the
-    upsampler's reach (each transposed-convolution stage's kernel spans kernel_multiple of its
-    input steps, so a sample sees at most that many frames on either side per stage).
-    """
-    reach = model.config.upsample_kernel_multiple * len(model.config.upsample_strides)
-    if not model.config.n_mels:
-        reach = 0
-    left = -(-model.receptive_field // model.hop_length) + reach
-    return left, reach
-
-
-def chunked_sample(
-    model: IAFStudent,
-    params,
-    z: Array,
-    mel: Array | None = None,
-    speaker: Array | None = None,
-    *,
-    chunk_frames: int,
-):
-    """The student's x for noise z, computed in chunks of `chunk_frames` mel frames.
-
-    Each chunk's flows run with `chunk_context` frames of mel and noise around it and only its
-    own samples are kept; the synthesis filter (model.lpc_order > 0) continues from the last
-    lpc_order samples of the chunk before. So the result equals
-    `model.apply(params, z, mel, speaker)[0]` while memory is bounded by the chunk plus its
-    context. Without a mel, chunks are `chunk_frames * hop` samples.
-    """
-    hop = model.hop_length
-    variables = _variables(params)
-    check_unchunked(model, "chunked_sample")
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    total = z.shape[1] // hop if mel is None else mel.shape[1]
-    if mel is not None and z.shape[1] != total * hop:
-        raise ValueError(
-            f"noise of shape {z.shape} must have frames x hop = {total} x {hop} samples"
-        )
-    if mel is None and z.shape[1] % hop:
-        total = -(-z.shape[1] // hop)
-    left, right = chunk_context(model)
-    apply = _chunk_jit(model)
-    past = None
-    if model.has_synthesis_filter:
-        past = jnp.zeros((z.shape[0], model.config.lpc_order), jnp.float32)
-    pieces = []
-    for start in range(0, total, chunk_frames):
-        stop = min(start + chunk_frames, total)
-        lo, hi = max(0, start - left), min(total, stop + right)
-        z_chunk = z[:, lo * hop : hi * hop]
-        mel_chunk = None if mel is None else mel[:, lo:hi]
-        x, past = apply(variables, z_chunk, mel_chunk, speaker, past, start - lo, stop - lo)
-        pieces.append(x)
-    return jnp.concatenate(pieces, axis=1)[:, : z.shape[1]]
-
-
-def check_unchunked(model: IAFStudent, what: str) -> None:
-    """The pitch estimate behind model.excitation='pulses' reads the whole mel (its prior
-    looks 120 frames either way, its voicing levels are relative to the loudest frame) and
-    the pulse phase runs from the start, so a chunk alone would not give the one-pass output:
-    refuse chunk-by-chunk synthesis of such a student."""
-    if model.has_pulses:
-        raise NotImplementedError(
-            f"{what} does not support model.excitation='pulses' (its pitch estimate needs the "
-            "whole mel): use iaf.sample, or Vocoder.vocode, which computes the pulses over the "
-            "whole mel first."
-        )
-
-
-@functools.lru_cache(maxsize=8)
-def _chunk_jit(model: IAFStudent):
-    """(x of frames [keep_from, keep_to) of the chunk, the synthesis filter's state after
-    them) for a chunk of noise and mel with its context."""
-
-    def run(variables, z, mel, speaker, past, keep_from, keep_to):
-        hop = model.hop_length
-        mel_up, speaker_emb, filters = model.apply(
-            variables, z.shape, mel, speaker, method=IAFStudent.conditioning_checked
-        )
-        x = windowed_flows(model, variables, z, mel_up, speaker_emb)[0]
-        x = x[:, keep_from * hop : keep_to * hop]
-        if filters is None:
-            return x, past
-        coefficients, log_gain = (f[:, keep_from:keep_to] for f in filters)
-        u = x * jnp.exp(jnp.repeat(log_gain, hop, axis=1))
-        return lpc_lib.all_pole_filter(u, coefficients, hop, past)
-
-    return jax.jit(run, static_argnums=(5, 6))

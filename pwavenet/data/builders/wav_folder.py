@@ -56,8 +56,8 @@ from usable files), the second writes the examples. Under 'skip' each skipped fi
 unusable file raises ValueError naming the file and the rule. Both policies log the
 kept-but-changed files, with a summary per split. `info.metadata['build_report']` holds
 {'skipped': {file: rule}, 'splits': {split: {'kept', 'downmixed', 'resampled', 'clipped'}}}.
-Utterances too short for a training crop are the input pipeline's business
-(pwavenet.data.input_pipeline), under the same policy.
+Utterances too short for a training crop are the bad-data screening's business
+(pwavenet.data.screening), under the same policy.
 
 Conversion to int16: soundfile reads every format as floats with integer PCM scaled by
 1/2^(bits-1) (int16 s -> s / 32768, exact), so 16-bit files pass through unchanged and other

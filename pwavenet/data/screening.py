@@ -108,8 +108,9 @@ class MelFileCheck:
 
     n_mels must equal config.mel.n_mels; the frame count may differ from len(audio) // hop by
     up to config.data.mel_length_tolerance frames, and beyond it mel_length_policy applies
-    (this module's docstring). `skipped` and `trimmed` map utterance ids to (mel frames, audio frames);
-    `error` keeps the ValueError raised inside tf.data so it can be re-raised as itself.
+    (this module's docstring). `skipped` and `trimmed` map utterance ids to (mel frames,
+    audio frames); `error` keeps the ValueError raised inside tf.data so it can be re-raised
+    as itself.
     """
 
     def __init__(self, config: Any):

@@ -224,7 +224,7 @@ def _mock_waves(num_examples, min_len, max_len):
 
 
 def test_mock_ljspeech_gives_correct_batches():
-    c = teacher.getespeak_small_config("tiny")
+    c = teacher.get_config("tiny")
     c.data.name = "ljspeech"
     assert sources.resolve_split(c, "validation") == "train[98%:99%]"
     utterances = {
@@ -244,7 +244,7 @@ def test_mock_ljspeech_gives_correct_batches():
 
 
 def test_mock_vctk_needs_its_sample_rate():
-    c = teacher.getespeak_small_config("tiny")
+    c = teacher.get_config("tiny")
     c.data.name = "vctk"
     with _mock_speech():
         with pytest.raises(
@@ -272,7 +272,7 @@ def test_mock_vctk_needs_its_sample_rate():
     ],
 )
 def test_default_mock_data_is_too_short_for_a_crop(policy, message):
-    c = teacher.getespeak_small_config("tiny")
+    c = teacher.get_config("tiny")
     c.data.name = "ljspeech"
     c.data.bad_audio = policy
     with tfds.testing.mock_data(num_examples=4):  # 5 to 50 samples each

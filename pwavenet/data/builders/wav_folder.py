@@ -20,8 +20,8 @@ mels=True)`): every `name.wav` has a `name.npy` beside it, a float (frames, n_me
 in the training config's mel definition, e.g. a TTS model's teacher-forced prediction for
 that utterance; it is stored as the feature 'mel', float32 (frames, n_mels), unchanged. The
 build only checks that it is a finite 2-D float array; its frame count and n_mels are checked
-against the config by the input pipeline (config.data.mel_length_tolerance and
-mel_length_policy), so one build serves any hop. A missing or unusable .npy is bad data
+against the config when it is read (pwavenet.data.screening; config.data.mel_length_tolerance
+and mel_length_policy), so one build serves any hop. A missing or unusable .npy is bad data
 under the policy below (rules 'missing mel' and 'bad mel').
 
 Splits (deterministic, by file name, stable when files are added or removed): a file with

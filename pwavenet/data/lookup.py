@@ -8,7 +8,9 @@ rate must equal config.mel.sample_rate (vctk at 48 kHz with the 22050 Hz default
 that says what to change; wav_folder and kaldi_dir resample when they build).
 
 A local build is quiet unless absl's verbosity is raised (`-v 1`): no tfds progress bars and
-no notice of tfds's own deprecated `FeatureConnector.dtype` use (`quiet_tfds`).
+no notice of tfds's own deprecated `FeatureConnector.dtype` use (`quiet_tfds`). A download
+(ljspeech, vctk) drops the notice too but keeps tfds's progress bars, the sign of life of a
+download of gigabytes.
 """
 
 from __future__ import annotations

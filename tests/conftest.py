@@ -43,7 +43,8 @@ ESPEAK_NG_MISSING = (
 def espeak_small_data_dir(tmp_path_factory):
     """A tfds data_dir for configs' tiny variants (data.name 'espeak_corpus/small'), shared
     by the tests that train on it: the first job to read it builds the corpus (under the
-    input pipeline's file lock), the others reuse it. Tests of building itself use their own."""
+    builder lookup's file lock, pwavenet.data.lookup), the others reuse it. Tests of building
+    itself use their own."""
     if shutil.which("espeak-ng") is None:
         if under_ci():
             pytest.fail(ESPEAK_NG_MISSING, pytrace=False)

@@ -68,7 +68,7 @@ def main():
 
     from configs import student as student_configs
     from configs import teacher as teacher_configs
-    from pwavenet.data import input_pipeline
+    from pwavenet.data import pipelines
     from pwavenet import training
     from pwavenet.jobs import student as student_job
     from pwavenet.jobs import teacher as teacher_job
@@ -76,7 +76,7 @@ def main():
     logging.set_verbosity(logging.INFO)
     logging.use_absl_handler()
     if args.emulate_processes:
-        _emulate_processes(input_pipeline, args.emulate_processes)
+        _emulate_processes(pipelines, args.emulate_processes)
 
     log = {"train/": [], "eval/": []}
     scalars, fit = training.Writer.scalars, training.fit
@@ -143,12 +143,12 @@ def _write(path, workdir, log) -> None:
     )
 
 
-def _emulate_processes(input_pipeline, n: int) -> None:
+def _emulate_processes(pipelines, n: int) -> None:
     """Makes create_datasets return one stream of N processes' batches side by side."""
     import jax
     import numpy as np
 
-    create = input_pipeline.create_datasets
+    create = pipelines.create_datasets
 
     def create_datasets(config, *, train=True, **unused):
         per_process = [
@@ -176,7 +176,7 @@ def _emulate_processes(input_pipeline, n: int) -> None:
             eval=lambda num_batches=None: joined([f(num_batches) for f in evals]),
         )
 
-    input_pipeline.create_datasets = create_datasets
+    pipelines.create_datasets = create_datasets
 
 
 if __name__ == "__main__":

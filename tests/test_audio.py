@@ -167,6 +167,30 @@ def test_16bit_quantization_error_and_edges():
     )
 
 
+def _nearest_pcm16(x):
+    """int16 level whose centre (2 s + 1) / 65535 is nearest to x (clipped), in float64."""
+    x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+    return np.clip(np.round(x * 32767.5 - 0.5), -32768, 32767).astype(np.int16)
+
+
+def test_pcm16_maps_onto_the_16bit_bin_centres():
+    s = np.arange(-32768, 32768).astype(np.int16)
+    x = audio.pcm16_to_float(s)
+    assert x.dtype == np.float32 and x.min() == -1.0 and x.max() == 1.0
+    np.testing.assert_array_equal(np.asarray(audio.bin_index(x)), s.astype(np.int64) + 32768)
+    np.testing.assert_array_equal(_nearest_pcm16(x), s)
+    import tensorflow as tf  # only here: the same map inside tf.data pipelines
+
+    np.testing.assert_array_equal(audio.pcm16_to_float(tf.constant(s)).numpy(), x)
+    y = np.random.RandomState(4).uniform(-1.2, 1.2, 10000)
+    pcm = _nearest_pcm16(y)
+    centre = audio.pcm16_to_float(pcm).astype(np.float64)
+    assert np.all(np.abs(centre - np.clip(y, -1, 1)) <= 1.0 / 65535.0 + 1e-7)
+    # bin_index rounds in float32: it may pick the other side of a near tie.
+    diff = pcm.astype(np.int64) - (np.asarray(audio.bin_index(y)) - 32768)
+    assert np.all(np.abs(diff) <= 1) and np.mean(diff == 0) > 0.99
+
+
 def test_write_wav_writes_16bit_pcm_clipped_to_full_scale(tmp_path):
     x = np.concatenate(
         [[-1.5, -1.0, 0.0, 0.5, 1.0, 1.5], np.random.default_rng(0).uniform(-1.2, 1.2, 1000)]

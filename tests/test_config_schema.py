@@ -180,17 +180,15 @@ def test_the_enumerations_are_the_librarys():
     """Each name list is written out in the schema (it imports nothing); here it is compared
     with the one the library acts on."""
     from pwavenet import audio
-    from pwavenet.data import input_pipeline
+    from pwavenet.data import sources
     from pwavenet.flows import fitting, toy2d
     from pwavenet.models import builders, iaf, wavenet
 
     teacher, student, flows = schema.TEACHER, schema.STUDENT, schema.FLOWS
-    assert set(schema.DATA_SOURCES) == set(input_pipeline.SOURCES)
+    assert set(schema.DATA_SOURCES) == set(sources.SOURCES)
     assert teacher["mel.preset"].choices == audio.MEL_PRESETS
-    assert teacher["data.mel_source"].choices == input_pipeline.MEL_SOURCES
-    assert set(teacher["data.mel_length_policy"].choices) == set(
-        input_pipeline.MEL_LENGTH_POLICIES
-    )
+    assert teacher["data.mel_source"].choices == sources.MEL_SOURCES
+    assert set(teacher["data.mel_length_policy"].choices) == set(sources.MEL_LENGTH_POLICIES)
     # 'affine' is the student's flows' own output, not a teacher's.
     assert set(teacher["model.output"].choices) == set(wavenet.OUTPUTS)
     assert student["model.base"].choices == iaf.BASES

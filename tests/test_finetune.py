@@ -23,7 +23,9 @@ from pwavenet import audio
 from pwavenet.models import builders
 from pwavenet.jobs import student as student_job
 from pwavenet import training
-from pwavenet.data import input_pipeline
+from pwavenet.data import lookup
+from pwavenet.data import pipelines
+from pwavenet.data import whole_utterances
 from pwavenet.jobs import teacher as teacher_job
 from pwavenet.data.builders import wav_folder
 import tensorflow_datasets as tfds
@@ -78,7 +80,7 @@ def folder(tmp_path_factory):
 
 
 def _datasets(config):
-    return input_pipeline.create_datasets(
+    return pipelines.create_datasets(
         config, process_index=0, process_count=1, local_device_count=8
     )
 
@@ -111,7 +113,7 @@ def test_batches_carry_the_stored_mel_of_each_crop(folder):
     assert not data.mel_files.skipped and not data.mel_files.trimmed
 
     # Whole utterances for listening and scoring carry the stored mels too.
-    whole = input_pipeline.split_utterances(config, "train", limit=3)
+    whole = whole_utterances.split_utterances(config, "train", limit=3)
     for u in whole:
         x, stored = utterances[u["id"]]
         frames = min(len(stored), len(x) // HOP)
@@ -151,7 +153,7 @@ def test_a_mel_length_beyond_the_tolerance_fails_skips_or_trims(mismatched):
         for _ in range(4):
             next(data.train)
     # The wavs without a usable .npy were left out when the folder was built (bad_audio='skip').
-    report = input_pipeline.get_builder(fail).info.metadata["build_report"]
+    report = lookup.get_builder(fail).info.metadata["build_report"]
     assert report["skipped"] == {"nomel.wav": "missing mel", "flat.wav": "bad mel"}
 
     skip = _config(wavs, data_dir, **{"data.mel_length_policy": "skip"})
@@ -178,7 +180,7 @@ def test_a_mel_length_beyond_the_tolerance_fails_skips_or_trims(mismatched):
 
     # A tolerance of 5 frames accepts it under 'fail', cut to the mel's 45 frames.
     tolerant = _config(wavs, data_dir, **{"data.mel_length_tolerance": 5})
-    whole = {u["id"]: u for u in input_pipeline.split_utterances(tolerant, "train")}
+    whole = {u["id"]: u for u in whole_utterances.split_utterances(tolerant, "train")}
     assert len(whole["short.wav"]["audio"]) == 45 * HOP
 
     # A stored mel of another n_mels is named, whatever the length policy.
@@ -192,18 +194,6 @@ def test_a_mel_length_beyond_the_tolerance_fails_skips_or_trims(mismatched):
     transposed = _datasets(_config(wavs, data_dir, **{"mel.n_mels": 50}))
     with pytest.raises(ValueError, match=r"n_mels=50\. It looks transposed: save mel\.T"):
         next(transposed.train)
-
-
-def test_mel_source_file_needs_wav_folder():
-    config = teacher_config.get_config("tiny")
-    config.data.mel_source = "file"
-    refusal = r"only wav_folder stores.*data.name='espeak_corpus/small'"
-    with pytest.raises(ValueError, match=refusal):
-        input_pipeline.check_config(config)
-    config.data.name = "wav_folder"
-    config.data.mel_length_policy = "pad"
-    with pytest.raises(ValueError, match=r"mel_length_policy='pad' must be one of"):
-        input_pipeline.check_config(config)
 
 
 # ------------------------------------------------------------------------ init_from

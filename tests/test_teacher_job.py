@@ -157,7 +157,7 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
     import pystoi
     import soundfile
 
-    from pwavenet.data import input_pipeline
+    from pwavenet.data import whole_utterances
     from pwavenet.evaluation import quality
 
     config = _config(data_dir)
@@ -196,7 +196,7 @@ def test_evaluation_writes_its_report_audio_and_plot(data_dir, trained, tmp_path
 
     # The quality table: the configured utterances of the validation split, every row.
     q = report["quality"]
-    utterances = input_pipeline.split_utterances(config, "validation", 2, max_seconds=1.0)
+    utterances = whole_utterances.split_utterances(config, "validation", 2, max_seconds=1.0)
     assert q["split"] == "validation" and q["num_utterances"] == 2
     assert set(q["mean"]) == {"reference", "griffin_lim", "teacher"}
     assert [r["id"] for r in q["per_utterance"]["teacher"]] == [u["id"] for u in utterances]

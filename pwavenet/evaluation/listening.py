@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from pwavenet import audio, training
-from pwavenet.data import input_pipeline
+from pwavenet.data import whole_utterances
 from pwavenet.models import builders, generation
 
 __all__ = [
@@ -108,7 +108,7 @@ def mel_comparison_image(
 
 
 def listening_set(utterances: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """`input_pipeline.validation_utterances`' batch as a list of utterances."""
+    """`whole_utterances.validation_utterances`' batch as a list of utterances."""
     return [
         {"audio": a, "mel": m, "speaker": int(s), "id": i}
         for a, m, s, i in zip(
@@ -143,7 +143,7 @@ def audio_summaries(config, name: str, synthesize_utterances):
     def summaries(writer: training.Writer, step: int, ema_params):
         if not references:
             references.update(
-                input_pipeline.validation_utterances(
+                whole_utterances.validation_utterances(
                     config, num_utterances=2, max_seconds=config.train.audio_seconds
                 )
             )

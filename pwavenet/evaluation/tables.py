@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pwavenet import audio, training
-from pwavenet.data import input_pipeline
+from pwavenet.data import whole_utterances
 from pwavenet.evaluation import quality
 from pwavenet.models import wavenet
 from pwavenet import config_schema
@@ -33,7 +33,7 @@ __all__ = [
 def padded_batches(
     utterances: list[dict[str, Any]], batch_size: int, mel_config, length: int | None = None
 ):
-    """Yields (indices, batch) over `utterances` (input_pipeline.split_utterances) sorted by
+    """Yields (indices, batch) over `utterances` (whole_utterances.split_utterances) sorted by
     length, each batch {'audio': (B, T), 'mel': (B, T // hop, n_mels), 'speaker': (B,)} padded
     to `length` samples (default: its longest): audio with zeros, the mel with the log floor
     (silence). Every model here is causal in its audio, so padding after an utterance leaves
@@ -167,7 +167,7 @@ def quality_utterances_of(config, split: str | None, limit: int | None) -> list[
     if limit is None:
         limit = int(config_schema.setting(config.eval, "eval.quality_utterances"))
     max_seconds = float(config_schema.setting(config.eval, "eval.quality_max_seconds"))
-    return input_pipeline.split_utterances(config, split, limit, max_seconds)
+    return whole_utterances.split_utterances(config, split, limit, max_seconds)
 
 
 def quality_table(

@@ -42,7 +42,8 @@ import numpy as np
 from flax import jax_utils
 
 from pwavenet import distillation, evaluation, training
-from pwavenet.data import input_pipeline
+from pwavenet.data import pipelines
+from pwavenet.data import whole_utterances
 from pwavenet.models import builders, iaf, wavenet
 from pwavenet.training import timing
 from pwavenet import config_schema
@@ -144,14 +145,14 @@ def validation_nll(model, config, params) -> dict[str, float]:
     return training.evaluate_metrics(
         eval_step,
         jax_utils.replicate(params),
-        input_pipeline.create_datasets(config, train=False).eval(config.train.eval_batches),
+        pipelines.create_datasets(config, train=False).eval(config.train.eval_batches),
     )
 
 
 def listening_utterances(config, num_utterances: int | None, max_seconds: float | None):
     """The listening set: the first validation utterances (config.eval.num_utterances unless
     given), cut to one length (config.eval.max_seconds unless given)."""
-    return input_pipeline.validation_utterances(
+    return whole_utterances.validation_utterances(
         config,
         num_utterances=num_utterances or config.eval.num_utterances,
         max_seconds=max_seconds or config.eval.max_seconds,

@@ -19,7 +19,7 @@ import jax
 from absl import logging
 
 from pwavenet.audio import mel_files
-from pwavenet.data import input_pipeline
+from pwavenet.data import whole_utterances
 
 
 def _stats_path(workdir: str) -> str:
@@ -59,7 +59,7 @@ def prepare(config, workdir: str, teacher_workdir: str | None = None) -> None:
         )
     else:
         logging.info("Computing mel normalization statistics over the training split.")
-        mean, scale, frames = mel_files.compute_mel_stats(input_pipeline.split_mels(config))
+        mean, scale, frames = mel_files.compute_mel_stats(whole_utterances.split_mels(config))
         logging.info("Mel normalization statistics from %d frames.", frames)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)

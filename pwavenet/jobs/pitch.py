@@ -27,7 +27,7 @@ import optax
 
 from pwavenet.audio import excitation
 from pwavenet import training
-from pwavenet.data import input_pipeline
+from pwavenet.data import whole_utterances
 from pwavenet.evaluation import quality
 from pwavenet.models import pitch
 
@@ -204,10 +204,10 @@ def fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[st
 def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
     p = config.pitch
-    train = input_pipeline.split_utterances(
+    train = whole_utterances.split_utterances(
         config, config.data.train_split, limit=int(p.train_utterances)
     )
-    evaluation = input_pipeline.split_utterances(
+    evaluation = whole_utterances.split_utterances(
         config, config.data.eval_split, limit=int(p.eval_utterances)
     )
     train_labels = labels(train, config.mel, os.path.join(workdir, "labels_train.npz"))

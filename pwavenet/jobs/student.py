@@ -10,7 +10,7 @@ import numpy as np
 from absl import logging
 
 from pwavenet import distillation, evaluation, training
-from pwavenet.data import input_pipeline
+from pwavenet.data import pipelines
 from pwavenet.jobs import mel_stats
 from pwavenet.models import builders, iaf
 
@@ -61,7 +61,7 @@ def check_teacher(config, teacher: training.Teacher) -> None:
 
 def make_job(config, student: iaf.IAFStudent, teacher: training.Teacher) -> training.Job:
 
-    datasets = input_pipeline.create_datasets(config)
+    datasets = pipelines.create_datasets(config)
     distiller = distillation.make_distiller(config, student, teacher)
 
     def loss_fn(params, batch, rngs, teacher_params):

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from pwavenet import evaluation, training
-from pwavenet.data import input_pipeline
+from pwavenet.data import pipelines
 from pwavenet.jobs import mel_stats
 from pwavenet.models import builders, wavenet
 
 
 def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> training.Job:
 
-    datasets = input_pipeline.create_datasets(config)
+    datasets = pipelines.create_datasets(config)
 
     noise_level = float(config.train.input_noise)
 

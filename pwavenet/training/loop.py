@@ -76,7 +76,7 @@ class Job:
     init_params: Callable[[jax.Array], PyTree]
     loss_fn: Callable
     # Training batches: an iterator, or a function of the first step's index returning one
-    # (`input_pipeline.Datasets.train_from`), which makes a resumed run exact.
+    # (`pwavenet.data.pipelines.Datasets.train_from`), which makes a resumed run exact.
     train_batches: Iterator[Batch] | Callable[[int], Iterator[Batch]]
     eval_fn: Callable | None = None
     eval_batches: Callable[[], Iterable[Batch]] | None = None

@@ -20,8 +20,8 @@ mels=True)`): every `name.wav` has a `name.npy` beside it, a float (frames, n_me
 in the training config's mel definition, e.g. a TTS model's teacher-forced prediction for
 that utterance; it is stored as the feature 'mel', float32 (frames, n_mels), unchanged. The
 build only checks that it is a finite 2-D float array; its frame count and n_mels are checked
-against the config by the input pipeline (config.data.mel_length_tolerance and
-mel_length_policy), so one build serves any hop. A missing or unusable .npy is bad data
+against the config when it is read (pwavenet.data.screening; config.data.mel_length_tolerance
+and mel_length_policy), so one build serves any hop. A missing or unusable .npy is bad data
 under the policy below (rules 'missing mel' and 'bad mel').
 
 Splits (deterministic, by file name, stable when files are added or removed): a file with
@@ -56,8 +56,8 @@ from usable files), the second writes the examples. Under 'skip' each skipped fi
 unusable file raises ValueError naming the file and the rule. Both policies log the
 kept-but-changed files, with a summary per split. `info.metadata['build_report']` holds
 {'skipped': {file: rule}, 'splits': {split: {'kept', 'downmixed', 'resampled', 'clipped'}}}.
-Utterances too short for a training crop are the input pipeline's business
-(pwavenet.data.input_pipeline), under the same policy.
+Utterances too short for a training crop are the bad-data screening's business
+(pwavenet.data.screening), under the same policy.
 
 Conversion to int16: soundfile reads every format as floats with integer PCM scaled by
 1/2^(bits-1) (int16 s -> s / 32768, exact), so 16-bit files pass through unchanged and other

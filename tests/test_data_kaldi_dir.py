@@ -1,6 +1,7 @@
 """Tests for the kaldi_dir data set (pwavenet.data.builders.kaldi_dir): a Kaldi/ESPnet data
-directory written here (wavs via soundfile, wav.scp, segments, utt2spk) built through the input
-pipeline; each utterance's audio is checked against numpy slicing of the written samples."""
+directory written here (wavs via soundfile, wav.scp, segments, utt2spk), built through
+pwavenet.data.lookup and read by the pipelines; each utterance's audio is checked against
+numpy slicing of the written samples."""
 
 
 import numpy as np
@@ -9,7 +10,8 @@ import soundfile
 import tensorflow_datasets as tfds
 
 from configs import teacher as teacher_config
-from pwavenet.data import input_pipeline
+from pwavenet.data import lookup
+from pwavenet.data import pipelines
 from pwavenet.data.builders import wav_folder
 
 tfds.display_progress_bar(False)
@@ -63,7 +65,7 @@ def recipe(tmp_path_factory):
 def test_split_folders_segments_and_speakers(recipe):
     root, data, pcm = recipe
     config = _config(data, root / "built", train_split="train", eval_split="dev")
-    builder = input_pipeline.get_builder(config)
+    builder = lookup.get_builder(config)
     train = _utterances(builder, "train")
     assert sorted(train) == ["u1", "u2", "u3"]
     cuts = {"u1": ("r1", 0.10, 0.55), "u2": ("r1", 0.60, 1.30), "u3": ("r2", 0.25, None)}
@@ -75,10 +77,10 @@ def test_split_folders_segments_and_speakers(recipe):
     dev = _utterances(builder, "dev")
     np.testing.assert_array_equal(dev["r3"][0], pcm["r3"])
     assert dev["r3"][1] == 2
-    assert input_pipeline.data_info(config, builder).num_speakers == 3
+    assert lookup.data_info(config, builder).num_speakers == 3
     # The training pipeline runs on it.
     config.data.crop_samples = 512
-    batch = next(input_pipeline.create_datasets(config, process_index=0, process_count=1,
+    batch = next(pipelines.create_datasets(config, process_index=0, process_count=1,
                                                 local_device_count=1).train_from(0))
     assert batch["audio"].shape == (8, 512)
 
@@ -88,7 +90,7 @@ def test_one_list_splits_90_5_5_by_utterance_id(tmp_path):
     data.mkdir()
     pcm = {f"utt{i:02d}": _wav(data / f"utt{i:02d}.wav", 0.1, i) for i in range(20)}
     _lines(data / "wav.scp", [f"{u} {u}.wav" for u in pcm])  # relative to the directory
-    builder = input_pipeline.get_builder(_config(data, tmp_path / "built"))
+    builder = lookup.get_builder(_config(data, tmp_path / "built"))
     expected = wav_folder.assign_splits(sorted(pcm))
     for split in ("train", "validation", "test"):
         got = _utterances(builder, split)
@@ -104,7 +106,7 @@ def test_a_piped_command_is_refused_naming_the_line(tmp_path):
     _wav(data / "a.wav", 0.2, 0)
     _lines(data / "wav.scp", ["a a.wav", "b sox b.flac -t wav - |"])
     with pytest.raises(ValueError) as info:
-        input_pipeline.get_builder(_config(data, tmp_path / "built"))
+        lookup.get_builder(_config(data, tmp_path / "built"))
     assert str(info.value) == (
         f"kaldi_dir: {data / 'wav.scp'} line 2: 'b' is a piped command ('sox b.flac -t wav - |'); "
         "pwavenet reads audio files only: run the command to write a wav file and list its path "
@@ -128,7 +130,7 @@ def test_bad_entries_are_skipped_or_fail_by_the_policy(tmp_path):
         "x1 nowhere 0 1",    # its recording is not in wav.scp
     ])
     config = _config(data, tmp_path / "built")
-    builder = input_pipeline.get_builder(config)
+    builder = lookup.get_builder(config)
     got = {}
     for split in builder.info.splits:
         got.update(_utterances(builder, split))
@@ -139,15 +141,15 @@ def test_bad_entries_are_skipped_or_fail_by_the_policy(tmp_path):
         "b1": "bad segment", "g1": "missing file", "x1": "unknown recording"}
     with pytest.raises(ValueError, match=r"utterance 'x1' is unusable by the rule 'unknown "
                        r"recording' \('nowhere' is not in .*wav.scp\) and bad_audio='fail'"):
-        input_pipeline.get_builder(_config(data, tmp_path / "built_fail", bad_audio="fail"))
+        lookup.get_builder(_config(data, tmp_path / "built_fail", bad_audio="fail"))
     _lines(data / "segments", ["a1 a 0.0 0.2", "b1 b 0.1 0.9"])
     with pytest.raises(ValueError, match=r"utterance 'b1' is unusable by the rule 'bad segment' "
                        r"\(b1: \[0.1, 0.9\) s of .*b.wav, which lasts 0.500 s\)"):
-        input_pipeline.get_builder(_config(data, tmp_path / "built_fail2", bad_audio="fail"))
+        lookup.get_builder(_config(data, tmp_path / "built_fail2", bad_audio="fail"))
 
 
 def test_kaldi_dir_needs_a_manual_dir(tmp_path):
     with pytest.raises(ValueError, match=r"set --config.data.manual_dir=<the folder holding"):
-        input_pipeline.get_builder(_config("", tmp_path))
+        lookup.get_builder(_config("", tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no wav.scp in"):
-        input_pipeline.get_builder(_config(tmp_path, tmp_path / "b"))
+        lookup.get_builder(_config(tmp_path, tmp_path / "b"))

@@ -61,7 +61,7 @@ import optax
 from configs import student as student_configs
 from configs import teacher as teacher_configs
 from pwavenet import distillation, training
-from pwavenet.models import iaf, wavenet
+from pwavenet.models import generation, iaf, wavenet
 from pwavenet.training import timing
 
 SAMPLE_RATE = 22050
@@ -243,25 +243,24 @@ def teacher_generate(
         # Not in a jit of its own: the batch spreads over the local devices (one per core on
         # a CPU, as launch.benchmark sets them up), and the sampler is compiled already.
         seconds = timing.median_seconds(
-            lambda: wavenet.generate(model, params, jax.random.PRNGKey(3), mel=mel), repeats
+            lambda: generation.generate(model, params, jax.random.PRNGKey(3), mel=mel), repeats
         )
         # Model FLOPs, independent of how the loop is arranged: one step of the cached
         # network (all layers, conditioning projections included) and the draw from its
         # output, T times, plus the upsampling once per frame.
-        cache = wavenet.zero_cache(counted.config, batch)
+        state = counted.initial_state(batch)._replace(last=x[:, 0])
         dist = counted.distribution
 
-        def one_step(p, cache, x_prev, mel_t, t, noise):
-            out, cache = counted.apply(
-                {"params": p}, cache, x_prev, mel_t, None, t, method=counted.step
-            )
-            return dist.sample_from_noise(out, noise), cache
+        def one_step(p, state, mel_t, t, noise):
+            v = {"params": p}
+            terms = counted.apply(v, mel_t, None, method=counted.step_conditioning)
+            out, state = counted.apply(v, state, t, cond_terms=terms, method=counted.step)
+            return dist.sample_from_noise(out, noise), state
 
         step = model_flops(
             one_step,
             params,
-            cache,
-            x[:, 0],
+            state,
             mel[:, 0],
             jnp.int32(0),
             dist.noise(jax.random.PRNGKey(0), (batch,)),

@@ -8,7 +8,7 @@ The public API is below. Its names are imported on first use, so `import pwavene
 neither JAX nor TensorFlow, and none of them imports TensorFlow.
 
     load_vocoder, Vocoder         a trained teacher or student: vocode and stream mels
-    WaveNet, generate             the teacher and its cached autoregressive sampler
+    WaveNet, generate             the teacher and its cached autoregressive generation
     IAFStudent, student_inverse   the student and its step-by-step inverse (x -> z)
     audio                         mu-law and PCM codecs, the mel definitions and presets
     distributions                 the per-sample output distributions
@@ -25,7 +25,7 @@ _EXPORTS = {
     "load_vocoder": ("pwavenet.vocoder", "load_vocoder"),
     "Vocoder": ("pwavenet.vocoder", "Vocoder"),
     "WaveNet": ("pwavenet.models.wavenet", "WaveNet"),
-    "generate": ("pwavenet.models.wavenet", "generate"),
+    "generate": ("pwavenet.models.generation", "generate"),
     "IAFStudent": ("pwavenet.models.iaf", "IAFStudent"),
     "student_inverse": ("pwavenet.models.iaf", "inverse"),
 }

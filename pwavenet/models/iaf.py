@@ -81,13 +81,8 @@ from jax import lax
 from pwavenet import config_schema
 from pwavenet.audio import excitation as excitation_lib
 from pwavenet.audio import lpc as lpc_lib
+from pwavenet.models import conditioning as conditioning_lib
 from pwavenet.models import placement, synthesis
-from pwavenet.models.conditioning import (
-    check_inputs,
-    conditioning_layers,
-    freeze_config,
-    normalized_mel,
-)
 from pwavenet.models.layers import check_hop_length
 from pwavenet.models.stack import DilatedStack, StackCache, check_stack_config, receptive_field
 
@@ -281,7 +276,7 @@ class IAFStudent(nn.Module):
     config: Any
 
     def __post_init__(self):
-        object.__setattr__(self, "config", freeze_config(self.config))
+        object.__setattr__(self, "config", conditioning_lib.freeze_config(self.config))
         _validate(self.config)
         super().__post_init__()
 
@@ -342,7 +337,7 @@ class IAFStudent(nn.Module):
 
     def setup(self):
         c = self.config
-        upsampler, speaker_embedding = conditioning_layers(c)
+        upsampler, speaker_embedding = conditioning_lib.conditioning_layers(c)
         if upsampler is not None:
             self.upsampler = upsampler
             if config_schema.setting(c, "model.cond_channels"):
@@ -378,7 +373,7 @@ class IAFStudent(nn.Module):
         so each layer's own projection is C x G rather than n_mels x G), else n_mels."""
         mel_up = None
         if self.config.n_mels:
-            features = normalized_mel(self.config, mel)
+            features = conditioning_lib.normalized_mel(self.config, mel)
             if self._project_first:
                 mel_up = self.upsampler(self.cond_proj(features))
             else:
@@ -389,7 +384,7 @@ class IAFStudent(nn.Module):
         return mel_up, speaker_emb, self.source_filter(mel)
 
     def conditioning_checked(self, z_shape, mel, speaker):
-        check_inputs(self, z_shape, mel, speaker)
+        conditioning_lib.check_inputs(self, z_shape, mel, speaker)
         return self.conditioning(mel, speaker)
 
     @property
@@ -601,7 +596,7 @@ def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_
 
 def _whole(model: IAFStudent, rng, mel, speaker, num_samples, noise=None):
     """(the window that is the whole input, its frame count)."""
-    batch = check_inputs(model, None, mel, speaker) or 1
+    batch = conditioning_lib.check_inputs(model, None, mel, speaker) or 1
     if mel is not None:
         frames = mel.shape[1]
     elif noise is not None:

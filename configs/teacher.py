@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.mel_length_policy = "fail"
 
     c.model = ml_collections.ConfigDict()
-    c.model.output = "mol"  # mol | gaussian | mulaw (pwavenet.models.distributions)
+    c.model.output = "mol"  # mol | gaussian | logistic | mulaw (pwavenet.models.distributions)
     c.model.num_mixtures = 10
     c.model.log_scale_min = -9.0
     # gaussian | logistic: the log-scale's ceiling (0: a scale of at most 1, the audio's range).
@@ -147,7 +147,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif variant == "vctk":
         c.data.name = "vctk"
         # pwavenet.audio.mel_settings("hifigan", 48000), written out so that loading a config
-        # imports no library (tests/test_mel_presets.py checks that they agree).
+        # imports no library (tests/test_mel.py checks that they agree).
         c.mel.preset = "hifigan"
         c.mel.sample_rate = 48000
         c.mel.n_fft = 4096

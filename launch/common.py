@@ -189,8 +189,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def _apply_mel_file(name: str) -> None:
     """--<name>.mel.from_file=PATH: the file's mel settings replace the config's
     (pwavenet.audio.mel_files; numpy and pyyaml only, no JAX or TensorFlow)."""
+    from pwavenet import config_schema  # imports neither TensorFlow nor JAX
+
     config = flags.FLAGS[name].value
-    if not config.get("mel", {}).get("from_file", ""):
+    if "mel" not in config or not config_schema.setting(config.mel, "mel.from_file"):
         return
     from pwavenet.audio import mel_files
 

@@ -16,7 +16,7 @@ neither JAX nor TensorFlow, and none of them imports TensorFlow.
 
 The package's layers, lowest first (a module imports only from its own layer or below):
 audio -> models -> distillation -> data, training -> evaluation, vocoder -> jobs; flows is the
-toolkit, with its own job on the shared trainer. tests/test_layers.py checks it.
+toolkit, with its own job on the shared trainer. tests/test_import_layering.py checks it.
 """
 
 import importlib

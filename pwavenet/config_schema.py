@@ -12,8 +12,8 @@ with a config built in code are not checked (a test may well train at learning r
 `setting(section, path)` reads an optional field with the schema's default, for configs saved
 before the field existed and sections built in code; `complete` fills them all in.
 
-Adding a field: one entry in its section's table below, e.g.
-`"normalization": Choice("none", "none", "utterance")` in `_MEL`, with its default (the config
+Adding a field: one entry in its section's table below, as
+`"normalization": Choice("none", "none", "meanvar")` in `_MEL`, with its default (the config
 file's value); then a rule in `_audio_rules` (or the kind's rules) if it constrains another
 field, and its names in the enumeration tuple if the library defines them too.
 tests/test_config_schema.py fails for a field of a shipped variant with no entry, refuses every

@@ -1,4 +1,5 @@
-"""Shared by tests/test_iaf.py and tests/test_distill.py: a small student and random weights."""
+"""Shared by tests/test_iaf.py and tests/test_distillation.py: a small student and random
+weights."""
 
 import math
 

@@ -16,7 +16,7 @@ import pytest
 from configs import flows as flows_config
 from configs import student as student_config
 from configs import teacher as teacher_config
-from pwavenet.models import builders
+from pwavenet.models import builders, losses
 from pwavenet import distillation
 from pwavenet.jobs import student as student_job
 from pwavenet import training
@@ -101,7 +101,7 @@ def test_every_teacher_variant_builds_its_model_and_training_step(variant):
     assert model.receptive_field == max(layers, c.lpc_order)
 
     def loss_fn(params, batch, rngs):
-        return builders.nll_metrics(model, config, params, batch)
+        return losses.nll_metrics(model, config, params, batch)
 
     _check_step(*_step_shapes(config, loss_fn, params))
 

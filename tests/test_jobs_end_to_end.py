@@ -21,7 +21,6 @@ import soundfile
 
 from pwavenet import evaluation
 from pwavenet import training
-from pwavenet.jobs import evaluate
 from pwavenet.models import builders, iaf, wavenet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,7 +160,7 @@ def _wav(path) -> np.ndarray:
 
 def _check_nll_of_real_audio(report, student_dir, reference):
     config = training.load_config(student_dir)
-    utterances = evaluate.listening_utterances(config, None, None)
+    utterances = evaluation.listening_utterances(config, None, None)
     x = jnp.asarray(utterances["audio"])
     np.testing.assert_allclose(x, reference, atol=1 / 32768)  # the wavs' audio
     teacher = training.load_teacher(config.teacher_workdir)

@@ -3,8 +3,8 @@
 Every other part of the package (data pipeline, teacher and student heads, losses,
 synthesis) calls into this module instead of re-deriving a formula, so that the
 encoder used to build training targets and the decoder used to turn model output
-back into audio can never drift apart. Feature extraction for conditioning (mel
-spectrograms) belongs in this module for the same reason.
+back into audio can never drift apart. The mel features follow the same rule in
+`pwavenet.audio.mel`.
 
 Conventions
 -----------
@@ -59,14 +59,14 @@ import soundfile
 from jax import Array
 from jax.typing import ArrayLike
 
+from pwavenet.audio.tensorflow_import import import_tensorflow, is_tf_tensor
+
 __all__ = [
     "MULAW_MU",
     "NUM_16BIT_BINS",
     "bin_center",
     "bin_index",
     "bin_width",
-    "import_tensorflow",
-    "is_tf_tensor",
     "pcm16_to_float",
     "quantize",
     "mulaw_compress",
@@ -229,22 +229,3 @@ def write_wav(path: str, audio: Any, sample_rate: int) -> None:
     """Writes a waveform (T,) as a 16-bit PCM wav at `sample_rate`, values past full scale
     clipped to [-1, 1]. Every wav the package writes goes through here."""
     soundfile.write(path, np.clip(np.asarray(audio), -1.0, 1.0), sample_rate, subtype="PCM_16")
-
-
-# ------------------------------------------------------------------- log-mel
-
-
-def import_tensorflow():
-    """Imports TensorFlow (used only for data) with accelerators hidden from it."""
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # devices already initialised: too late, and already decided
-        pass
-    return tf
-
-
-def is_tf_tensor(x: Any) -> bool:
-    """True for TensorFlow tensors (eager or symbolic) without importing TensorFlow."""
-    return type(x).__module__.startswith("tensorflow")

@@ -1,11 +1,11 @@
 """A pitch-pulse excitation from the log-mel alone: F0 and voicing per frame, and a pulse train.
 
-The student's synthesis filter (pwavenet.lpc) gives the envelope and some of the harmonics,
-but nothing in a noise-driven student carries the pitch. This module estimates it from the
-mel (the only input a vocoder gets), in JAX, frame-parallel and deterministic, and turns it
-into a band-limited pulse train that the student adds to its excitation (model.excitation =
-'pulses', pwavenet.iaf): a function of the conditioning only, so it joins the flows' shift
-M_t and leaves the log-determinant unchanged.
+The student's synthesis filter (pwavenet.audio.lpc) gives the envelope and some of the
+harmonics, but nothing in a noise-driven student carries the pitch. This module estimates it
+from the mel (the only input a vocoder gets), in JAX, frame-parallel and deterministic, and
+turns it into a band-limited pulse train that the student adds to its excitation
+(model.excitation = 'pulses', pwavenet.models.iaf): a function of the conditioning only, so it
+joins the flows' shift M_t and leaves the log-determinant unchanged.
 
 F0 (`estimate_pitch`): harmonic templates matched in the mel domain. For each candidate F0 on
 a log grid (60 to 500 Hz, 10 cents apart), the magnitude spectrum of a Hann-windowed harmonic

@@ -45,7 +45,7 @@ __all__ = [
     "htk_filterbank_and_window",
 ]
 
-from pwavenet.audio.codecs import import_tensorflow, is_tf_tensor
+from pwavenet.audio.tensorflow_import import import_tensorflow, is_tf_tensor
 
 
 def _mel_fields(mel_config: Any) -> tuple[int, int, int, int, int, float, float, float]:

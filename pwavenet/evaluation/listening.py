@@ -1,5 +1,6 @@
-"""The listening set: teacher audio for validation mels, log-mel distances, spectrogram images,
-wav files and the training job's audio summaries.
+"""The listening set: the first validation utterances cut to one length, teacher audio and the
+Griffin-Lim baseline for their mels, log-mel distances, spectrogram images, wav files, the
+report's measures of it, and the training job's audio summaries.
 
 Spectral distance (`log_mel_l1`): mean over frames and bins of |log-mel(generated) -
 log-mel(reference)| with the project's one log-mel definition (`audio.log_mel_spectrogram`), in
@@ -20,9 +21,14 @@ import numpy as np
 
 from pwavenet import audio, training
 from pwavenet.data import whole_utterances
+from pwavenet.evaluation import densities, quality
 from pwavenet.models import builders, generation
 
 __all__ = [
+    "listening_utterances",
+    "listening_griffin_lim",
+    "write_listening_set",
+    "listening_scores",
     "generate_for",
     "teacher_samples",
     "log_mel_l1",
@@ -32,6 +38,65 @@ __all__ = [
     "write_wavs",
     "audio_summaries",
 ]
+
+
+def listening_utterances(
+    config, num_utterances: int | None = None, max_seconds: float | None = None
+) -> dict[str, np.ndarray]:
+    """The listening set: the first validation utterances (config.eval.num_utterances unless
+    given), cut to one length (config.eval.max_seconds unless given), as one batch."""
+    return whole_utterances.validation_utterances(
+        config,
+        num_utterances=num_utterances or config.eval.num_utterances,
+        max_seconds=max_seconds or config.eval.max_seconds,
+    )
+
+
+def listening_griffin_lim(config, utterances: dict[str, np.ndarray]) -> np.ndarray:
+    """The Griffin-Lim reconstruction (B, T) of the listening set's mels (quality.griffin_lim)."""
+    return np.stack(
+        [
+            quality.griffin_lim(u["mel"], config.mel, len(u["audio"]))
+            for u in listening_set(utterances)
+        ]
+    )
+
+
+def write_listening_set(
+    config, out: str, reference: np.ndarray, systems: dict[str, np.ndarray], **image_options
+) -> None:
+    """<out>/reference_<i>.wav and <out>/<system>_<i>.wav for each of `systems` (name -> (B, T)),
+    and their log-mel spectrograms in <out>/mels.png (`mel_comparison_image` with
+    `image_options`), in the order of `systems`."""
+    write_wavs(out, config.mel.sample_rate, {"reference": reference, **systems})
+    mel_comparison_image(
+        config, reference, systems, os.path.join(out, "mels.png"), **image_options
+    )
+
+
+def listening_scores(
+    config,
+    teacher: training.Teacher,
+    utterances: dict[str, np.ndarray],
+    student_audio: np.ndarray,
+    teacher_audio: np.ndarray,
+) -> dict[str, float]:
+    """A student report's measures of the listening set: the log-mel L1 of the student's and
+    the teacher's audio to the reference (and between references), and the teacher's NLL of
+    the student's, its own and the real audio."""
+    reference = utterances["audio"]
+    student_l1 = log_mel_l1(config, student_audio, reference)
+    teacher_l1 = log_mel_l1(config, teacher_audio, reference)
+    teacher_nll = densities.teacher_nll_of(teacher, utterances)
+    return {
+        "log_mel_l1_student": float(np.mean(student_l1)),
+        "log_mel_l1_teacher": float(np.mean(teacher_l1)),
+        "log_mel_l1_between_references": between_references(config, reference),
+        "student_to_teacher_l1_ratio": float(np.mean(student_l1) / np.mean(teacher_l1)),
+        "teacher_nll_of_student_audio": teacher_nll(student_audio),
+        "teacher_nll_of_teacher_audio": teacher_nll(teacher_audio),
+        "teacher_nll_of_real_audio": teacher_nll(reference),
+    }
 
 
 def generate_for(model, config, params, utterances: dict[str, np.ndarray], rng) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""The pipeline's human-readable summary: a markdown page linking audio and plots."""
+"""An evaluation's reports: report.json written (`write_report`) and read back
+(`saved_report`), and the pipeline's human-readable summary (`write_markdown`), a markdown page
+with the quality table (`render_quality_table`) linking audio and plots."""
 
 from __future__ import annotations
 
@@ -85,8 +87,9 @@ _MEASURE_HEADINGS = {
 }
 
 
-def quality_table(q: dict[str, Any]) -> list[str]:
-    """The mean quality measures, a row per system (pwavenet.evaluation.quality's measures)."""
+def render_quality_table(q: dict[str, Any]) -> list[str]:
+    """Markdown lines of a quality table (`tables.quality_table`): the mean measures, a row per
+    system (pwavenet.evaluation.quality's measures)."""
     measures = [m for m in _MEASURE_HEADINGS if any(m in v for v in q["mean"].values())]
     copied = q.get("copied_from_earlier")
     source = ""
@@ -116,7 +119,7 @@ def write_markdown(root: str, reports: dict[str, dict[str, Any]]) -> str:
         eval_dir = os.path.relpath(os.path.join(r["workdir"], f"eval_{r['step']}"), root)
         lines += [f"## {name} (step {r['step']}, variant {r.get('variant') or 'custom'})", ""]
         section = _student_section if r.get("kind") == "student" else _teacher_section
-        lines += quality_table(r["quality"])
+        lines += render_quality_table(r["quality"])
         lines += section(r, eval_dir)
         lines.append("")
     path = os.path.join(root, "report.md")
@@ -144,3 +147,13 @@ def write_report(out: str, report: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     return report
+
+
+def saved_report(workdir: str, step: int) -> dict[str, Any] | None:
+    """The report.json of `workdir`'s default evaluation folder for `step` (eval_<step>), or
+    None if there is none."""
+    path = os.path.join(workdir, f"eval_{step}", "report.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

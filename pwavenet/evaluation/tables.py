@@ -1,5 +1,7 @@
 """The quality table: whole utterances of a split synthesized by each system and scored with
-every measure of `pwavenet.evaluation.quality` and the teacher's NLL."""
+every measure of `pwavenet.evaluation.quality` and the teacher's NLL (`quality_table`; for a
+student, `student_quality_table`). `pwavenet.evaluation.report.render_quality_table` writes it
+as markdown."""
 
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pwavenet import audio, training
+from pwavenet import audio, config_schema, training
 from pwavenet.data import whole_utterances
-from pwavenet.evaluation import quality
-from pwavenet.models import wavenet
-from pwavenet import config_schema
+from pwavenet.evaluation import listening, quality, report
+from pwavenet.models import builders, iaf, wavenet
 
 __all__ = [
+    "teacher_synthesis",
+    "student_synthesis",
     "padded_batches",
     "synthesize_split",
     "griffin_lim_split",
@@ -25,9 +28,31 @@ __all__ = [
     "score_systems",
     "quality_utterances_of",
     "quality_table",
+    "student_quality_table",
     "reusable_rows",
     "write_quality_summaries",
 ]
+
+
+def teacher_synthesis(model, config, params):
+    """synthesize_batch(batch, rng) -> (B, T): the teacher's generation for a batch's mels."""
+
+    def synthesize_batch(batch, rng):
+        mel, speaker = builders.model_inputs(config, batch)
+        return listening.teacher_samples(
+            model, params, rng, mel, speaker, batch["audio"].shape[1]
+        )
+
+    return synthesize_batch
+
+
+def student_synthesis(student, config, params):
+    """synthesize_batch(batch, rng) -> (B, T): the student's synthesis for a batch's mels."""
+
+    def synthesize_batch(batch, rng):
+        return iaf.sample(student, params, rng, *builders.model_inputs(config, batch))
+
+    return synthesize_batch
 
 
 def padded_batches(
@@ -174,7 +199,7 @@ def quality_table(
     workdir: str,
     step: int,
     config,
-    teacher_model_config_params: tuple[Any, Any, Any],
+    teacher: training.Teacher,
     synthesizers: dict[str, Any],
     *,
     split: str | None,
@@ -184,8 +209,8 @@ def quality_table(
 ) -> dict[str, Any]:
     """The report's quality table: the Griffin-Lim baseline and each of `synthesizers`
     (name -> `synthesize_batch(batch, rng) -> (B, T)`, see `synthesize_split`) over the split's
-    utterances, scored by `score_systems` with the teacher's NLL (`teacher_model_config_params`
-    = (model, config, params)); its means also go to TensorBoard.
+    utterances, scored by `score_systems` with the NLL of `teacher` (its model, config and
+    parameters); its means also go to TensorBoard.
 
     `earlier` is a table made by the same teacher (the teacher's own report): if it scored the
     same utterances with the same seed and batch size, its reference, Griffin-Lim and
@@ -209,11 +234,10 @@ def quality_table(
             systems[name] = synthesize_split(
                 synthesize_batch, utterances, batch_size, config.mel, seed, length
             )
-    model, model_config, params = teacher_model_config_params
-    log_likelihood = teacher_log_likelihood(model, params)
+    log_likelihood = teacher_log_likelihood(teacher.model, teacher.params)
     nlls = {
         name: teacher_nll_split(
-            log_likelihood, model_config, utterances, audio_list, batch_size, length
+            log_likelihood, teacher.config, utterances, audio_list, batch_size, length
         )
         for name, audio_list in systems.items()
     }
@@ -224,6 +248,43 @@ def quality_table(
     scores["copied_from_earlier"] = copied
     write_quality_summaries(workdir, step, scores, split_name)
     return {**setting, **scores}
+
+
+def student_quality_table(
+    workdir: str,
+    step: int,
+    config,
+    student,
+    params,
+    teacher: training.Teacher,
+    *,
+    split: str | None,
+    limit: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """`quality_table` of the untrained student (its initial parameters), the teacher and the
+    student, the teacher's NLL scoring each. The reference, Griffin-Lim and teacher rows are
+    copied from the teacher's own report (`report.saved_report` of the step the student was
+    distilled from) where it scored the same utterances with the same seed and batch size."""
+    untrained = builders.init_student_params(
+        student, config, jax.random.PRNGKey(config.seed), teacher.params
+    )
+    earlier = report.saved_report(teacher.workdir, teacher.step)
+    return quality_table(
+        workdir,
+        step,
+        config,
+        teacher,
+        {
+            "untrained_student": student_synthesis(student, config, untrained),
+            "teacher": teacher_synthesis(teacher.model, teacher.config, teacher.params),
+            "student": student_synthesis(student, config, params),
+        },
+        split=split,
+        limit=limit,
+        seed=seed,
+        earlier=None if earlier is None else earlier.get("quality"),
+    )
 
 
 def reusable_rows(earlier: dict[str, Any] | None, setting: dict[str, Any], ids) -> list[str]:

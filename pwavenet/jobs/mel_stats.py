@@ -18,6 +18,7 @@ import os
 import jax
 from absl import logging
 
+from pwavenet import config_schema
 from pwavenet.audio import mel_files
 from pwavenet.data import whole_utterances
 
@@ -29,13 +30,13 @@ def _stats_path(workdir: str) -> str:
 def prepare(config, workdir: str, teacher_workdir: str | None = None) -> None:
     """Sets config.model.mel_mean / mel_scale for config.mel.normalization (module docstring)
     and writes WORKDIR/mel_stats.npz (process 0)."""
-    normalization = config.mel.get("normalization", "none")
+    normalization = config_schema.setting(config.mel, "mel.normalization")
     if normalization not in mel_files.NORMALIZATIONS:
         raise ValueError(
             f"mel.normalization={normalization!r}; expected one of {mel_files.NORMALIZATIONS}."
         )
     if normalization == "none":
-        if len(config.model.get("mel_mean", ())):
+        if len(config_schema.setting(config.model, "model.mel_mean")):
             raise ValueError(
                 "model.mel_mean is set but mel.normalization='none'; leave model.mel_mean and "
                 "model.mel_scale empty (the job fills them for mel.normalization='meanvar')."
@@ -45,7 +46,7 @@ def prepare(config, workdir: str, teacher_workdir: str | None = None) -> None:
     sources = [own]
     if teacher_workdir:
         sources.append(_stats_path(teacher_workdir))
-    elif config.get("init_from"):
+    elif config_schema.setting(config, "init_from"):
         sources.append(_stats_path(config.init_from))
     found = next((p for p in sources if os.path.isfile(p)), None)
     if found:

@@ -15,7 +15,7 @@ import ml_collections
 from pwavenet import evaluation, training
 from pwavenet.data import pipelines
 from pwavenet.jobs import mel_stats
-from pwavenet.models import builders, wavenet
+from pwavenet.models import builders, losses, wavenet
 
 
 def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> training.Job:
@@ -26,13 +26,13 @@ def make_job(config: ml_collections.ConfigDict, model: wavenet.WaveNet) -> train
 
     def loss_fn(params, batch, rngs):
         if not noise_level:
-            return builders.nll_metrics(model, config, params, batch)
-        return builders.nll_metrics(
+            return losses.nll_metrics(model, config, params, batch)
+        return losses.nll_metrics(
             model, config, params, batch, audio_in=noisy_input(rngs, batch["audio"], noise_level)
         )
 
     def eval_fn(params, batch):
-        return builders.nll_metrics(model, config, params, batch)[1]
+        return losses.nll_metrics(model, config, params, batch)[1]
 
     summaries = evaluation.audio_summaries(
         config,

@@ -65,15 +65,16 @@ def check_model_against_mel(config: ml_collections.ConfigDict) -> None:
             f"config.mel.n_mels={config.mel.n_mels}."
         )
     preset = audio.mel_preset(config.mel)
-    if config_schema.setting(config.model, "model.lpc_order") and preset != "pwavenet":
+    lpc_order = config_schema.setting(config.model, "model.lpc_order")
+    if lpc_order and preset != "pwavenet":
         raise ValueError(
-            f"config.model.lpc_order={config.model.lpc_order} inverts the project's own mel "
+            f"config.model.lpc_order={lpc_order} inverts the project's own mel "
             f"definition, but config.mel.preset={preset!r}; set model.lpc_order=0, or use "
             "the 'pwavenet' preset."
         )
-    if config.model.get("lpc_order", 0) and audio.mel_log_base(config.mel) != math.e:
+    if lpc_order and audio.mel_log_base(config.mel) != math.e:
         raise ValueError(
-            f"config.model.lpc_order={config.model.lpc_order} inverts natural-log mels, but "
+            f"config.model.lpc_order={lpc_order} inverts natural-log mels, but "
             f"config.mel.log_base={config.mel.log_base}; set model.lpc_order=0, or "
             "mel.log_base=0 (the preset's)."
         )
@@ -84,15 +85,6 @@ def model_inputs(config, batch):
     mel = batch["mel"] if config.model.n_mels else None
     speaker = batch["speaker"] if config.model.num_speakers else None
     return mel, speaker
-
-
-def nll_metrics(model, config, params, batch, audio_in=None):
-    """(NLL, metrics) of batch["audio"] under the teacher, which reads `audio_in` as the past
-    (the audio itself if None; a noisy copy for noise injection)."""
-    audio_in = batch["audio"] if audio_in is None else audio_in
-    outputs = model.apply({"params": params}, audio_in, *model_inputs(config, batch))
-    nll = wavenet.negative_log_likelihood(outputs, batch["audio"], model.distribution)
-    return nll, {"nll": nll, "bits_per_sample": nll / math.log(2.0)}
 
 
 def init_teacher_params(model, config, rng):

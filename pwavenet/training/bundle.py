@@ -29,6 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from pwavenet import config_schema
 from pwavenet.training import checkpoints
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "is_bundle", "write_bundle", "read_bundle"]
@@ -74,7 +75,7 @@ def _description(config, kind: str, step: int, workdir: str) -> dict[str, Any]:
         "n_mels": int(config.model.n_mels),
         "mel": mel,
         # A model trained on normalized features saves its statistics in its mel section.
-        "normalization": mel.get("normalization", "none"),
+        "normalization": config_schema.setting(config.mel, "mel.normalization"),
         "versions": {name: _version(name) for name in _LIBRARIES},
     }
 

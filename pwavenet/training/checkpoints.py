@@ -415,8 +415,9 @@ def student_teacher_workdir(config: ml_collections.ConfigDict, workdir: str) -> 
     first the path saved relative to the student's workdir (a run folder holding both moves or
     copies as one), then the saved path itself; a FileNotFoundError names both if neither is a
     directory. Configs saved before the relative path existed have the path only."""
-    if not config.get("teacher_workdir"):
-        return config.get("teacher_workdir", "")
+    saved = config_schema.setting(config, "teacher_workdir")
+    if not saved:
+        return saved
     tried = []
     relative = config.get("teacher_workdir_relative")
     if relative:

@@ -54,7 +54,7 @@ MODULES = _modules()
 def _owner(name: str) -> str:
     """The longest LAYERS key that `name` is or lies under."""
     keys = [k for k in LAYERS if name == k or name.startswith(k + ".")]
-    assert keys, f"{name} has no layer in tests/test_layers.py: add it to LAYERS"
+    assert keys, f"{name} has no layer in tests/test_import_layering.py: add it to LAYERS"
     return max(keys, key=len)
 
 

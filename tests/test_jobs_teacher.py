@@ -14,7 +14,7 @@ import pytest
 from configs import teacher as teacher_config
 from pwavenet.jobs import evaluate
 from pwavenet import evaluation
-from pwavenet.models import builders
+from pwavenet.models import builders, losses
 from pwavenet.jobs import teacher as teacher_job
 from pwavenet import training
 from pwavenet.models import wavenet
@@ -47,7 +47,7 @@ def test_pmapped_step_equals_a_single_device_step():
     model = builders.build_teacher(config)
     tx, schedule = training.create_optimizer(config.train)
     params = builders.init_teacher_params(model, config, jax.random.PRNGKey(0))
-    loss_fn = lambda p, b, rng: builders.nll_metrics(model, config, p, b)
+    loss_fn = lambda p, b, rng: losses.nll_metrics(model, config, p, b)
     batch = _random_batch(config, 8)
 
     def fresh_state():
@@ -96,7 +96,7 @@ def test_noise_injection_scores_the_clean_crop_from_a_noisy_past():
 
     model = builders.build_teacher(config)
     params = builders.init_teacher_params(model, config, jax.random.key(1))
-    loss, _ = builders.nll_metrics(model, config, params, batch, audio_in=jnp.asarray(noisy))
+    loss, _ = losses.nll_metrics(model, config, params, batch, audio_in=jnp.asarray(noisy))
     outputs = model.apply({"params": params}, noisy, batch["mel"], batch["speaker"])
     by_hand = -np.mean(wavenet.log_likelihood(outputs, batch["audio"], model.distribution))
     assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)

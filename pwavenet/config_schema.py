@@ -335,6 +335,10 @@ _STUDENT_MODEL = {
     "excitation": Choice("noise", "noise", "pulses"),
     "pulse_gain": Positive(1.0),
     "voiced_noise_gain": Positive(1.0),
+    "pitch_source": Choice("estimate", "estimate", "learned", doc="the pulses' F0 and voicing"),
+    "pitch_channels": Int(64, 1, doc="the learned pitch predictor's (configs/pitch.py)"),
+    "pitch_dilations": Ints((1, 2, 4, 8, 1), 1, doc="the learned pitch predictor's"),
+    "pitch_speaker_dim": Int(16, 1, doc="the learned pitch predictor's"),
     "output_init_scale": Positive(0.01),
     "synthesis_chunk": Int(0, 0, doc="samples; 0: one pass"),
 }
@@ -375,6 +379,7 @@ TEACHER: dict[str, Field] = {
 STUDENT: dict[str, Field] = {
     **_RUN,
     "teacher_workdir": Str("", doc="the trained teacher's workdir"),
+    "pitch_workdir": Str("", doc="a fitted pitch predictor's workdir (launch.fit_pitch)"),
     **_prefixed("mel", _MEL),
     **_prefixed("data", _DATA),
     **_prefixed("model", _STUDENT_MODEL),
@@ -513,6 +518,8 @@ def _student_rules(get) -> Iterator[tuple[str, str]]:
             )
     if get("model.excitation") == "pulses" and not get("model.lpc_order"):
         yield "model.excitation", "'pulses' needs the synthesis filter: model.lpc_order > 0"
+    if get("model.pitch_source") == "learned" and get("model.excitation") != "pulses":
+        yield "model.pitch_source", "'learned' sets the pulses' pitch: model.excitation='pulses'"
 
 
 def _flows_rules(get) -> Iterator[tuple[str, str]]:

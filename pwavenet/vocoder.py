@@ -31,11 +31,14 @@ the input has ended): the look-ahead is `lookahead_frames` = chunk_frames + righ
 runs the same programs on the same windows as `vocode`, so the pieces concatenate to the same
 audio, sample for sample.
 
-Pulses. A student with model.excitation='pulses' adds a pulse train at an F0 estimated from
-the mel (pwavenet.audio.excitation), and that estimate reads the whole utterance (a pitch
-prior 120 frames either way, voicing levels against the loudest frame) while the pulse phase
-runs from its start. `vocode` therefore computes the pulses and the voicing over the whole mel
-first (linear in its length) and gives each piece its slice; `stream` refuses such a student.
+Pulses. A student with model.excitation='pulses' adds a pulse train at an F0 and voicing
+from the mel; each piece continues the pulses' phase where the one before ended (the state
+carries it). With the learned pitch predictor (model.pitch_source='learned') the contour of a
+sample reads a bounded context, which the windows' context covers: such a student streams like
+any other. The hand-made estimate (model.pitch_source='estimate') reads the whole utterance (a
+pitch prior 120 frames either way, voicing levels against the loudest frame): `vocode`
+computes its contour over the whole mel first (linear in its length) and gives each piece its
+slice, and `stream` refuses such a student.
 """
 
 from __future__ import annotations
@@ -168,9 +171,11 @@ class Vocoder:
         self.config = config
         self.model = build_model(config)
         self.kind = "student" if isinstance(self.model, iaf.IAFStudent) else "teacher"
-        # A student with pulses gets them for the whole mel first (`vocode`), each piece its
-        # slice; `stream` cannot.
-        self._pulses = self.kind == "student" and self.model.has_pulses
+        # A student with pulses from the hand-made pitch estimate gets the contour for the whole
+        # mel first (`vocode`), each piece its slice; `stream` cannot.
+        self._pulses = (
+            self.kind == "student" and self.model.has_pulses and not self.model.learned_pitch
+        )
         if not config.model.n_mels:
             raise ValueError(
                 "this model has no mel conditioning (model.n_mels=0), so it cannot vocode; "
@@ -202,7 +207,7 @@ class Vocoder:
             self._excitation = jax.jit(
                 lambda variables, mel: self.model.apply(
                     variables, mel, method=iaf.IAFStudent.excitation_inputs
-                )[2:]
+                )[2:]  # (F0, voicing)
             )
 
     # ------------------------------------------------------------------ features
@@ -343,14 +348,15 @@ class Vocoder:
     # ------------------------------------------------------------------ internals
 
     def _whole_excitation(self, mel):
-        """A pulses student's (pulses, voicing) over the whole mel, each (B, samples) padded
-        with zeros to whole pieces; None for other models."""
+        """An estimated-pitch pulses student's (F0, voicing) contour over the whole mel, each
+        (B, samples) padded to whole pieces (F0 with its last value: it divides); None for
+        other models."""
         if not self._pulses:
             return None
-        pulses, voicing = self._excitation(self.variables, jnp.asarray(mel))
+        f0, voicing = self._excitation(self.variables, jnp.asarray(mel))
         pieces = -(-mel.shape[1] // self.chunk_frames)
-        pad = pieces * self.chunk_frames * self.hop_length - pulses.shape[1]
-        return tuple(jnp.pad(a, ((0, 0), (0, pad))) for a in (pulses, voicing))
+        pad = ((0, 0), (0, pieces * self.chunk_frames * self.hop_length - f0.shape[1]))
+        return jnp.pad(f0, pad, mode="edge"), jnp.pad(voicing, pad)
 
     def _slice(self, excitation, start: int):
         """The piece at frame `start`'s samples of `_whole_excitation` (or None)."""

@@ -152,3 +152,71 @@ def test_distillation_job_with_the_contrastive_term_and_a_fine_tuned_upsampler(
     )
     assert max(jax.tree.leaves(moved)) > 0.0, moved
     assert max(jax.tree.leaves(moved)) <= config.train.learning_rate * (1 + 1e-4), moved
+
+
+def _learned_pitch_student(**pitch):
+    """The tiny student with pulses at a learned predictor's pitch (8 channels, dilations
+    1 and 2, or `pitch`'s), its config and initial parameters."""
+    config = student_config.get_config("tiny")
+    config.model.lpc_order = 6
+    config.model.excitation = "pulses"
+    config.model.pitch_source = "learned"
+    config.model.pitch_channels = pitch.get("channels", 8)
+    config.model.pitch_dilations = pitch.get("dilations", (1, 2))
+    student = builders.build_student(config)
+    params = builders.init_student_params(student, config, jax.random.key(0))
+    return config, student, params
+
+
+def _fitted_pitch_workdir(path, config, params):
+    """A workdir as launch.fit_pitch leaves it: config.json (mel and pitch sections) and
+    the predictor's parameters."""
+    from flax import serialization
+
+    from configs import pitch as pitch_config
+
+    fitted = pitch_config.get_config("tiny")
+    fitted.mel = config.mel
+    os.makedirs(path, exist_ok=True)
+    training.save_config(fitted, str(path))
+    with open(os.path.join(path, "pitch_params.msgpack"), "wb") as f:
+        f.write(serialization.to_bytes(params))
+    return str(path)
+
+
+def test_a_learned_pitch_student_starts_from_the_fitted_predictor_and_keeps_it(tmp_path):
+    """The fit's parameters become the student's `pitch` subtree, array for array, and the
+    student's output has zero gradient with respect to them (the distillation leaves them
+    as they are); a missing pitch_workdir, another mel or another architecture is refused
+    by name."""
+    config, student, params = _learned_pitch_student()
+    rng = np.random.default_rng(0)
+    fitted = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(np.float32), params["pitch"])
+    config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "pitch", config, fitted)
+    loaded = student_job.with_pitch_predictor(config, student, params)
+    jax.tree.map(np.testing.assert_array_equal, loaded["pitch"], fitted)
+
+    frames = 8
+    mel = jax.numpy.asarray(rng.normal(-3.0, 1.0, (1, frames, 16)), jax.numpy.float32)
+    z = jax.numpy.asarray(rng.logistic(size=(1, frames * student.hop_length)), jax.numpy.float32)
+    speaker = jax.numpy.zeros((1,), jax.numpy.int32)
+
+    def energy(pitch_params):
+        x = student.apply({"params": dict(loaded, pitch=pitch_params)}, z, mel, speaker)[0]
+        return jax.numpy.sum(jax.numpy.square(x))
+
+    grads = jax.grad(energy)(loaded["pitch"])
+    assert all(float(np.max(np.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+
+    config.pitch_workdir = ""
+    with pytest.raises(ValueError, match="pitch_workdir"):
+        student_job.with_pitch_predictor(config, student, params)
+    other_mel = config.copy_and_resolve_references()
+    other_mel.mel.n_fft = 2 * config.mel.n_fft
+    config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "other_mel", other_mel, fitted)
+    with pytest.raises(ValueError, match="mel.n_fft"):
+        student_job.with_pitch_predictor(config, student, params)
+    config, student, params = _learned_pitch_student(channels=4)
+    config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "wide", config, fitted)
+    with pytest.raises(ValueError, match="model.pitch_channels"):
+        student_job.with_pitch_predictor(config, student, params)

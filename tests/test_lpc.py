@@ -14,6 +14,7 @@ from configs.teacher import get_config
 from pwavenet import audio
 from pwavenet.audio import lpc
 from pwavenet.models import generation, wavenet
+import vocoder_helpers
 
 
 def _autocorrelation(x, lags):
@@ -211,15 +212,8 @@ def test_cached_generation_with_lpc_reproduces_teacher_forcing(output):
     # fold_in(fold_in(rng, b), f)), from the parameters teacher forcing gives it: the
     # prediction included.
     teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
-    hop, dist = model.hop_length, model.distribution
     batch, frames = mel.shape[:2]
-    rows = []
-    for b in range(batch):
-        key = jax.random.fold_in(rng, b)
-        frame_noise = [dist.noise(jax.random.fold_in(key, f), (hop,)) for f in range(frames)]
-        rows.append(jax.tree.map(lambda *n: jnp.concatenate(n), *frame_noise))
-    noise = jax.tree.map(lambda *r: jnp.stack(r), *rows)
-    redrawn = jnp.clip(dist.sample_from_noise(teacher_forced, noise), -1.0, 1.0)  # as generated
+    redrawn = vocoder_helpers.redrawn(model, teacher_forced, rng, frames, batch)
     np.testing.assert_allclose(samples, redrawn, atol=1e-4)
     assert np.std(np.asarray(samples)) > 0
 

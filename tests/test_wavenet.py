@@ -17,6 +17,7 @@ from jax.ad_checkpoint import print_saved_residuals
 from configs.teacher import get_config
 from pwavenet.models import layers
 from pwavenet.models import generation, placement, wavenet
+import vocoder_helpers
 from pwavenet.models.layers import CausalConv, ConditioningUpsampler, check_hop_length
 
 
@@ -295,20 +296,6 @@ def test_receptive_field_formula_and_gradient_support(overrides):
     np.testing.assert_array_equal(support, np.arange(length - 1 - formula, length - 1))
 
 
-def _redrawn(model, step_params, rng, frames, batch):
-    """The family's draws from (batch, T, P) parameters with generation's noise, drawn here
-    as the synthesis contract documents it (item b's frame f from fold_in(fold_in(rng, b), f),
-    hop steps at once), clipped to the audio's range [-1, 1] as generation clips them."""
-    hop, dist = model.hop_length, model.distribution
-    rows = []
-    for b in range(batch):
-        key = jax.random.fold_in(rng, b)
-        noise = [dist.noise(jax.random.fold_in(key, f), (hop,)) for f in range(frames)]
-        rows.append(jax.tree.map(lambda *n: jnp.concatenate(n), *noise))
-    noise = jax.tree.map(lambda *r: jnp.stack(r), *rows)
-    return jnp.clip(dist.sample_from_noise(step_params, noise), -1.0, 1.0)
-
-
 @pytest.mark.parametrize("output", ["mol", "gaussian", "mulaw"])
 def test_cached_generation_reproduces_teacher_forcing(output):
     config = _config(**COND, output=output, log_scale_min=-7.0)
@@ -324,7 +311,7 @@ def test_cached_generation_reproduces_teacher_forcing(output):
     teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
     assert teacher_forced.shape == (*x.shape, model.distribution.num_params)
     np.testing.assert_allclose(
-        samples, _redrawn(model, teacher_forced, rng, frames=6, batch=2), atol=1e-4
+        samples, vocoder_helpers.redrawn(model, teacher_forced, rng, frames=6, batch=2), atol=1e-4
     )
     assert len(np.unique(np.asarray(samples))) > x.shape[1] // 4  # not a constant output
 
@@ -355,7 +342,7 @@ def test_log_scale_ceiling_and_bounded_generation():
     assert float(jnp.max(jnp.abs(samples))) == 1.0  # some draws left [-1, 1] and were clipped
     forced = model.apply({"params": params}, samples, mel, speaker)
     np.testing.assert_allclose(
-        samples, _redrawn(model, forced, rng, frames=6, batch=2), atol=1e-4
+        samples, vocoder_helpers.redrawn(model, forced, rng, frames=6, batch=2), atol=1e-4
     )
 
 
@@ -408,7 +395,7 @@ def test_conditioning_terms_ahead_and_in_the_step_generate_the_same(monkeypatch)
     for samples in (ahead, in_step):
         teacher_forced = jax.jit(model.apply)({"params": params}, samples, mel, speaker)
         np.testing.assert_allclose(
-            samples, _redrawn(model, teacher_forced, rng, frames=4, batch=2), atol=1e-4
+            samples, vocoder_helpers.redrawn(model, teacher_forced, rng, frames=4, batch=2), atol=1e-4
         )
 
 

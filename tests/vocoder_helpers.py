@@ -73,3 +73,17 @@ def teacher_config_and_params():
     k = config.model.num_mixtures
     params["output"]["bias"] = params["output"]["bias"].at[2 * k :].set(-4.0)
     return config, params
+
+
+def redrawn(model, step_params, rng, frames, batch):
+    """The family's draws from (batch, T, P) parameters with generation's noise, drawn here
+    as the synthesis contract documents it (item b's frame f from fold_in(fold_in(rng, b), f),
+    hop steps at once), clipped to the audio's range [-1, 1] as generation clips them."""
+    hop, dist = model.hop_length, model.distribution
+    rows = []
+    for b in range(batch):
+        key = jax.random.fold_in(rng, b)
+        noise = [dist.noise(jax.random.fold_in(key, f), (hop,)) for f in range(frames)]
+        rows.append(jax.tree.map(lambda *n: jnp.concatenate(n), *noise))
+    noise = jax.tree.map(lambda *r: jnp.stack(r), *rows)
+    return jnp.clip(dist.sample_from_noise(step_params, noise), -1.0, 1.0)

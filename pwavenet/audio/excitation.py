@@ -36,8 +36,8 @@ V/UV error 7.7 %, F0 RMSE 262 cents over frames both call voiced, of which 4.9 %
 more than half an octave (median error 13.5 cents). docs/quality.md has the tables.
 
 Pulses (`pulse_train`): log F0 and the voicing probability are interpolated linearly between
-frame centres ((i + 1/2) hop) to every sample; the phase is the running sum of F0 / sr (a
-cumsum, so parallel); each sample is the sum of the K = floor(sr / (2 F0)) harmonics'
+frame centres ((i + 1/2) hop) to every sample (`contour`); the phase is the running sum of
+F0 / sr (a cumsum, so parallel; `pulses` starts it where a previous piece ended); each sample is the sum of the K = floor(sr / (2 F0)) harmonics'
 cosines, in closed form (the Dirichlet kernel), divided by sqrt(K / 2) for unit power, times
 the voicing probability.
 """
@@ -51,15 +51,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from pwavenet.audio import mel as mel_lib
 
 Array = jax.Array
 
 __all__ = [
+    "contour",
     "estimate_pitch",
     "excitation_from_mel",
     "pulse_train",
+    "pulses",
     "upsample_frames",
 ]
 
@@ -206,31 +209,55 @@ def estimate_pitch(log_mel: Array, mel_config: Any) -> tuple[Array, Array]:
     return jnp.exp(_refine(corr - penalty, log_f0s)), voiced
 
 
-def upsample_frames(v: Array, hop: int) -> Array:
+def upsample_frames(v: Array, hop: int, valid=None) -> Array:
     """Per-frame values (..., frames) -> per-sample (..., frames * hop), linear between frame
-    centres (sample n lies at frame (n + 0.5) / hop - 0.5), held beyond the first and last."""
+    centres (sample n lies at frame (n + 0.5) / hop - 0.5), held beyond the first and the
+    last; with `valid` (may be traced), the frames from it on are padding and the last real
+    frame is held over them, as at the end of an unpadded input."""
     frames = v.shape[-1]
+    last = frames - 1 if valid is None else jnp.maximum(valid - 1, 0)
     t = (jnp.arange(frames * hop, dtype=jnp.float32) + 0.5) / hop - 0.5
-    lo = jnp.clip(jnp.floor(t), 0, frames - 1).astype(jnp.int32)
-    hi = jnp.clip(lo + 1, 0, frames - 1)
+    lo = jnp.clip(jnp.floor(t), 0, last).astype(jnp.int32)
+    hi = jnp.clip(lo + 1, 0, last)
     w = jnp.clip(t - lo, 0.0, 1.0)
     return jnp.take(v, lo, axis=-1) * (1 - w) + jnp.take(v, hi, axis=-1) * w
 
 
-def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
-    """Band-limited unit-power pulses (..., frames * hop) at per-frame F0 (Hz), scaled by the
-    per-frame voicing (0..1), both interpolated between frame centres."""
-    f = jnp.exp(upsample_frames(jnp.log(f0.astype(jnp.float32)), hop))
-    v = upsample_frames(voiced.astype(jnp.float32), hop)
-    phase = jnp.cumsum(f / sample_rate, axis=-1)
-    theta = 2 * jnp.pi * (phase - jnp.floor(phase))
+def contour(f0: Array, voiced: Array, hop: int, valid=None) -> tuple[Array, Array]:
+    """(F0 in Hz, voicing), each (..., frames * hop): per-frame values interpolated between
+    frame centres to every sample (log F0 linearly; `valid` as in `upsample_frames`). A
+    sample reads its frame and one neighbour only, so a window of frames gives the contour of
+    its inner samples exactly."""
+    f = jnp.exp(upsample_frames(jnp.log(f0.astype(jnp.float32)), hop, valid))
+    return f, upsample_frames(voiced.astype(jnp.float32), hop, valid)
+
+
+def pulses(f: Array, v: Array, sample_rate: int, phase: Array | float = 0.0):
+    """(band-limited unit-power pulses (..., T), the phase after them (...)) for a per-sample
+    F0 f (Hz) and voicing v (..., T), starting at `phase` (cycles, in [0, 1)): a synthesis in
+    pieces passes each piece the phase the one before ended at, and gets the pulses of one
+    pass over the whole (up to float rounding: the pieces' running sums are shorter)."""
+    # The running sum modulo 1, as a parallel scan: addition modulo 1 is associative, and
+    # every partial sum stays below 1, so the phase keeps float32's precision over any length
+    # (a plain cumsum of hours of cycles would round to its ulp at the total's magnitude).
+    steps = f.astype(jnp.float32) / sample_rate
+    start = jnp.asarray(phase, jnp.float32)[..., None]
+    steps = jnp.concatenate([jnp.broadcast_to(start, (*steps.shape[:-1], 1)), steps], axis=-1)
+    cycle = lax.associative_scan(lambda a, b: jnp.mod(a + b, 1.0), steps, axis=-1)[..., 1:]
+    theta = 2 * jnp.pi * cycle
     k = jnp.floor(0.5 * sample_rate / f)
     half = jnp.sin(0.5 * theta)
     small = jnp.abs(half) < 1e-4
     dirichlet = jnp.where(
         small, k, jnp.sin((k + 0.5) * theta) / (2 * jnp.where(small, 1.0, half)) - 0.5
     )
-    return v * dirichlet / jnp.sqrt(0.5 * k)
+    return v * dirichlet / jnp.sqrt(0.5 * k), cycle[..., -1]
+
+
+def pulse_train(f0: Array, voiced: Array, hop: int, sample_rate: int) -> Array:
+    """Band-limited unit-power pulses (..., frames * hop) at per-frame F0 (Hz), scaled by the
+    per-frame voicing (0..1), both interpolated between frame centres (`contour`)."""
+    return pulses(*contour(f0, voiced, hop), sample_rate)[0]
 
 
 def excitation_from_mel(log_mel: Array, mel_config: Any, hop: int) -> tuple[Array, Array]:

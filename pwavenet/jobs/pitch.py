@@ -31,7 +31,7 @@ from pwavenet.data import whole_utterances
 from pwavenet.evaluation import quality
 from pwavenet.models import pitch
 
-PARAMS_FILE = "pitch_params.msgpack"
+PARAMS_FILE = pitch.PARAMS_FILE
 
 
 def build(config: ml_collections.ConfigDict) -> pitch.PitchPredictor:
@@ -217,6 +217,7 @@ def _fit_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[s
     fit_seconds = time.perf_counter() - start
     with open(os.path.join(workdir, PARAMS_FILE), "wb") as f:
         f.write(serialization.to_bytes(params))
+    training.save_config(config, workdir)  # a student reads its mel and architecture
     model = build(config)
     report = {
         "split": config.data.eval_split,

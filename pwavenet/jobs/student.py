@@ -13,6 +13,7 @@ from pwavenet import distillation, evaluation, training
 from pwavenet.data import pipelines
 from pwavenet.jobs import mel_stats
 from pwavenet.models import builders, iaf
+from pwavenet.models import pitch as pitch_lib
 
 # The data pipeline (TensorFlow, tfds) is imported where datasets are built, so the objective
 # and the models import without TensorFlow (the benchmark needs none).
@@ -77,7 +78,9 @@ def make_job(config, student: iaf.IAFStudent, teacher: training.Teacher) -> trai
         return iaf.sample(student, params, rng, mel, speaker)
 
     return training.Job(
-        init_params=lambda rng: builders.init_student_params(student, config, rng, teacher.params),
+        init_params=lambda rng: with_pitch_predictor(
+            config, student, builders.init_student_params(student, config, rng, teacher.params)
+        ),
         loss_fn=loss_fn,
         train_batches=datasets.train_from,
         eval_fn=eval_fn,
@@ -87,6 +90,35 @@ def make_job(config, student: iaf.IAFStudent, teacher: training.Teacher) -> trai
         frozen=teacher.params,
         adapt_init_from=lambda params: frozen_upsampler(config, params, teacher.params),
     )
+
+
+def with_pitch_predictor(config, student: iaf.IAFStudent, params):
+    """A learned-pitch student's parameters with the fitted predictor of config.pitch_workdir
+    in `pitch` (the distillation leaves it as it is: its outputs are not differentiated);
+    unchanged for other students. Refused, naming the fix, without a pitch_workdir or when
+    the fit read another mel definition or has another architecture."""
+    if not student.learned_pitch:
+        return params
+    workdir = config.get("pitch_workdir", "")
+    if not workdir:
+        raise ValueError(
+            "model.pitch_source='learned' takes its pitch predictor from a fit: run "
+            "python -m launch.fit_pitch --workdir=DIR on the teacher's data and pass "
+            "--config.pitch_workdir=DIR."
+        )
+    fitted = training.load_config(workdir)
+    differ = [
+        f"mel.{k}: {fitted.mel[k]!r} there, {config.mel[k]!r} here"
+        for k in fitted.mel
+        if k in config.mel and fitted.mel[k] != config.mel[k]
+    ]
+    if differ:
+        raise ValueError(
+            f"the pitch predictor in {workdir} was fitted on another mel definition ("
+            + "; ".join(differ)
+            + "): fit one on the student's mel (configs/pitch.py with the teacher's variant)."
+        )
+    return dict(params, pitch=pitch_lib.read_params(workdir, params["pitch"]))
 
 
 def frozen_upsampler(config, params, teacher_params):

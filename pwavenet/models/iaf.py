@@ -82,6 +82,7 @@ from pwavenet import config_schema
 from pwavenet.audio import excitation as excitation_lib
 from pwavenet.audio import lpc as lpc_lib
 from pwavenet.models import conditioning as conditioning_lib
+from pwavenet.models import pitch as pitch_lib
 from pwavenet.models import placement, synthesis
 from pwavenet.models.layers import check_hop_length
 from pwavenet.models.stack import DilatedStack, StackCache, check_stack_config, receptive_field
@@ -103,6 +104,7 @@ __all__ = [
 
 BASES = ("logistic", "gaussian")
 EXCITATIONS = ("noise", "pulses")
+PITCH_SOURCES = ("estimate", "learned")
 
 
 def soft_clip(x: Array, lo: float, hi: float) -> Array:
@@ -113,11 +115,12 @@ def soft_clip(x: Array, lo: float, hi: float) -> Array:
 
 class SourceFilter(NamedTuple):
     """What the mel fixes of the student's last layer: each frame's predictor and excitation
-    level, and with model.excitation='pulses' the pulse train and the voicing (0..1)."""
+    level, and with model.excitation='pulses' the F0 (Hz) and voicing (0..1) of every sample
+    (`pwavenet.audio.excitation.contour`), from which the pulses are drawn with a phase."""
 
     coefficients: Array  # (B, frames, lpc_order)
     log_gain: Array  # (B, frames)
-    pulses: Array | None = None  # (B, frames * hop)
+    f0: Array | None = None  # (B, frames * hop)
     voicing: Array | None = None  # (B, frames * hop)
 
     def frames(self, start, count: int, hop: int) -> SourceFilter:
@@ -128,16 +131,17 @@ class SourceFilter(NamedTuple):
         )
         rest = (
             None if a is None else lax.dynamic_slice_in_dim(a, start * hop, count * hop, axis=1)
-            for a in (self.pulses, self.voicing)
+            for a in (self.f0, self.voicing)
         )
         return SourceFilter(coefficients, log_gain, *rest)
 
 
 class StudentState(NamedTuple):
     """Where the student's synthesis stands: the synthesis filter's last lpc_order samples,
-    oldest first ((B, 0) without a filter)."""
+    oldest first ((B, 0) without a filter), and the pulse train's phase in cycles (B,)."""
 
     filter_memory: Array
+    pulse_phase: Array
 
 
 def flow_configs(config) -> list[ml_collections.FrozenConfigDict]:
@@ -260,6 +264,9 @@ def _validate_source(c) -> None:
             "model.excitation='pulses' adds the pulses to the synthesis filter's excitation: "
             "set model.lpc_order > 0, or model.excitation='noise'."
         )
+    pitch_source = config_schema.setting(c, "model.pitch_source")
+    if pitch_source not in PITCH_SOURCES:
+        raise ValueError(f"model.pitch_source={pitch_source!r}; expected one of {PITCH_SOURCES}")
 
 
 class IAFStudent(nn.Module):
@@ -307,6 +314,23 @@ class IAFStudent(nn.Module):
         return config_schema.setting(self.config, "model.excitation") == "pulses"
 
     @property
+    def learned_pitch(self) -> bool:
+        """The pulses' F0 and voicing come from the learned pitch predictor
+        (model.pitch_source='learned', pwavenet.models.pitch): a bounded context, so the
+        student streams; else from the hand-made estimate, which reads the whole mel."""
+        return self.has_pulses and config_schema.setting(self.config, "model.pitch_source") == (
+            "learned"
+        )
+
+    @property
+    def pitch_context(self) -> int:
+        """Frames on either side a sample's pulses read: the learned predictor's context plus
+        the frame the contour interpolates from; 0 without a learned pitch."""
+        if not self.learned_pitch:
+            return 0
+        return int(sum(config_schema.setting(self.config, "model.pitch_dilations"))) + 1
+
+    @property
     def receptive_field(self) -> int:
         """The flows' output at t depends on z_{t - receptive_field}, ..., z_t: the sum of
         their fields. (The synthesis filter, if any, is recursive: x_t then depends on all of
@@ -314,8 +338,10 @@ class IAFStudent(nn.Module):
         return sum(self.flow_receptive_fields)
 
     def initial_state(self, batch: int) -> StudentState:
-        """The synthesis filter at rest: zero memory."""
-        return StudentState(jnp.zeros((batch, self.lpc_order), jnp.float32))
+        """The synthesis filter at rest (zero memory), the pulses at phase 0."""
+        return StudentState(
+            jnp.zeros((batch, self.lpc_order), jnp.float32), jnp.zeros((batch,), jnp.float32)
+        )
 
     def base_entropy(self) -> float:
         """Entropy in nats of the standard base distribution (logistic(0, 1) or N(0, 1))."""
@@ -354,6 +380,13 @@ class IAFStudent(nn.Module):
             )
             for fc in flow_configs(c)
         ]
+        if self.learned_pitch:
+            self.pitch = pitch_lib.PitchPredictor(
+                channels=config_schema.setting(c, "model.pitch_channels"),
+                dilations=tuple(config_schema.setting(c, "model.pitch_dilations")),
+                num_speakers=c.num_speakers,
+                speaker_dim=config_schema.setting(c, "model.pitch_speaker_dim"),
+            )
         if self.has_pulses:
             self.pulse_log_gain = self._log_gain_param("pulse_log_gain", "model.pulse_gain")
             self.voiced_noise_log_gain = self._log_gain_param(
@@ -381,7 +414,7 @@ class IAFStudent(nn.Module):
                 if config_schema.setting(self.config, "model.cond_channels"):
                     mel_up = self.cond_proj(mel_up)
         speaker_emb = self.speaker_embedding(speaker) if self.config.num_speakers else None
-        return mel_up, speaker_emb, self.source_filter(mel)
+        return mel_up, speaker_emb, self.source_filter(mel, speaker)
 
     def conditioning_checked(self, z_shape, mel, speaker):
         conditioning_lib.check_inputs(self, z_shape, mel, speaker)
@@ -395,41 +428,52 @@ class IAFStudent(nn.Module):
         own = config_schema.setting(c, "model.upsampler") == "own"
         return own and bool(config_schema.setting(c, "model.cond_channels"))
 
-    def source_filter(self, mel) -> SourceFilter | None:
+    def source_filter(self, mel, speaker=None, valid=None) -> SourceFilter | None:
         """With model.lpc_order > 0 the `SourceFilter` of a mel (each frame's predictor and
-        excitation level, pwavenet.audio.lpc.synthesis_filters; with pulses the pulse train
-        and voicing), a fixed function of the data; else None."""
+        excitation level, pwavenet.audio.lpc.synthesis_filters; with pulses the F0 and voicing
+        contour), a fixed function of the data; else None. `valid`: the mel's real frames
+        (the rest is a window's padding), for the learned pitch predictor."""
         if not self.lpc_order:
             return None
         mel = lax.stop_gradient(mel)
         source = SourceFilter(*lpc_lib.synthesis_filters(mel, self.config))
         if self.has_pulses:
-            excitation = self.excitation_inputs(mel)
-            source = source._replace(pulses=excitation.pulses, voicing=excitation.voicing)
+            pitch = self.excitation_inputs(mel, speaker, valid)
+            source = source._replace(f0=pitch.f0, voicing=pitch.voicing)
         return source
 
-    def excitation_inputs(self, mel) -> SourceFilter:
-        """A `SourceFilter` holding only the pulses and the voicing (each (B, frames * hop))
-        of a mel (pwavenet.audio.excitation.excitation_from_mel)."""
+    def excitation_inputs(self, mel, speaker=None, valid=None) -> SourceFilter:
+        """A `SourceFilter` holding only the F0 and voicing contour (each (B, frames * hop))
+        of a mel: from the learned predictor (pwavenet.models.pitch; not trained further) or
+        the hand-made estimate (pwavenet.audio.excitation.estimate_pitch)."""
         mel = lax.stop_gradient(mel)
-        pulses, voicing = excitation_lib.excitation_from_mel(
-            mel, self.config.lpc_mel, self.hop_length
-        )
-        return SourceFilter(None, None, pulses, voicing)
+        if self.learned_pitch:
+            f0, voiced = pitch_lib.decode(*self.pitch(mel, speaker, valid))
+            f0, voiced = lax.stop_gradient(f0), lax.stop_gradient(voiced)
+        else:
+            f0, voiced = excitation_lib.estimate_pitch(mel, self.config.lpc_mel)
+        contour = excitation_lib.contour(f0, voiced, self.hop_length, valid)
+        return SourceFilter(None, None, *contour)
 
-    def source_affine(self, source: SourceFilter) -> tuple[Array, Array]:
-        """(log_scale, shift), each (B, T) and a function of the mel only: the excitation is
+    def source_affine(self, source: SourceFilter, phase=None):
+        """(log_scale, shift, phase after), (B, T), (B, T) and (B,), functions of the mel (and
+        the pulses' starting `phase`, 0 if None) only: the excitation is
         u = e exp(log_scale) + shift for the flows' output e. log_scale is the frame's
         excitation level log g; with pulses (model.excitation='pulses') the excitation is
-        g (e exp(n) + p), where p is the pulse train times a learned gain and n the voicing
-        (0..1) times a learned log-gain, so that the noise of voiced frames has its own level
-        (starting at model.voiced_noise_gain): then log_scale = log g + n, shift = g p."""
+        g (e exp(n) + p), where p is the pulse train (pwavenet.audio.excitation.pulses) times a
+        learned gain and n the voicing (0..1) times a learned log-gain, so that the noise of
+        voiced frames has its own level (starting at model.voiced_noise_gain): then
+        log_scale = log g + n, shift = g p."""
         log_scale = jnp.repeat(source.log_gain, self.hop_length, axis=1)
         shift = jnp.zeros_like(log_scale)
-        if source.pulses is not None:
-            shift = jnp.exp(log_scale + self.pulse_log_gain) * source.pulses
+        if phase is None:
+            phase = jnp.zeros(log_scale.shape[:1], jnp.float32)
+        if source.f0 is not None:
+            sample_rate = int(self.config.lpc_mel.sample_rate)
+            pulses, phase = excitation_lib.pulses(source.f0, source.voicing, sample_rate, phase)
+            shift = jnp.exp(log_scale + self.pulse_log_gain) * pulses
             log_scale = log_scale + source.voicing * self.voiced_noise_log_gain
-        return log_scale, shift
+        return log_scale, shift, phase
 
     # ----------------------------------------------------------------- transform
 
@@ -473,7 +517,7 @@ class IAFStudent(nn.Module):
         e, mu_tot, log_s_tot = flowed
         if source is None:
             return e, mu_tot, log_s_tot
-        u, log_scale, shift = self._excitation(e, source)
+        u, log_scale, shift, _ = self._excitation(e, source, state)
         x, _ = self._all_pole(u, source, state)
         return x, mu_tot * jnp.exp(log_scale) + shift + (x - u), log_s_tot + log_scale
 
@@ -481,16 +525,19 @@ class IAFStudent(nn.Module):
         """(x, state after it): the flows' output e (B, T) through the source's affine map
         and the all-pole synthesis filter, continuing from `state` (at rest if None); `plan`
         is the filters' `pwavenet.audio.lpc.synthesis_plan` if already computed."""
-        return self._all_pole(self._excitation(e, source)[0], source, state, plan)
+        u, _, _, phase = self._excitation(e, source, state)
+        x, state = self._all_pole(u, source, state, plan)
+        return x, state._replace(pulse_phase=phase)
 
-    def _excitation(self, e, source):
-        log_scale, shift = self.source_affine(source)
-        return e * jnp.exp(log_scale) + shift, log_scale, shift
+    def _excitation(self, e, source, state):
+        phase = None if state is None else state.pulse_phase
+        log_scale, shift, phase = self.source_affine(source, phase)
+        return e * jnp.exp(log_scale) + shift, log_scale, shift, phase
 
     def _all_pole(self, u, source, state, plan=None):
         memory = None if state is None else state.filter_memory
         x, memory = lpc_lib.all_pole_filter(u, source.coefficients, self.hop_length, memory, plan)
-        return x, StudentState(memory)
+        return x, StudentState(memory, jnp.zeros(u.shape[:1], jnp.float32))
 
     def flow_step(self, k: int, cache, x_prev, t, cond_kernel=None, cond_t=None):
         """Flow k's (shift, log-scale, cache) at step t from its input at t - 1, with the
@@ -520,14 +567,17 @@ def student_window(model: IAFStudent, variables, state: StudentState, window, *,
 
 def window_source(model: IAFStudent, variables, window, *, chunk: int):
     """The piece's `SourceFilter` and synthesis plan (None, None without a filter): a
-    function of the mel only. A pulses student takes the window's `excitation` if given."""
+    function of the mel only. A pulses student takes the window's `excitation` (its F0 and
+    voicing contour over the piece) if given."""
     if not model.has_synthesis_filter:
         return None, None
     with synthesis.valid_frames_only(window.valid):
-        source = model.apply(variables, window.mel, method=IAFStudent.source_filter)
+        source = model.apply(
+            variables, window.mel, window.speaker, window.valid, method=IAFStudent.source_filter
+        )
     source = source.frames(window.keep, chunk, model.hop_length)
     if window.excitation is not None:
-        source = source._replace(pulses=window.excitation[0], voicing=window.excitation[1])
+        source = source._replace(f0=window.excitation[0], voicing=window.excitation[1])
     return source, lpc_lib.synthesis_plan(source.coefficients, model.hop_length)
 
 
@@ -682,12 +732,12 @@ def chunk_context(model: IAFStudent) -> tuple[int, int]:
     exactly. Left: the flows' total receptive field in frames, plus the upsampler's reach;
     right: the upsampler's reach (each transposed-convolution stage's kernel spans
     kernel_multiple of its input steps, so a sample sees at most that many frames on either
-    side per stage)."""
+    side per stage); each at least the learned pitch's context (`pitch_context`)."""
     reach = model.config.upsample_kernel_multiple * len(model.config.upsample_strides)
     if not model.config.n_mels:
         reach = 0
     left = -(-model.receptive_field // model.hop_length) + reach
-    return left, reach
+    return max(left, model.pitch_context), max(reach, model.pitch_context)
 
 
 # ----------------------------------------------------------------------------- inverse
@@ -717,7 +767,7 @@ def inverse(model: IAFStudent, params, x: Array, mel=None, speaker=None):
         # affine map: e = (u - shift) exp(-log_scale).
         coefficients = jnp.repeat(source.coefficients, model.hop_length, axis=1)
         u = x - lpc_lib.predict(x, coefficients)
-        base_log_s, shift = model.apply(variables, source, method=IAFStudent.source_affine)
+        base_log_s, shift, _ = model.apply(variables, source, method=IAFStudent.source_affine)
         e = (u - shift) * jnp.exp(-base_log_s)
     z, log_s = _invert_flows(model, variables, e, mel_up, speaker_emb)
     return z, log_s + base_log_s

@@ -22,6 +22,7 @@ DECODE_RADIUS of the most probable one (CREPE's local average): resolution finer
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pyworld
+from flax import serialization
 
 from pwavenet.audio.excitation import F0_RANGE_HZ  # the hand-made estimator's range too
 
@@ -42,9 +43,11 @@ __all__ = [
     "decode",
     "harvest_frames",
     "loss",
+    "read_params",
     "targets",
 ]
 
+PARAMS_FILE = "pitch_params.msgpack"  # in a fit's workdir, beside its config.json
 CLASS_CENTS = 20.0
 TARGET_SIGMA_CENTS = 25.0
 DECODE_RADIUS = 4  # classes either side of the most probable in the local average
@@ -76,7 +79,12 @@ class PitchPredictor(nn.Module):
         return int(sum(self.dilations))
 
     @nn.compact
-    def __call__(self, log_mel: Array, speaker: Array | None = None) -> tuple[Array, Array]:
+    def __call__(
+        self, log_mel: Array, speaker: Array | None = None, valid_frames=None
+    ) -> tuple[Array, Array]:
+        """`valid_frames` (optional, may be traced): the frames from it on are padding; the
+        convolutions read zeros there, as at the end of an unpadded input, so the outputs of
+        the first valid_frames frames equal those of log_mel[..., :valid_frames, :] alone."""
         # A fixed affine map of the log-mel to about unit range (natural-log mels of speech
         # lie in about -11..2); nothing computed over the utterance, so streaming stays exact.
         h = nn.Dense(self.channels, name="input")((log_mel.astype(jnp.float32) + 5.0) / 3.0)
@@ -85,13 +93,41 @@ class PitchPredictor(nn.Module):
                 raise ValueError("This pitch predictor was trained with speakers; pass speaker.")
             embedding = nn.Embed(self.num_speakers, self.speaker_dim, name="speaker")(speaker)
             h = h + nn.Dense(self.channels, name="speaker_proj")(embedding)[..., None, :]
+        keep = None
+        if valid_frames is not None:
+            keep = (jnp.arange(log_mel.shape[-2]) < valid_frames)[:, None]
         for i, d in enumerate(self.dilations):
+            inputs = nn.gelu(h) if keep is None else jnp.where(keep, nn.gelu(h), 0.0)
             y = nn.Conv(
                 self.channels, (3,), kernel_dilation=(d,), padding="SAME", name=f"conv_{i}"
-            )(nn.gelu(h))
+            )(inputs)
             h = h + nn.Dense(self.channels, name=f"mix_{i}")(nn.gelu(y))
         out = nn.Dense(1 + len(class_log_f0()), name="head")(nn.gelu(h))
         return out[..., 0], out[..., 1:]
+
+
+def read_params(workdir: str, expected=None):
+    """The fitted parameters in `workdir` (launch.fit_pitch); with `expected` (a parameter
+    tree of the predictor that will use them), refused unless every array's shape matches."""
+    path = os.path.join(workdir, PARAMS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: pass the --workdir of a finished pitch fit "
+            "(python -m launch.fit_pitch) as pitch_workdir."
+        )
+    with open(path, "rb") as f:
+        params = serialization.msgpack_restore(f.read())
+    if expected is not None:
+        got = jax.tree.map(np.shape, params)
+        want = jax.tree.map(np.shape, expected)
+        if got != want:
+            raise ValueError(
+                f"the pitch predictor in {path} has another architecture than the student's "
+                "model.pitch_channels, model.pitch_dilations, model.pitch_speaker_dim and "
+                "model.num_speakers describe: set them to its config's pitch section "
+                f"(config.json beside it). Shapes there: {got}; expected: {want}."
+            )
+    return jax.tree.map(jnp.asarray, params)
 
 
 def targets(log_f0: Array) -> Array:
@@ -134,6 +170,10 @@ def decode(voicing_logit: Array, class_logits: Array) -> tuple[Array, Array]:
 def harvest_frames(audio: np.ndarray, sample_rate: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """(F0 in Hz, voiced 0/1), each (len(audio) // hop,): WORLD's harvest (1 ms frames, over
     F0_RANGE_HZ) read at each mel frame's centre, (i + 1/2) hop; F0 is 0 where unvoiced."""
+    # Imported here: pyworld warns on import (it reads pkg_resources), and a student with a
+    # learned pitch imports this module for the network alone.
+    import pyworld
+
     x = np.ascontiguousarray(audio, np.float64)
     f0, times = pyworld.harvest(
         x, sample_rate, f0_floor=F0_RANGE_HZ[0], f0_ceil=F0_RANGE_HZ[1], frame_period=1.0

@@ -68,10 +68,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # from the mel (pwavenet.audio.excitation) is added to it, times a learned gain that starts at
     # pulse_gain, and the flows' noise is scaled by a learned gain to the power of the mel's
     # voicing (0..1), starting at voiced_noise_gain (needs the synthesis filter, model.lpc_order
-    # > 0; one-pass synthesis only).
+    # > 0).
     c.model.excitation = "noise"
     c.model.pulse_gain = 1.0
     c.model.voiced_noise_gain = 1.0
+    # The pulses' F0 and voicing: estimate (pwavenet.audio.excitation; reads the whole mel, so
+    # such a student does not stream) or learned (the predictor fitted by launch.fit_pitch in
+    # pitch_workdir, whose architecture the pitch_* fields give: configs/pitch.py's; streams).
+    c.model.pitch_source = "estimate"
+    c.model.pitch_channels = 64
+    c.model.pitch_dilations = (1, 2, 4, 8, 1)
+    c.model.pitch_speaker_dim = 16
+    c.pitch_workdir = ""
     c.model.flow_log_scale_max = 3.0
     c.model.output_init_scale = 0.01  # std of each flow's output kernel at initialisation
     # > 0: a last, fixed layer after the flows (pwavenet.models.iaf): u = g * flows(z) with each mel
@@ -175,6 +183,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.gate_channels = 16
         c.model.skip_channels = 8
         c.model.output_init_scale = 0.1
+        c.model.pitch_channels = 16  # configs/pitch.py:tiny's predictor
+        c.model.pitch_dilations = (1, 2)
         c.distill.num_draws = 4
         c.distill.stft_resolutions = ((256, 64, 256), (128, 32, 128))
         c.train.batch_size = 8

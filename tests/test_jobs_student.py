@@ -220,3 +220,21 @@ def test_a_learned_pitch_student_starts_from_the_fitted_predictor_and_keeps_it(t
     config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "wide", config, fitted)
     with pytest.raises(ValueError, match="model.pitch_channels"):
         student_job.with_pitch_predictor(config, student, params)
+
+
+def test_a_student_saved_before_the_pitch_fields_still_resumes():
+    """A saved student config without model.pitch_source and the predictor's architecture
+    means the hand-made estimate; choosing the learned pitch is a difference, named."""
+    import json
+
+    import ml_collections
+
+    new = student_config.get_config("tiny")
+    saved = ml_collections.ConfigDict(json.loads(new.to_json_best_effort()))
+    for field in ("pitch_source", "pitch_channels", "pitch_dilations", "pitch_speaker_dim"):
+        del saved.model[field]
+    assert training.config_mismatches(saved, new, ("model", "mel")) == []
+    new.model.pitch_source = "learned"
+    assert training.config_mismatches(saved, new, ("model", "mel")) == [
+        "model.pitch_source: saved 'estimate', now 'learned'"
+    ]

@@ -118,8 +118,12 @@ ADDED_FIELDS = {
     "mel.normalization": "none",
     "model.mel_mean": [],
     "model.mel_scale": [],
+    "model.pitch_source": "estimate",
 }
 IGNORED_FIELDS = {"mel.from_file"}
+# The learned pitch predictor's architecture: a run saved before these fields existed has
+# model.pitch_source='estimate' (ADDED_FIELDS), which no predictor serves.
+UNUSED_WHEN_ABSENT = {"model.pitch_channels", "model.pitch_dilations", "model.pitch_speaker_dim"}
 
 
 def config_mismatches(
@@ -130,7 +134,7 @@ def config_mismatches(
     for section in sections:
         a, b = _flatten(saved[section], f"{section}."), _flatten(new[section], f"{section}.")
         for key in sorted(set(a) | set(b)):
-            if key in IGNORED_FIELDS:
+            if key in IGNORED_FIELDS or (key in UNUSED_WHEN_ABSENT and key not in a):
                 continue
             old, now = a.get(key, ADDED_FIELDS.get(key)), b.get(key, ADDED_FIELDS.get(key))
             if old != now:

@@ -117,8 +117,14 @@ def test_student_vocode_equals_one_pass_over_the_unpadded_mel(student, frames, m
     scale = np.std(reference)
     assert scale > 1e-3
     error = np.abs(x - np.clip(reference, -1, 1))
-    # The pieces carry the pulses' phase (a running sum modulo 1) from one to the next.
-    assert np.max(error) <= 5e-3 * scale
+    if not v.model.has_pulses:
+        assert np.max(error) <= 5e-3 * scale
+    else:
+        # The pieces carry the pulses' phase (a running sum modulo 1, in float32: about 6e-8
+        # cycles apart from one pass's) from one to the next; near a pulse's peak a phase
+        # error dtheta moves a sample by about k^2 dtheta of its sqrt(2 k) peak (k harmonics,
+        # up to 180): a relative 1e-3 of the audio's largest sample bounds it.
+        assert np.max(error) <= max(5e-3 * scale, 1e-3 * np.max(np.abs(reference)))
     if v.model.has_pulses:  # the pulses are there
         contour = v.model.apply(
             v.variables, mel[None], jnp.array([2]), method=iaf.IAFStudent.excitation_inputs

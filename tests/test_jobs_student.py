@@ -16,6 +16,7 @@ from pwavenet import training
 from pwavenet.jobs import student as student_job
 from pwavenet.jobs import teacher as teacher_job
 from pwavenet.models import builders
+from pwavenet.models import pitch as pitch_lib
 
 
 @pytest.fixture(scope="module")
@@ -154,15 +155,15 @@ def test_distillation_job_with_the_contrastive_term_and_a_fine_tuned_upsampler(
     assert max(jax.tree.leaves(moved)) <= config.train.learning_rate * (1 + 1e-4), moved
 
 
-def _learned_pitch_student(**pitch):
+def _learned_pitch_student():
     """The tiny student with pulses at a learned predictor's pitch (8 channels, dilations
-    1 and 2, or `pitch`'s), its config and initial parameters."""
+    1 and 2), its config and initial parameters."""
     config = student_config.get_config("tiny")
     config.model.lpc_order = 6
     config.model.excitation = "pulses"
     config.model.pitch_source = "learned"
-    config.model.pitch_channels = pitch.get("channels", 8)
-    config.model.pitch_dilations = pitch.get("dilations", (1, 2))
+    config.model.pitch_channels = 8
+    config.model.pitch_dilations = (1, 2)
     student = builders.build_student(config)
     params = builders.init_student_params(student, config, jax.random.key(0))
     return config, student, params
@@ -186,8 +187,8 @@ def _fitted_pitch_workdir(path, config, params):
 
 def test_a_learned_pitch_student_starts_from_the_fitted_predictor_and_keeps_it(tmp_path):
     """The fit's parameters become the student's `pitch` subtree, array for array, and the
-    student's output has zero gradient with respect to them (the distillation leaves them
-    as they are); a missing pitch_workdir, another mel or another architecture is refused
+    student's pitch contour, the predictor's only way to the audio, has zero gradient with
+    respect to them (the distillation leaves them as they are); a missing pitch_workdir, another mel or another architecture is refused
     by name."""
     config, student, params = _learned_pitch_student()
     rng = np.random.default_rng(0)
@@ -198,14 +199,20 @@ def test_a_learned_pitch_student_starts_from_the_fitted_predictor_and_keeps_it(t
 
     frames = 8
     mel = jax.numpy.asarray(rng.normal(-3.0, 1.0, (1, frames, 16)), jax.numpy.float32)
-    z = jax.numpy.asarray(rng.logistic(size=(1, frames * student.hop_length)), jax.numpy.float32)
     speaker = jax.numpy.zeros((1,), jax.numpy.int32)
 
-    def energy(pitch_params):
-        x = student.apply({"params": dict(loaded, pitch=pitch_params)}, z, mel, speaker)[0]
-        return jax.numpy.sum(jax.numpy.square(x))
+    def contour_energy(pitch_params):
+        # The predictor reaches the audio only through the source's F0 and voicing contour.
+        contour = student.apply(
+            {"params": dict(loaded, pitch=pitch_params)},
+            mel,
+            speaker,
+            method=type(student).excitation_inputs,
+        )
+        return jax.numpy.sum(jax.numpy.square(contour.f0) + jax.numpy.square(contour.voicing))
 
-    grads = jax.grad(energy)(loaded["pitch"])
+    energy, grads = jax.value_and_grad(contour_energy)(loaded["pitch"])
+    assert float(energy) > 0
     assert all(float(np.max(np.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
 
     config.pitch_workdir = ""
@@ -216,8 +223,9 @@ def test_a_learned_pitch_student_starts_from_the_fitted_predictor_and_keeps_it(t
     config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "other_mel", other_mel, fitted)
     with pytest.raises(ValueError, match="mel.n_fft"):
         student_job.with_pitch_predictor(config, student, params)
-    config, student, params = _learned_pitch_student(channels=4)
-    config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "wide", config, fitted)
+    narrow = pitch_lib.PitchPredictor(channels=4, dilations=(1, 2), num_speakers=8)
+    narrow_params = narrow.init(jax.random.key(1), mel, speaker)["params"]
+    config.pitch_workdir = _fitted_pitch_workdir(tmp_path / "narrow", config, narrow_params)
     with pytest.raises(ValueError, match="model.pitch_channels"):
         student_job.with_pitch_predictor(config, student, params)
 

@@ -526,8 +526,8 @@ class IAFStudent(nn.Module):
         and the all-pole synthesis filter, continuing from `state` (at rest if None); `plan`
         is the filters' `pwavenet.audio.lpc.synthesis_plan` if already computed."""
         u, _, _, phase = self._excitation(e, source, state)
-        x, state = self._all_pole(u, source, state, plan)
-        return x, state._replace(pulse_phase=phase)
+        x, memory = self._all_pole(u, source, state, plan)
+        return x, StudentState(memory, phase)
 
     def _excitation(self, e, source, state):
         phase = None if state is None else state.pulse_phase
@@ -536,8 +536,7 @@ class IAFStudent(nn.Module):
 
     def _all_pole(self, u, source, state, plan=None):
         memory = None if state is None else state.filter_memory
-        x, memory = lpc_lib.all_pole_filter(u, source.coefficients, self.hop_length, memory, plan)
-        return x, StudentState(memory, jnp.zeros(u.shape[:1], jnp.float32))
+        return lpc_lib.all_pole_filter(u, source.coefficients, self.hop_length, memory, plan)
 
     def flow_step(self, k: int, cache, x_prev, t, cond_kernel=None, cond_t=None):
         """Flow k's (shift, log-scale, cache) at step t from its input at t - 1, with the
@@ -644,17 +643,14 @@ def windowed_flows(model: IAFStudent, variables, z: Array, mel_up=None, speaker_
     return out[0], out[1], out[2]
 
 
-def _whole(model: IAFStudent, rng, mel, speaker, num_samples, noise=None):
+def _whole(model: IAFStudent, rng, mel, speaker, num_samples):
     """(the window that is the whole input, its frame count)."""
     batch = conditioning_lib.check_inputs(model, None, mel, speaker) or 1
     if mel is not None:
         frames = mel.shape[1]
-    elif noise is not None:
-        frames = -(-noise.shape[1] // synthesis.frame_length(model))
     else:
         frames = -(-int(num_samples) // synthesis.frame_length(model))
-    keys = None if rng is None else synthesis.item_keys(rng, batch)
-    return synthesis.Window.whole(mel, speaker, keys, noise), frames
+    return synthesis.Window.whole(mel, speaker, synthesis.item_keys(rng, batch)), frames
 
 
 def sample(model: IAFStudent, params, rng: Array, mel=None, speaker=None, num_samples=None):
